@@ -1,0 +1,41 @@
+# The verbs: `make demo` and `make test` are all a newcomer needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+REF := .venv-ref
+OUT ?= results
+
+.PHONY: demo test test-all bench reference golden clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/ntk-lab demo --out $(OUT)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks --out $(OUT)/bench
+
+# Pinned neural-tangents 0.6.5 environment (JAX 0.4.25); never imported by the main one.
+$(REF)/.installed: reference/requirements.txt
+	test -x $(REF)/bin/python || $(PYTHON) -m venv $(REF)
+	$(REF)/bin/python -m pip install -q --upgrade pip
+	$(REF)/bin/python -m pip install -q -r reference/requirements.txt
+	touch $@
+
+reference: $(REF)/.installed
+
+golden: $(REF)/.installed $(VENV)/.installed
+	$(PY) -m reference.make_golden
+
+clean:
+	rm -rf $(VENV) $(REF) build *.egg-info

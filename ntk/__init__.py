@@ -1,0 +1,20 @@
+"""Neural tangent kernels on current JAX.
+
+Empirical kernels of any ``apply_fn(params, x)`` (:mod:`ntk.empirical`), analytic
+infinite-width kernels (:mod:`ntk.stax`), cheap approximations (:mod:`ntk.approx`),
+kernel regression and training dynamics (:mod:`ntk.predict`), solvers and diagnostics.
+"""
+from ntk.empirical import (
+    Implementation,
+    empirical_kernel_fn,
+    empirical_nngp_fn,
+    empirical_ntk_fn,
+)
+
+__all__ = [
+    "Implementation",
+    "empirical_kernel_fn",
+    "empirical_nngp_fn",
+    "empirical_ntk_fn",
+]
+__version__ = "0.1.0"

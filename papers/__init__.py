@@ -1,0 +1,1 @@
+"""One module per reproduced paper: its citation, the studies it needs and its claims."""
