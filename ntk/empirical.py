@@ -1,0 +1,724 @@
+"""Empirical neural tangent and NNGP kernels of any ``apply_fn(params, x)``.
+
+The empirical NTK of a network ``f(params, x)`` with parameter leaves ``theta_l`` is
+
+    Theta(x1, x2) = sum_l s_l J_l(x1) J_l(x2)^T,      J_l = d f / d theta_l,
+
+with ``s_l = 1`` by default; per-leaf scales ``s_l`` give the kernel of layer-wise learning
+rates (muP, SP with per-layer rates) and ``s_l = 0`` drops a leaf (parameter subsets).
+The empirical NNGP kernel is the output covariance ``f(x1) f(x2)^T``.
+
+Output axes follow neural-tangents: for outputs of shape ``(N, O)`` the full kernel
+(``trace_axes=()``) has shape ``(N1, N2, O, O)``; ``trace_axes=(-1,)`` (the default) returns
+the *mean* over the traced axis, ``(N1, N2)``; ``diagonal_axes=(-1,)`` keeps only matching
+outputs, ``(N1, N2, O)``. In general every output axis contributes, in order, two axes
+(one per input) if it is free, one if it is diagonal and none if it is traced.
+
+Three exact implementations (Novak, Sohl-Dickstein & Schoenholz 2022):
+
+- ``'jacobian'``: Jacobian contraction, ``N O [FP] + N^2 O^2 P``.
+- ``'ntvp'``: NTK-vector products, ``Theta e_b = J1 (s * J2^T e_b)`` by one vjp and one
+  jvp per column, ``N^2 O [FP]``; never stores a Jacobian.
+- ``'structured'``: structured derivatives (:mod:`ntk.structured`): dense, convolution,
+  additive and multiplicative parameters use their layer's structure; the rest falls back
+  to Jacobian contraction.
+- ``'auto'``: the cheapest of the three by a FLOP model of N, O, P and the layer sizes.
+
+Large kernels are computed in blocks of inputs under a memory budget (:mod:`ntk.budget`);
+rows of blocks can be sharded over devices (:mod:`ntk.distributed`).
+"""
+from __future__ import annotations
+
+import enum
+import functools
+import math
+import string
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntk import budget as _budget
+from ntk import structured as _structured
+
+
+class Implementation(str, enum.Enum):
+    """Names of the empirical-NTK implementations (strings are accepted too)."""
+
+    JACOBIAN = "jacobian"
+    NTVP = "ntvp"
+    STRUCTURED = "structured"
+    AUTO = "auto"
+
+
+_IMPLEMENTATIONS = {i.value: i for i in Implementation}
+
+
+# --------------------------------------------------------------------------- validation
+
+def _as_axes(axes, name: str) -> tuple:
+    if axes is None:
+        return ()
+    if isinstance(axes, (int, np.integer)):
+        return (int(axes),)
+    try:
+        axes = tuple(axes)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of ints, got {axes!r}") from None
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
+            raise TypeError(f"{name} must contain ints, got {axes!r}")
+    return tuple(int(a) for a in axes)
+
+
+def _canonical_axes(axes: tuple, ndim: int, name: str, out_shape) -> tuple:
+    result = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{name}={axes} has axis {a}, out of range for outputs of shape "
+                             f"{tuple(out_shape)} (rank {ndim})")
+        a %= ndim
+        if a in result:
+            raise ValueError(f"{name}={axes} repeats axis {a}")
+        result.append(a)
+    return tuple(sorted(result))
+
+
+def _parse_implementation(implementation) -> Implementation:
+    if isinstance(implementation, Implementation):
+        return implementation
+    if isinstance(implementation, str) and implementation.lower() in _IMPLEMENTATIONS:
+        return _IMPLEMENTATIONS[implementation.lower()]
+    raise ValueError(f"implementation={implementation!r} is not one of "
+                     f"{sorted(_IMPLEMENTATIONS)}")
+
+
+def _parse_vmap_axes(vmap_axes):
+    """``None`` (no batch independence assumed), an int (same axis for inputs and
+    outputs) or ``(in_axes, out_axes)`` / ``(in_axes, out_axes, kwargs_axes)``."""
+    if vmap_axes is None:
+        return None
+    if isinstance(vmap_axes, (int, np.integer)):
+        return int(vmap_axes), int(vmap_axes)
+    if isinstance(vmap_axes, (tuple, list)) and len(vmap_axes) in (2, 3):
+        in_axes, out_axes = vmap_axes[0], vmap_axes[1]
+        kw = vmap_axes[2] if len(vmap_axes) == 3 else None
+        if kw and any(v is not None for v in dict(kw).values()):
+            raise NotImplementedError(
+                "vmap_axes: batched keyword arguments are not supported; keyword arguments "
+                f"are passed unchanged to every call, got kwargs_axes={kw!r}")
+        if not all(isinstance(a, (int, np.integer)) for a in (in_axes, out_axes)):
+            raise TypeError(f"vmap_axes=(in_axes, out_axes[, kwargs_axes]) needs int axes, "
+                            f"got {vmap_axes!r}")
+        return int(in_axes), int(out_axes)
+    raise TypeError(f"vmap_axes must be None, an int or (in_axes, out_axes[, kwargs_axes]), "
+                    f"got {vmap_axes!r}")
+
+
+def _is_tracer(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _check_inputs(x1, x2, in_axis: int):
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is None and name == "x2":
+            continue
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+        if x.ndim == 0:
+            raise ValueError(f"{name} must have a batch axis, got a scalar")
+        if not -x.ndim <= in_axis < x.ndim:
+            raise ValueError(f"{name} of shape {tuple(x.shape)} has no batch axis {in_axis}")
+        if not _is_tracer(x) and jnp.issubdtype(x.dtype, jnp.inexact):
+            if not bool(jnp.all(jnp.isfinite(x))):
+                bad = int(jnp.size(x) - jnp.sum(jnp.isfinite(x)))
+                raise ValueError(f"{name} of shape {tuple(x.shape)} has {bad} non-finite "
+                                 "entries (NaN or inf)")
+    if x2 is not None:
+        f1 = tuple(np.delete(np.array(x1.shape), in_axis % x1.ndim))
+        f2 = tuple(np.delete(np.array(x2.shape), in_axis % x2.ndim))
+        if x1.ndim != x2.ndim or f1 != f2:
+            raise ValueError(f"x1 and x2 must have the same per-example shape: x1 has shape "
+                             f"{tuple(x1.shape)} and x2 has shape {tuple(x2.shape)} "
+                             f"(batch axis {in_axis})")
+
+
+def _param_shapes(params) -> str:
+    shapes = jax.tree_util.tree_map(lambda p: tuple(jnp.shape(p)), params)
+    text = str(shapes)
+    return text if len(text) < 400 else text[:400] + "..."
+
+
+def _output_shape(apply_fn, params, x, kwargs):
+    try:
+        out = jax.eval_shape(functools.partial(apply_fn, **kwargs), params, x)
+    except Exception as e:  # noqa: BLE001 - re-raised with the shapes involved
+        raise TypeError(f"params do not fit apply_fn for inputs of shape {tuple(x.shape)}: "
+                        f"{type(e).__name__}: {e}\nparams shapes: {_param_shapes(params)}"
+                        ) from e
+    if not hasattr(out, "shape"):
+        raise TypeError("apply_fn must return a single array, got "
+                        f"{jax.tree_util.tree_structure(out)}")
+    return tuple(out.shape), out.dtype
+
+
+def _scale_list(param_scales, params, leaves) -> list:
+    if param_scales is None:
+        return [1.0] * len(leaves)
+    treedef = jax.tree_util.tree_structure(params)
+    try:
+        scales = treedef.flatten_up_to(param_scales)
+    except (ValueError, TypeError) as e:
+        raise ValueError("param_scales must be a pytree of scalars with the structure of "
+                         f"params; params has structure {treedef}, param_scales is "
+                         f"{jax.tree_util.tree_structure(param_scales)}") from e
+    out = []
+    for s in scales:
+        if _is_tracer(s):
+            raise TypeError("param_scales must be concrete numbers, not traced values")
+        s = np.asarray(s)
+        if s.shape != ():
+            raise ValueError(f"param_scales must hold scalars, got an entry of shape {s.shape}")
+        s = float(s)
+        if not math.isfinite(s) or s < 0:
+            raise ValueError(f"param_scales must be finite and non-negative, got {s}")
+        out.append(s)
+    return out
+
+
+# ----------------------------------------------------------------------------- layout
+
+class _Layout:
+    """Einsum letters for one kernel: per full-output axis, free (a pair of letters),
+    diagonal (one shared kept letter) or traced (one shared summed letter)."""
+
+    def __init__(self, out_shape: Sequence[int], trace: tuple, diag: tuple, batch_axis: int):
+        letters = iter(string.ascii_letters)
+        self.ndim = len(out_shape)
+        self.left, self.right, self.out = [], [], []
+        self.trace_size = 1
+        for ax in range(self.ndim):
+            a = next(letters)
+            if ax in trace or ax in diag:
+                self.left.append(a)
+                self.right.append(a)
+                if ax in diag:
+                    self.out.append(a)
+                else:
+                    self.trace_size *= out_shape[ax]
+            else:
+                b = next(letters)
+                self.left.append(a)
+                self.right.append(b)
+                self.out.extend([a, b])
+        self.spare = "".join(letters)
+        self.batch_axis = batch_axis
+        self.batch_paired = batch_axis in trace or batch_axis in diag
+        # number of (output entry, output entry) pairs per pair of inputs
+        self.pairs = 1
+        for ax in range(self.ndim):
+            if ax == batch_axis:
+                continue
+            self.pairs *= out_shape[ax] if (ax in trace or ax in diag) else out_shape[ax] ** 2
+
+    def lhs(self) -> str:
+        return "".join(self.left)
+
+    def rhs(self) -> str:
+        return "".join(self.right)
+
+    def result(self) -> str:
+        return "".join(self.out)
+
+    def contract(self, a, b, extra: int = 0):
+        """sum over the trailing ``extra`` axes shared by ``a`` and ``b``."""
+        e = self.spare[:extra]
+        return jnp.einsum(f"{self.lhs()}{e},{self.rhs()}{e}->{self.result()}", a, b)
+
+    def reduce_raw(self, raw):
+        """Apply trace / diagonal to a raw ``(*S1, *S2)`` kernel."""
+        return jnp.einsum(f"{self.lhs()}{self.rhs()}->{self.result()}", raw)
+
+    def concat_axis(self, side: int) -> int:
+        """Position of the batch axis of input ``side`` (1 or 2) in the result."""
+        letter = (self.left if side == 1 else self.right)[self.batch_axis]
+        return self.out.index(letter)
+
+
+# ---------------------------------------------------------------------- the engine
+
+class _Model:
+    """``apply_fn`` seen as a function of a flat list of leaves and one call's input."""
+
+    def __init__(self, apply_fn, treedef, kwargs, vmap):
+        self.apply_fn, self.treedef, self.kwargs, self.vmap = apply_fn, treedef, kwargs, vmap
+
+    def call(self, leaves, x):
+        """One call: a single example (``vmap``) or the whole batch."""
+        params = jax.tree_util.tree_unflatten(self.treedef, list(leaves))
+        if self.vmap is None:
+            return self.apply_fn(params, x, **self.kwargs)
+        in_axis, out_axis = self.vmap
+        out = self.apply_fn(params, jnp.expand_dims(x, in_axis), **self.kwargs)
+        return jnp.take(out, 0, axis=out_axis)
+
+    def batch(self, leaves, x):
+        """The whole batch's output (vmapped over single examples where allowed)."""
+        if self.vmap is None:
+            return self.call(leaves, x)
+        in_axis, out_axis = self.vmap
+        return jax.vmap(self.call, in_axes=(None, in_axis), out_axes=out_axis)(leaves, x)
+
+    def over_examples(self, fn, leaves, x):
+        """Map ``fn(leaves, x_call) -> pytree`` over calls; leading axis = example."""
+        if self.vmap is None:
+            return jax.tree_util.tree_map(lambda a: a[None], fn(leaves, x))
+        return jax.vmap(fn, in_axes=(None, self.vmap[0]))(leaves, x)
+
+
+def _jacobian_features(model: _Model, leaves, active, x):
+    def per_call(lv, xc):
+        def f(act):
+            full = list(lv)
+            for i, v in zip(active, act):
+                full[i] = v
+            return model.call(full, xc)
+        return jax.jacrev(f)([lv[i] for i in active])
+
+    return _features_full(model, per_call, leaves, x)
+
+
+def _features_full(model: _Model, per_call, leaves, x):
+    """Per-call features with the example axis placed at the output's batch axis."""
+    feats = model.over_examples(per_call, leaves, x)
+    if model.vmap is None:
+        return jax.tree_util.tree_map(lambda a: a[0], feats)
+    out_axis = model.vmap[1]
+    return _place_batch(feats, out_axis)
+
+
+def _place_batch(tree, out_axis):
+    return jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, out_axis), tree)
+
+
+def _contract_jacobians(layout: _Layout, j1, j2, scales, active):
+    total = 0.0
+    for k, i in enumerate(active):
+        extra = j1[k].ndim - layout.ndim
+        total = total + scales[i] * layout.contract(j1[k], j2[k], extra)
+    return total
+
+
+def _jacobian_block(model, layout, leaves, scales, active, x1, x2):
+    j1 = _jacobian_features(model, leaves, active, x1)
+    j2 = j1 if x2 is None else _jacobian_features(model, leaves, active, x2)
+    return _contract_jacobians(layout, j1, j2, scales, active)
+
+
+def _ntvp_block(model, layout, leaves, scales, active, x1, x2, chunk):
+    x2 = x1 if x2 is None else x2
+    act = [leaves[i] for i in active]
+    act_scales = [scales[i] for i in active]
+
+    def with_active(a):
+        full = list(leaves)
+        for i, v in zip(active, a):
+            full[i] = v
+        return full
+
+    out2 = jax.eval_shape(lambda a: model.batch(with_active(a), x2), act)
+    size2 = int(np.prod(out2.shape))
+    _, vjp2 = jax.vjp(lambda a: model.batch(with_active(a), x2), act)
+
+    def column(index):
+        cot = jnp.zeros(size2, out2.dtype).at[index].set(1).reshape(out2.shape)
+        v = vjp2(cot)[0]
+        v = [s * t for s, t in zip(act_scales, v)]
+        return jax.jvp(lambda a: model.batch(with_active(a), x1), (act,), (v,))[1]
+
+    cols = jax.lax.map(column, jnp.arange(size2), batch_size=max(1, min(chunk, size2)))
+    # cols: (size2, *S1) -> raw (*S1, *S2)
+    s1_ndim = cols.ndim - 1
+    raw = jnp.moveaxis(cols.reshape(tuple(out2.shape) + cols.shape[1:]),
+                       tuple(range(len(out2.shape))),
+                       tuple(range(s1_ndim, s1_ndim + len(out2.shape))))
+    return layout.reduce_raw(raw)
+
+
+def _structured_block(model, layout, leaves, scales, active, x1, x2, feature_fn, analysis):
+    f1 = _features_full(model, lambda lv, xc: feature_fn(lv, xc)[1:], leaves, x1)
+    f2 = f1 if x2 is None else _features_full(
+        model, lambda lv, xc: feature_fn(lv, xc)[1:], leaves, x2)
+    taps1, fb1 = f1
+    taps2, fb2 = f2
+    total = 0.0
+    h_batch = model.vmap is not None
+    for t1, t2 in zip(taps1, taps2):
+        s = scales[t1.leaf]
+        if s == 0.0:
+            continue
+        if t1.kind in ("dot", "conv"):
+            total = total + s * _contract_tap(layout, t1, t2, h_batch)
+        else:
+            total = total + s * layout.contract(t1.jac, t2.jac, t1.jac.ndim - layout.ndim)
+    for i in fb1:
+        if scales[i] == 0.0:
+            continue
+        total = total + scales[i] * layout.contract(fb1[i], fb2[i], fb1[i].ndim - layout.ndim)
+    return total
+
+
+def _contract_tap(layout: _Layout, t1, t2, h_batch: bool):
+    """``sum_{p,q} (h1_p . h2_q)(g1_p . g2_q)`` with g ``(*S, P, F)`` and h
+    ``([N,] P, C)``; opt_einsum decides between pairwise and materialized order."""
+    p, q, f, c = layout.spare[:4]
+    if h_batch:
+        b1, b2 = layout.left[layout.batch_axis], layout.right[layout.batch_axis]
+    else:
+        b1 = b2 = ""
+    spec = (f"{layout.lhs()}{p}{f},{layout.rhs()}{q}{f},{b1}{p}{c},{b2}{q}{c}"
+            f"->{layout.result()}")
+    return jnp.einsum(spec, t1.g, t2.g, _h_lead(t1.h, h_batch, layout),
+                      _h_lead(t2.h, h_batch, layout), optimize="optimal")
+
+
+def _h_lead(h, h_batch, layout):
+    # h was moved like every feature (example axis to the batch position); h has no output
+    # axes other than the example one, so move it back to the front.
+    if not h_batch:
+        return h
+    return jnp.moveaxis(h, layout.batch_axis, 0)
+
+
+# ------------------------------------------------------------------------- cost model
+
+def _profile(model: _Model, leaves, x, in_axis: int):
+    """Trace one call (a single example in vmap mode) for the cost model."""
+    if model.vmap is None:
+        xc = jax.ShapeDtypeStruct(tuple(np.take(np.zeros(x.shape, dtype=bool), [0],
+                                                axis=in_axis).shape), x.dtype)
+    else:
+        shape = list(x.shape)
+        del shape[in_axis]
+        xc = jax.ShapeDtypeStruct(tuple(shape), x.dtype)
+    avals = [jax.ShapeDtypeStruct(jnp.shape(l), jnp.result_type(l)) for l in leaves]
+    closed = jax.make_jaxpr(model.call)(avals, xc)
+    return _structured.analyze(closed, len(leaves))
+
+
+def _tap_dims(tap) -> tuple[int, int, int]:
+    """(positions, input size C, output size F) of a dense / conv tap for one call."""
+    if tap.kind == "dot":
+        (lc, rc), _ = tap.params["dimension_numbers"]
+        w_contract = rc if tap.operand == 1 else lc
+        c = int(np.prod([tap.operand_shape[d] for d in w_contract]))
+        f = int(np.prod(tap.operand_shape)) // max(c, 1)
+        pos = int(np.prod(tap.out_shape)) // max(f, 1)
+        return pos, c, f
+    dn = tap.params["dimension_numbers"]
+    f = tap.operand_shape[dn.rhs_spec[0]]
+    c = int(np.prod(tap.operand_shape)) // f
+    pos = int(np.prod(tap.out_shape)) // f
+    return pos, c, f
+
+
+def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric):
+    """FLOPs and per-block bytes (as functions of block sizes) of each implementation."""
+    fp = max(analysis.flops_forward, 1.0)
+    acts = analysis.activation_size
+    sizes = [int(np.prod(jnp.shape(l))) for l in leaves]
+    p_active = sum(sizes[i] for i in active)
+    o = out_size
+    pairs = layout.pairs
+    nf = n1 if symmetric else n1 + n2
+    flops = {
+        Implementation.JACOBIAN: nf * o * 3 * fp + n1 * n2 * pairs * p_active,
+        Implementation.NTVP: n2 * o * (3 * fp + 3 * n1 * fp),
+    }
+    tap_cost, tap_feat = 0.0, 0
+    handled = set()
+    for t in analysis.taps:
+        if t.leaf not in active:
+            continue
+        handled.add(t.leaf)
+        if t.kind in ("dot", "conv"):
+            pos, c, f = _tap_dims(t)
+            pairwise = n1 * n2 * (pos * pos * c + pairs * pos * pos * f)
+            materialized = nf * o * pos * c * f + n1 * n2 * pairs * c * f
+            tap_cost += min(pairwise, materialized)
+            tap_feat += o * pos * f + pos * c
+        else:
+            tap_cost += n1 * n2 * pairs * sizes[t.leaf]
+            tap_feat += o * sizes[t.leaf]
+    p_fallback = sum(sizes[i] for i in active if i not in handled)
+    flops[Implementation.STRUCTURED] = (nf * o * 3 * fp + tap_cost
+                                        + n1 * n2 * pairs * p_fallback)
+
+    def jac_bytes(b1, b2):
+        b = b1 if symmetric and b1 == n1 and b2 == n2 else b1 + b2
+        return b * o * (p_active + acts) + b1 * b2 * pairs
+
+    def ntvp_bytes(b1, b2):
+        return 3 * b1 * acts + min(b2 * o, 64) * (p_active + acts * b1) + b1 * b2 * o * o
+
+    def sd_bytes(b1, b2):
+        b = b1 if symmetric and b1 == n1 and b2 == n2 else b1 + b2
+        return b * (tap_feat + o * (p_fallback + acts)) + b1 * b2 * pairs * 4
+
+    block_bytes = {Implementation.JACOBIAN: jac_bytes, Implementation.NTVP: ntvp_bytes,
+                   Implementation.STRUCTURED: sd_bytes}
+    return flops, block_bytes
+
+
+# ------------------------------------------------------------------------ public API
+
+def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
+                     implementation: str | Implementation = "auto", param_scales=None,
+                     memory_budget: int | None = None,
+                     block_size: int | tuple[int, int] | None = None,
+                     devices: Sequence[jax.Device] | str | None = None):
+    """Empirical NTK ``Theta(x1, x2) = sum_l s_l J_l(x1) J_l(x2)^T`` of ``apply_fn``.
+
+    Args:
+      apply_fn: ``apply_fn(params, x, **apply_kwargs) -> array`` with outputs ``(N, ...)``
+        (the batch axis where ``vmap_axes`` says). Any pytree of parameters: plain JAX,
+        ``ntk.stax``, Flax (``model.apply``) or Equinox (a partitioned model).
+      trace_axes: output axes to trace over; the kernel holds their *mean*
+        (neural-tangents semantics). ``()`` gives the full ``(N1, N2, O, O)`` kernel.
+      diagonal_axes: output axes on which only matching entries are kept, e.g. ``(-1,)``
+        gives ``(N1, N2, O)``; including the batch axis gives per-example diagonals.
+      vmap_axes: ``None`` (no assumption; Jacobians of whole batches) or the batch axis
+        of inputs and outputs, an int or ``(in_axes, out_axes)``, along which examples are
+        independent: per-example derivatives are vmapped, which is much cheaper.
+      implementation: ``'jacobian'``, ``'ntvp'``, ``'structured'`` or ``'auto'``.
+      param_scales: optional pytree of non-negative scalars with the structure of params;
+        leaf ``l`` contributes ``s_l J_l J_l^T`` (``0`` drops it).
+      memory_budget: bytes the computation may use (default
+        :func:`ntk.budget.default_memory_budget`); larger requests are cut into blocks of
+        inputs, and impossible ones raise :class:`ntk.budget.MemoryBudgetError`.
+      block_size: force blocks of this many inputs (an int, or a pair for x1 / x2).
+      devices: ``None`` (default device), ``'all'`` or a list of devices over which blocks
+        of rows are sharded (:mod:`ntk.distributed`).
+
+    Returns:
+      ``ntk_fn(x1, x2, params, **apply_kwargs)``; ``x2=None`` means ``x2 = x1`` (and
+      reuses x1's derivatives). The result has shape ``(N1, N2)`` for outputs ``(N, O)``
+      with the default ``trace_axes``; see the module docstring for the general layout.
+    """
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
+    impl = _parse_implementation(implementation)
+    trace = _as_axes(trace_axes, "trace_axes")
+    diag = _as_axes(diagonal_axes, "diagonal_axes")
+    vmap = _parse_vmap_axes(vmap_axes)
+    if memory_budget is not None and (not isinstance(memory_budget, (int, float))
+                                      or memory_budget <= 0):
+        raise ValueError(f"memory_budget must be a positive number of bytes, got "
+                         f"{memory_budget!r}")
+
+    def ntk_fn(x1, x2, params, **apply_kwargs):
+        return _compute("ntk", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
+                        impl, param_scales, memory_budget, block_size, devices)
+
+    ntk_fn.implementation = impl
+    return ntk_fn
+
+
+def empirical_nngp_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
+                      memory_budget: int | None = None,
+                      block_size: int | tuple[int, int] | None = None):
+    """Empirical NNGP kernel ``K(x1, x2) = f(x1) f(x2)^T`` (output covariance).
+
+    ``trace_axes`` (mean) and ``diagonal_axes`` as in :func:`empirical_ntk_fn`; for outputs
+    of shape ``(N, O)`` the default gives ``(1/O) f(x1) . f(x2)``, shape ``(N1, N2)``. For
+    the covariance of hidden features, pass an ``apply_fn`` that returns them.
+
+    Returns ``nngp_fn(x1, x2, params, **apply_kwargs)``.
+    """
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
+    trace = _as_axes(trace_axes, "trace_axes")
+    diag = _as_axes(diagonal_axes, "diagonal_axes")
+    vmap = _parse_vmap_axes(vmap_axes)
+
+    def nngp_fn(x1, x2, params, **apply_kwargs):
+        return _compute("nngp", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
+                        Implementation.JACOBIAN, None, memory_budget, block_size, None)
+
+    return nngp_fn
+
+
+def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
+                        implementation: str | Implementation = "auto", param_scales=None,
+                        memory_budget: int | None = None):
+    """Both empirical kernels: ``kernel_fn(x1, x2, get, params, **kw)`` with ``get`` one of
+    ``'nngp'``, ``'ntk'`` or a tuple of them (returns a dict for a tuple)."""
+    ntk = empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation,
+                           param_scales, memory_budget)
+    nngp = empirical_nngp_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, memory_budget)
+    fns = {"ntk": ntk, "nngp": nngp}
+
+    def kernel_fn(x1, x2, get, params, **apply_kwargs):
+        names = (get,) if isinstance(get, str) else tuple(get)
+        for g in names:
+            if g not in fns:
+                raise ValueError(f"get={get!r}: unknown kernel {g!r}; expected 'nngp' or 'ntk'")
+        out = {g: fns[g](x1, x2, params, **apply_kwargs) for g in names}
+        return out[get] if isinstance(get, str) else out
+
+    return kernel_fn
+
+
+# ------------------------------------------------------------------------ computation
+
+def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, param_scales,
+             memory_budget, block_size, devices):
+    in_axis = vmap[0] if vmap is not None else 0
+    x1 = x1 if hasattr(x1, "shape") else x1
+    _check_inputs(x1, x2, in_axis)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    if not leaves and kind == "ntk":
+        raise ValueError("params has no array leaves; the NTK of a parameter-free function "
+                         "is zero")
+    scales = _scale_list(param_scales, params, leaves)
+    active = [i for i, s in enumerate(scales) if s != 0.0]
+
+    probe = jnp.take(x1, jnp.arange(min(1, x1.shape[in_axis])), axis=in_axis)
+    out_shape, out_dtype = _output_shape(apply_fn, params, probe, kwargs)
+    batch_axis = vmap[1] if vmap is not None else 0
+    if not -len(out_shape) <= batch_axis < len(out_shape):
+        raise ValueError(f"vmap_axes: output axis {batch_axis} out of range for outputs of "
+                         f"shape {out_shape}")
+    batch_axis %= len(out_shape)
+    ndim = len(out_shape)
+    tr = _canonical_axes(trace, ndim, "trace_axes", out_shape)
+    dg = _canonical_axes(diag, ndim, "diagonal_axes", out_shape)
+    if set(tr) & set(dg):
+        raise ValueError(f"trace_axes={trace} and diagonal_axes={diag} share axes")
+
+    n1 = x1.shape[in_axis]
+    n2 = n1 if x2 is None else x2.shape[in_axis]
+    batch_mean = batch_axis in tr
+    if batch_mean or batch_axis in dg:
+        if n1 != n2:
+            raise ValueError(f"tracing or taking the diagonal over the batch axis needs as "
+                             f"many x1 as x2 inputs, got N1={n1} and N2={n2}")
+        # the trace over inputs is the mean of the diagonal: keep it, average at the end
+        tr = tuple(a for a in tr if a != batch_axis)
+        dg = tuple(sorted(dg + (batch_axis,)))
+
+    full_shape = list(out_shape)
+    full_shape[batch_axis] = n1
+    layout = _Layout(full_shape, tr, dg, batch_axis)
+    model = _Model(apply_fn, treedef, kwargs, vmap)
+    per_call_out = int(np.prod(out_shape)) // (1 if vmap is None else out_shape[batch_axis])
+    dtype = jnp.result_type(out_dtype, *[jnp.result_type(l) for l in leaves]) if leaves \
+        else out_dtype
+    itemsize = jnp.dtype(dtype).itemsize
+    out_entries = n1 * n2 * layout.pairs if not layout.batch_paired else n1 * layout.pairs
+    budget = int(memory_budget or _budget.default_memory_budget())
+
+    if kind == "nngp":
+        def nngp_bytes(b1, b2):
+            return (b1 + b2) * per_call_out * 2 + b1 * b2 * layout.pairs
+
+        plan = _budget.plan_blocks(n1, n2, lambda a, b: nngp_bytes(a, b) * itemsize,
+                                   out_entries * itemsize, budget, block_size, "NNGP kernel")
+
+        def block(lv, xa, xb):
+            fa = model.batch(lv, xa)
+            fb = fa if xb is None else model.batch(lv, xb)
+            return layout.contract(fa, fb)
+
+        result = _run_blocks(block, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2)
+        return result / layout.trace_size
+
+    analysis = _profile(model, leaves, x1, in_axis)
+    flops, block_bytes = _costs(analysis, leaves, active, layout, n1, n2, per_call_out,
+                                symmetric=x2 is None)
+    if impl is Implementation.AUTO:
+        impl = min(flops, key=flops.get)
+
+    def bytes_fn(b1, b2):
+        return block_bytes[impl](b1, b2) * itemsize
+
+    plan = _budget.plan_blocks(n1, n2, bytes_fn, out_entries * itemsize, budget, block_size,
+                               f"empirical NTK ({impl.value})")
+
+    if impl is Implementation.JACOBIAN:
+        block = functools.partial(_jacobian_block, model, layout, scales=scales,
+                                  active=active)
+        block = _kw_block(block)
+    elif impl is Implementation.NTVP:
+        p_active = sum(int(np.prod(jnp.shape(leaves[i]))) for i in active)
+        per_col = (p_active + analysis.activation_size * plan.block1) * itemsize
+        chunk = int(max(1, min(1024, (budget // 4) // max(per_col, 1))))
+        block = _kw_block(functools.partial(_ntvp_block, model, layout, scales=scales,
+                                            active=active, chunk=chunk))
+    else:
+        feature_fn = _structured_feature_fn(model, leaves, x1, in_axis, active)
+        block = _kw_block(functools.partial(_structured_block, model, layout, scales=scales,
+                                            active=active, feature_fn=feature_fn,
+                                            analysis=analysis))
+    result = _run_blocks(block, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2)
+    if batch_mean:
+        result = jnp.mean(result, axis=layout.concat_axis(1))
+    return result / layout.trace_size
+
+
+def _kw_block(partial):
+    def block(lv, xa, xb):
+        return partial(lv, x1=xa, x2=xb)
+    return block
+
+
+def _structured_feature_fn(model: _Model, leaves, x1, in_axis, active):
+    if model.vmap is None:
+        xc = jax.ShapeDtypeStruct(tuple(x1.shape), x1.dtype)
+    else:
+        shape = list(x1.shape)
+        del shape[in_axis]
+        xc = jax.ShapeDtypeStruct(tuple(shape), x1.dtype)
+    avals = [jax.ShapeDtypeStruct(jnp.shape(l), jnp.result_type(l)) for l in leaves]
+    cache = {}
+
+    def feature_fn(lv, xc_value):
+        key = (tuple(xc_value.shape), str(xc_value.dtype))
+        if key not in cache:
+            aval = jax.ShapeDtypeStruct(key[0], xc_value.dtype)
+            fn, analysis = _structured.make_feature_fn(model.call, avals, aval,
+                                                       active=active)
+            cache[key] = fn
+        return cache[key](lv, xc_value)
+
+    del xc
+    return feature_fn
+
+
+def _run_blocks(block, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2):
+    from ntk import distributed
+
+    run = distributed.row_sharded(block, devices, in_axis)
+    b1, b2 = plan.block1, plan.block2
+    paired = layout.batch_paired
+    if b1 >= n1 and b2 >= n2:
+        return run(leaves, x1, x2)
+    ax1, ax2 = layout.concat_axis(1), layout.concat_axis(2)
+    rows = []
+    for i in range(0, n1, b1):
+        xa = jax.lax.slice_in_dim(x1, i, min(i + b1, n1), axis=in_axis)
+        if paired:
+            xb = None if x2 is None else jax.lax.slice_in_dim(x2, i, min(i + b1, n1),
+                                                                axis=in_axis)
+            rows.append(run(leaves, xa, xb))
+            continue
+        cols = []
+        for j in range(0, n2, b2):
+            src = x1 if x2 is None else x2
+            xb = jax.lax.slice_in_dim(src, j, min(j + b2, n2), axis=in_axis)
+            if x2 is None and i == j and xa.shape == xb.shape:
+                xb = None
+            cols.append(run(leaves, xa, xb))
+        rows.append(jnp.concatenate(cols, axis=ax2) if len(cols) > 1 else cols[0])
+    return jnp.concatenate(rows, axis=ax1) if len(rows) > 1 else rows[0]
