@@ -1,0 +1,122 @@
+"""Run a study into ``OUT/STUDY/<run-id>/`` and resume it if it was interrupted.
+
+The run id defaults to ``<quick|full>-seed<N>-<config hash>``: running the same command again
+finds the same folder and resumes from its checkpoints (a finished task is not recomputed).
+``fresh=True`` (``--fresh``) deletes the checkpoints first.
+
+Folder contents: ``config.json`` (written first), ``checkpoints/*.pkl`` (during training),
+``*.png`` figures and ``results.json`` (written last; its presence means the run finished).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from experiments import config as configlib
+from experiments.checkpoint import Checkpoint
+from experiments.loop import RunInterrupted
+from experiments.records import Claim, atomic_write_json, environment, jsonable, save_figure
+from experiments.registry import load_study
+
+
+class OutputError(ValueError):
+    """The output folder cannot be created or written."""
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What a study's ``run(cfg, ctx)`` may use: its folder, checkpoints, figures, progress."""
+    run_dir: Path
+    config_key: str = ""
+    progress: bool = True
+    interrupt_after_steps: int | None = None  # test hook: raise RunInterrupted after this many
+    steps_done: int = 0
+    figures: list = dataclasses.field(default_factory=list)
+    resumed: list = dataclasses.field(default_factory=list)
+
+    def checkpoint(self, task: str) -> Checkpoint:
+        return Checkpoint(self.run_dir / "checkpoints", task, key=self.config_key)
+
+    def save_figure(self, fig, name: str) -> str:
+        path = self.run_dir / (name if name.endswith(".png") else name + ".png")
+        save_figure(fig, path)
+        self.figures.append(path.name)
+        return str(path)
+
+    def tick(self, n_steps: int) -> None:
+        self.steps_done += n_steps
+        if self.interrupt_after_steps is not None and self.steps_done >= self.interrupt_after_steps:
+            raise RunInterrupted(f"interrupted after {self.steps_done} steps (test hook)")
+
+
+def make_config(name: str, *, quick: bool = True, seed: int | None = None,
+                overrides: Iterable[str] = (), cfg: Any = None):
+    """The study module and its config: preset, then ``seed``, then ``--set`` overrides."""
+    module = load_study(name)
+    if cfg is None:
+        cfg = module.Config.quick() if quick else module.Config.full()
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"--seed: expected an integer, got {seed!r}")
+        cfg = dataclasses.replace(cfg, seed=seed)
+    cfg = configlib.apply_overrides(cfg, overrides)
+    return module, cfg
+
+
+def _prepare_dir(out: str | os.PathLike, study: str, run_id: str) -> Path:
+    out = Path(out)
+    run_dir = out / study / run_id
+    created = []
+    try:
+        for parent in reversed([run_dir, *run_dir.parents]):
+            if not parent.exists():
+                parent.mkdir()
+                created.append(parent)
+        if not os.access(run_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as err:
+        for folder in reversed(created):  # leave nothing half-made behind
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise OutputError(f"--out {out}: cannot write run folder {run_dir}: "
+                          f"{err.strerror or err}") from None
+    return run_dir
+
+
+def run_study(name: str, *, quick: bool = True, seed: int | None = None,
+              overrides: Iterable[str] = (), cfg: Any = None, out: str | os.PathLike = "results",
+              run_id: str | None = None, progress: bool = True, fresh: bool = False,
+              interrupt_after_steps: int | None = None) -> dict:
+    """Run study ``name`` and return its results dict (also written to ``results.json``).
+
+    Validates everything (study name, overrides, output folder) before writing anything.
+    """
+    module, cfg = make_config(name, quick=quick, seed=seed, overrides=overrides, cfg=cfg)
+    key = configlib.config_hash(cfg)
+    if run_id is None:
+        run_id = f"{'quick' if quick else 'full'}-seed{cfg.seed}-{key}"
+    run_dir = _prepare_dir(out, name, run_id)
+    if fresh and (run_dir / "checkpoints").exists():
+        shutil.rmtree(run_dir / "checkpoints")
+    config_dict = configlib.to_dict(cfg)
+    atomic_write_json(run_dir / "config.json", {"study": name, "run_id": run_id,
+                                                "config": config_dict})
+    ctx = RunContext(run_dir=run_dir, config_key=key, progress=progress,
+                     interrupt_after_steps=interrupt_after_steps)
+    start = time.perf_counter()
+    metrics = module.run(cfg, ctx)
+    claims = [c.to_dict() if isinstance(c, Claim) else c for c in module.claims(metrics, cfg)]
+    results = jsonable({
+        "study": name, "run_id": run_id, "config": config_dict, "metrics": metrics,
+        "claims": claims, "figures": ctx.figures, "resumed_tasks": ctx.resumed,
+        "environment": environment(cfg.seed),
+        "elapsed_s": time.perf_counter() - start,
+    })
+    atomic_write_json(run_dir / "results.json", results)
+    return results
