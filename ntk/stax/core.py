@@ -1,0 +1,389 @@
+"""Layer machinery: the ``kernel_fn`` object every ``ntk.stax`` layer returns.
+
+A layer is the triple ``(init_fn, apply_fn, kernel_fn)`` of ``jax.example_libraries.stax``
+plus the infinite-width ``kernel_fn``:
+
+* ``init_fn(key, input_shape) -> (output_shape, params)``
+* ``apply_fn(params, x, **kwargs) -> y``
+* ``kernel_fn(x1, x2=None, get=None, *, diagonal_spatial=False, batch_size=None,
+  memory_budget=None) -> Kernel`` (or one array when ``get`` is a name, a namedtuple when
+  ``get`` is a tuple of names). ``kernel_fn`` also accepts a :class:`Kernel` (or a list of them
+  for multi-input layers) and returns the transformed ``Kernel``, so layers compose by hand.
+
+Inside, a ``KernelFn`` holds a pure map ``transform(kernel, out_full) -> kernel`` and a rule
+``input_full(out_full) -> bool`` that says whether its input must keep covariances between
+*different* spatial positions (full layout) given what its output must keep; ``serial`` chains
+both so that, e.g., a CNN read out by ``Flatten`` only ever stores equal-position covariances.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntk.stax.kernel import Kernel, input_kernel, to_diagonal
+
+__all__ = ["KernelFn", "GET_NAMES", "check_std", "check_positive_int"]
+
+GET_NAMES = ("nngp", "ntk", "cov1", "cov2")
+
+#: how many kernel-sized float arrays one block keeps alive at once (nngp, ntk, the variances
+#: broadcast to the kernel's shape and the temporaries of a dual activation)
+_LIVE_ARRAYS = 10
+
+
+def check_std(name: str, value, allow_none: bool = False):
+    """Validate a standard deviation argument (``W_std``, ``b_std``): finite and >= 0."""
+    if value is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name} must be a finite non-negative number, got None")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a finite non-negative number, got "
+                        f"{type(value).__name__} {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+    return v
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _is_kernel_input(x) -> bool:
+    if isinstance(x, Kernel):
+        return True
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(k, Kernel) for k in x)
+
+
+def _map_kernels(fn, ks):
+    if isinstance(ks, Kernel):
+        return fn(ks)
+    return [fn(k) for k in ks]
+
+
+def diagonalize(ks):
+    """Drop off-diagonal spatial covariances from a kernel or a list of kernels."""
+    return _map_kernels(to_diagonal, ks)
+
+
+def _validate_inputs(x1, x2, name: str):
+    """Shape checks at the public boundary; returns ``(x1, x2)`` as jnp arrays."""
+    def as_array(x, arg):
+        if isinstance(x, (list, tuple)):
+            raise TypeError(f"{name}: {arg} is a {type(x).__name__}; this network takes one "
+                            f"array (pass a list only to a network that starts with parallel)")
+        try:
+            x = jnp.asarray(x)
+        except TypeError:
+            raise TypeError(f"{name}: {arg} must be an array, got {type(x).__name__}") from None
+        if x.ndim < 2:
+            raise ValueError(f"{name}: {arg} must have shape (N, ..., C) with at least 2 axes "
+                             f"(batch and features), got shape {x.shape}")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.result_type(float))
+        if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+            raise ValueError(f"{name}: {arg} contains non-finite values (nan or inf)")
+        return x
+
+    x1 = as_array(x1, "x1")
+    if x2 is None:
+        return x1, None
+    x2 = as_array(x2, "x2")
+    if x1.shape[1:] != x2.shape[1:]:
+        raise ValueError(f"{name}: x1 and x2 must agree in every axis but the batch axis; got "
+                         f"x1.shape={x1.shape} and x2.shape={x2.shape}")
+    if x1.dtype != x2.dtype:
+        dtype = jnp.promote_types(x1.dtype, x2.dtype)
+        x1, x2 = x1.astype(dtype), x2.astype(dtype)
+    return x1, x2
+
+
+def _parse_get(get):
+    if get is None:
+        return None, True
+    if isinstance(get, str):
+        names = (get,)
+    elif isinstance(get, (tuple, list)) and all(isinstance(g, str) for g in get):
+        names = tuple(get)
+    else:
+        raise TypeError(f"get must be None, one of {GET_NAMES} or a tuple of them, got {get!r}")
+    bad = [g for g in names if g not in GET_NAMES]
+    if bad or not names:
+        raise ValueError(f"get: unknown kernel name(s) {bad or names!r}; valid names are "
+                         f"{GET_NAMES}")
+    return names, "ntk" in names
+
+
+@functools.lru_cache(maxsize=None)
+def _namedtuple(names: tuple):
+    return collections.namedtuple("Kernels", names)
+
+
+def _select(k, get, single):
+    if get is None:
+        return k
+    if isinstance(k, (list, tuple)):
+        return [_select(ki, get, single) for ki in k]
+    vals = tuple(getattr(k, g) for g in get)
+    return vals[0] if single else _namedtuple(get)(*vals)
+
+
+class KernelFn:
+    """The infinite-width ``kernel_fn`` of a layer or network (see the module docstring)."""
+
+    def __init__(self, name: str, transform: Callable[[Any, bool], Any],
+                 input_full: Callable[[bool], bool] = lambda out_full: out_full,
+                 has_kernel: bool = True):
+        self.name = name
+        self.transform = transform
+        self.input_full = input_full
+        self.has_kernel = has_kernel
+        self._jitted = {}
+
+    def __repr__(self):
+        return f"KernelFn({self.name})"
+
+    # -- the computation on one block of inputs -----------------------------------------
+    def _compute(self, x1, x2, compute_ntk: bool, out_full: bool):
+        in_full = self.input_full(out_full)
+        if isinstance(x1, (list, tuple)):
+            x2s = [None] * len(x1) if x2 is None else x2
+            k = [input_kernel(a, b, in_full, compute_ntk) for a, b in zip(x1, x2s)]
+        else:
+            k = input_kernel(x1, x2, in_full, compute_ntk)
+        k = self.transform(k, out_full)
+        if not out_full:
+            k = diagonalize(k)
+        return k
+
+    def _jit(self, compute_ntk: bool, out_full: bool):
+        key = (compute_ntk, out_full)
+        if key not in self._jitted:
+            self._jitted[key] = jax.jit(
+                functools.partial(self._compute, compute_ntk=compute_ntk, out_full=out_full))
+        return self._jitted[key]
+
+    # -- public call ----------------------------------------------------------------------
+    def __call__(self, x1, x2=None, get=None, *, diagonal_spatial: bool = False,
+                 batch_size: Optional[int | tuple] = None, memory_budget: Optional[int] = None,
+                 **unused_apply_kwargs):
+        """Infinite-width kernels of ``x1 (N1, *spatial, C)`` against ``x2 (N2, ...)``.
+
+        Args:
+          x1, x2: inputs; ``x2=None`` means ``x2 = x1`` (then ``cov2`` is ``None``). Or a
+            :class:`Kernel` (list of kernels) to transform, as in neural-tangents.
+          get: ``None`` (the whole :class:`Kernel`), a name in ``('nngp', 'ntk', 'cov1',
+            'cov2')`` (that array) or a tuple of names (a namedtuple in that order). The NTK
+            is only computed when asked for.
+          diagonal_spatial: for outputs that keep spatial axes, return only the covariances of
+            equal positions ``(N1, N2, X, Y, ...)`` instead of ``(N1, N2, X, X, Y, Y, ...)``.
+          batch_size: compute the ``(N1, N2)`` kernel in blocks of this many rows/columns
+            (an int or a pair); by default blocks are only used when the working memory,
+            estimated before anything is materialized, would exceed ``memory_budget``.
+          memory_budget: bytes a block may use (default: ``ntk.budget.default_memory_budget``).
+        """
+        if not self.has_kernel:
+            self.transform(None, True)  # raises the layer's own NotImplementedError
+        get_names, compute_ntk = _parse_get(get)
+        single = isinstance(get, str)
+        if _is_kernel_input(x1):
+            if not compute_ntk and get is not None:
+                pass
+            return _select(self.transform(x1, not diagonal_spatial), get_names, single)
+
+        if isinstance(x1, (list, tuple)):
+            if x2 is not None and (not isinstance(x2, (list, tuple)) or len(x2) != len(x1)):
+                raise ValueError(f"{self.name}: x1 is a list of {len(x1)} inputs, so x2 must be "
+                                 f"None or a list of as many; got {type(x2).__name__}")
+            pairs = [_validate_inputs(a, None if x2 is None else b, self.name)
+                     for a, b in zip(x1, [None] * len(x1) if x2 is None else x2)]
+            x1 = [p[0] for p in pairs]
+            x2 = None if x2 is None else [p[1] for p in pairs]
+            k = self._jit(compute_ntk, not diagonal_spatial)(x1, x2)
+            return _select(k, get_names, single)
+
+        x1, x2 = _validate_inputs(x1, x2, self.name)
+        if "cov2" in (get_names or ()) and x2 is None:
+            pass  # cov2 is None when x2 is None, as in neural-tangents
+        out_full = not diagonal_spatial
+        plan = self._plan(x1, x2, compute_ntk, batch_size, memory_budget)
+        fn = self._jit(compute_ntk, out_full)
+        if plan is None:
+            k = fn(x1, x2)
+        else:
+            k = self._blocked(fn, x1, x2, plan)
+        return _select(k, get_names, single)
+
+    # -- memory planning and blocks -------------------------------------------------------
+    def _plan(self, x1, x2, compute_ntk, batch_size, memory_budget):
+        n1 = x1.shape[0]
+        n2 = n1 if x2 is None else x2.shape[0]
+        spatial = int(np.prod(x1.shape[1:-1])) if x1.ndim > 2 else 1
+        full = self.input_full(True) and x1.ndim > 2
+        per_pair = (spatial * spatial if full else spatial) * x1.dtype.itemsize
+        n_arrays = _LIVE_ARRAYS if compute_ntk else _LIVE_ARRAYS // 2 + 1
+        out_per_pair = (spatial * spatial if full else spatial) * x1.dtype.itemsize
+        out_bytes = n1 * n2 * (out_per_pair if x1.ndim > 2 else x1.dtype.itemsize) * (
+            2 if compute_ntk else 1)
+
+        def block_bytes(b1, b2):
+            inputs = (b1 + b2) * int(np.prod(x1.shape[1:])) * x1.dtype.itemsize
+            return b1 * b2 * per_pair * n_arrays + inputs
+
+        try:
+            from ntk import budget as _budget
+        except Exception:  # noqa: BLE001 - the foundation's planner is optional here
+            _budget = None
+        if memory_budget is None:
+            memory_budget = (_budget.default_memory_budget() if _budget is not None
+                             else 4 * 1024**3)
+        if batch_size is None and block_bytes(n1, n2) <= memory_budget:
+            return None
+        if _budget is not None:
+            plan = _budget.plan_blocks(n1, n2, block_bytes, min(out_bytes, memory_budget),
+                                       memory_budget, block_size=batch_size,
+                                       what=f"{self.name} analytic kernel")
+            return plan.block1, plan.block2
+        if batch_size is not None:
+            b1, b2 = (batch_size, batch_size) if isinstance(batch_size, int) else batch_size
+            return min(b1, n1), min(b2, n2)
+        b1, b2 = n1, n2
+        while block_bytes(b1, b2) > memory_budget and (b1 > 1 or b2 > 1):
+            if b1 >= b2:
+                b1 = max(1, math.ceil(b1 / 2))
+            else:
+                b2 = max(1, math.ceil(b2 / 2))
+        return b1, b2
+
+    def _blocked(self, fn, x1, x2, plan):
+        """Assemble the kernel from ``(b1, b2)`` blocks; each block is an independent call.
+
+        Entries of a block depend only on its own inputs (``cov1``/``cov2`` keep the batch
+        diagonal only), so blocks can be computed in any order. When ``x2`` is ``x1``
+        only blocks on or above the diagonal are computed and the rest mirrored.
+        """
+        b1, b2 = plan
+        same = x2 is None
+        if same:
+            b1 = b2 = min(b1, b2)
+        xb = x1 if same else x2
+        n1, n2 = x1.shape[0], xb.shape[0]
+        starts1 = list(range(0, n1, b1))
+        starts2 = list(range(0, n2, b2))
+        rows = []
+        cov1_parts, cov2_parts = [], []
+        template = None
+        cache = {}
+        for bi, i in enumerate(starts1):
+            row = []
+            for bj, j in enumerate(starts2):
+                if same and bj < bi:
+                    kt = cache[(bj, bi)]
+                    row.append(kt)
+                    continue
+                a = x1[i:i + b1]
+                b = xb[j:j + b2]
+                k = fn(a, None if (same and i == j) else b)
+                if same:
+                    cache[(bi, bj)] = k
+                if template is None:
+                    template = k
+                row.append(k)
+                if bj == 0:
+                    cov1_parts.append(k.cov1)
+                if bi == 0 and not same:
+                    cov2_parts.append(k.cov2 if k.cov2 is not None else k.cov1)
+            rows.append(row)
+
+        def swap_spatial(m, full, n_spatial):
+            # transpose a (N2, N1, X', X, ...) block to (N1, N2, X, X', ...)
+            perm = [1, 0]
+            for s in range(n_spatial):
+                base = 2 + 2 * s
+                perm += [base + 1, base] if full else [2 + s]
+            return jnp.transpose(m, perm) if not full else jnp.transpose(m, perm)
+
+        def assemble(field):
+            if getattr(template, field) is None:
+                return None
+            out_rows = []
+            for bi, row in enumerate(rows):
+                parts = []
+                for bj, k in enumerate(row):
+                    m = getattr(k, field)
+                    if same and bj < bi:
+                        m = _transpose_pair(m, k)
+                    parts.append(m)
+                out_rows.append(jnp.concatenate(parts, axis=1))
+            return jnp.concatenate(out_rows, axis=0)
+
+        del swap_spatial
+        return template.replace(
+            nngp=assemble("nngp"),
+            ntk=assemble("ntk"),
+            cov1=jnp.concatenate(cov1_parts, axis=0),
+            cov2=None if same else jnp.concatenate(cov2_parts, axis=0),
+            shape1=(n1,) + tuple(template.shape1[1:]),
+            shape2=(n2,) + tuple(template.shape2[1:]),
+        )
+
+
+def _transpose_pair(m, k: Kernel):
+    """``K(x2, x1) -> K(x1, x2)``: swap batch axes and each pair of spatial axes."""
+    perm = [1, 0]
+    if k.full_spatial:
+        for s in range(k.n_spatial):
+            base = 2 + 2 * s
+            perm += [base + 1, base]
+    else:
+        perm += list(range(2, m.ndim))
+    return jnp.transpose(m, perm)
+
+
+def no_kernel_fn(name: str, reason: str = "") -> KernelFn:
+    """``kernel_fn`` of a layer that has no infinite-width kernel: raises, naming the layer."""
+    def transform(k, out_full):
+        raise NotImplementedError(
+            f"layer {name} has no infinite-width kernel" + (f": {reason}" if reason else ""))
+    return KernelFn(name, transform, has_kernel=False)
+
+
+def layer(name: str, init_fn, apply_fn, transform, input_full=None):
+    """Bundle a layer triple; ``transform(k: Kernel) -> Kernel`` acts on one kernel."""
+    kf = KernelFn(name, lambda k, out_full: transform(k),
+                  input_full if input_full is not None else (lambda out_full: out_full))
+    init_fn.__name__ = apply_fn.__name__ = name
+    return init_fn, apply_fn, kf
+
+
+def require_single(k, name: str) -> Kernel:
+    if not isinstance(k, Kernel):
+        raise TypeError(f"{name} takes one input, got a list of {len(k)} (use FanInSum / "
+                        f"FanInConcat to merge branches first)")
+    return k
+
+
+def require_gaussian(k: Kernel, name: str):
+    if not k.is_gaussian:
+        raise ValueError(
+            f"{name}: the input of this layer must be Gaussian, i.e. the output of a random "
+            f"affine layer (Dense or Conv); got "
+            f"{'the raw network input' if k.is_input else 'a non-Gaussian layer output'}. "
+            f"Insert a Dense/Conv layer before {name}.")
+
+
+def check_rank(shape: Sequence[int], n_spatial: int, name: str, arg: str = "input"):
+    if len(shape) != n_spatial + 2:
+        raise ValueError(
+            f"{name}: expects {arg} of rank {n_spatial + 2} (N, {n_spatial} spatial axes, C), "
+            f"got shape {tuple(shape)} of rank {len(shape)}")

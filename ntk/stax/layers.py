@@ -1,0 +1,530 @@
+"""Affine, convolution, pooling, reshaping and normalisation layers with their kernels.
+
+Conventions (those of neural-tangents 0.6.5, so kernels compare number for number):
+channels-last activations ``(N, *spatial, C)``; weights ``W ~ N(0, 1)`` scaled in the forward
+pass by ``W_std / sqrt(fan_in)`` under ``parameterization='ntk'`` (Jacot et al. 2018), or
+initialised as ``N(0, W_std^2 / fan_in)`` and used unscaled under ``'standard'``
+(Sohl-Dickstein et al. 2020, "On the infinite width limit of neural networks with a standard
+parameterization"). Biases are ``b_std * N(0, 1)`` (``b_std=None``: no bias).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntk.stax.core import (check_positive_int, check_rank, check_std, layer, require_gaussian,
+                           require_single)
+from ntk.stax.kernel import Kernel, cross_variances, self_variances, variances
+
+__all__ = ["Dense", "Conv", "AvgPool", "GlobalAvgPool", "Flatten", "LayerNorm", "Identity",
+           "Scale"]
+
+
+def _check_parameterization(parameterization: str) -> str:
+    if not isinstance(parameterization, str) or parameterization.lower() not in (
+            "ntk", "standard"):
+        raise ValueError(f"parameterization must be 'ntk' or 'standard', got "
+                         f"{parameterization!r}")
+    return parameterization.lower()
+
+
+def _affine(mat, w_var, b_var):
+    if mat is None:
+        return None
+    out = w_var * mat
+    return out if b_var is None else out + b_var
+
+
+# ----------------------------------------------------------------------------------------
+# Dense
+
+
+def Dense(out_dim: int, W_std: float = 1.0, b_std: Optional[float] = None,
+          parameterization: str = "ntk"):
+    """Fully connected layer applied along the channel (last) axis.
+
+    Finite layer (``N = fan_in``, the input's channel count):
+      ntk:      ``z = W_std / sqrt(N) x W + b_std b``,   ``W_ij, b_i ~ N(0, 1)``
+      standard: ``z = x W + b``,  ``W_ij ~ N(0, W_std^2 / N)``, ``b_i ~ N(0, b_std^2)``
+
+    Kernel (elementwise over batch pairs and positions):
+      ``nngp' = W_std^2 nngp + b_std^2``
+      ntk:      ``ntk' = nngp' + W_std^2 ntk``
+      standard: ``ntk' = N nngp + 1[b_std given] + W_std^2 ntk``  (grows with the widths)
+
+    Shapes: ``(N, ..., fan_in) -> (N, ..., out_dim)``.
+    """
+    out_dim = check_positive_int("out_dim", out_dim)
+    W_std = check_std("W_std", W_std)
+    b_std = check_std("b_std", b_std, allow_none=True)
+    param = _check_parameterization(parameterization)
+    name = f"Dense({out_dim}, W_std={W_std}, b_std={b_std}, {param})"
+
+    def init_fn(key, input_shape):
+        fan_in = input_shape[-1]
+        k1, k2 = jax.random.split(key)
+        W = jax.random.normal(k1, (fan_in, out_dim))
+        b = None if b_std is None else jax.random.normal(k2, (out_dim,))
+        if param == "standard":
+            W = W * (W_std / math.sqrt(fan_in))
+            b = None if b is None else b * b_std
+        return tuple(input_shape[:-1]) + (out_dim,), (W, b)
+
+    def apply_fn(params, x, **kwargs):
+        W, b = params
+        if x.shape[-1] != W.shape[0]:
+            raise ValueError(f"{name}: input has {x.shape[-1]} features (shape {x.shape}) but "
+                             f"the weights expect {W.shape[0]} (W.shape={W.shape})")
+        if param == "ntk":
+            out = (W_std / math.sqrt(x.shape[-1])) * (x @ W)
+            return out if b is None else out + b_std * b
+        out = x @ W
+        return out if b is None else out + b
+
+    b_var = None if b_std is None else b_std**2
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        nngp = _affine(k.nngp, W_std**2, b_var)
+        if k.ntk is None:
+            ntk = None
+        elif param == "ntk":
+            ntk = nngp + W_std**2 * k.ntk
+        else:
+            ntk = k.shape1[-1] * k.nngp + W_std**2 * k.ntk
+            if b_std is not None:
+                ntk = ntk + 1.0
+        return k.replace(
+            nngp=nngp, ntk=ntk,
+            cov1=_affine(k.cov1, W_std**2, b_var), cov2=_affine(k.cov2, W_std**2, b_var),
+            shape1=k.shape1[:-1] + (out_dim,), shape2=k.shape2[:-1] + (out_dim,),
+            is_gaussian=True, is_input=False)
+
+    return layer(name, init_fn, apply_fn, transform)
+
+
+# ----------------------------------------------------------------------------------------
+# windows over spatial axes
+
+
+def _pads(length: int, window: int, stride: int, padding: str):
+    """``(lo, hi, out_len)`` of XLA's VALID / SAME padding along one axis."""
+    if padding == "VALID":
+        out = (length - window) // stride + 1
+        if out < 1:
+            raise ValueError(f"window {window} is larger than the spatial size {length} "
+                             f"with VALID padding")
+        return 0, 0, out
+    out = -(-length // stride)
+    total = max((out - 1) * stride + window - length, 0)
+    return total // 2, total - total // 2, out
+
+
+def _pad_axes(x, axes, lo, hi):
+    if lo == 0 and hi == 0:
+        return x
+    widths = [(0, 0)] * x.ndim
+    for a in axes:
+        widths[a] = (lo, hi)
+    return jnp.pad(x, widths)
+
+
+def _strided(x, axis, start, count, stride):
+    return jax.lax.slice_in_dim(x, start, start + stride * (count - 1) + 1, stride, axis)
+
+
+def _window_mean_paired(x, axis_a, axis_b, window, stride, lo, hi, out):
+    """``y[a, b] = (1/k) sum_o x_pad[a s + o, b s + o]`` over a pair of axes (conv kernels)."""
+    xp = _pad_axes(x, (axis_a, axis_b), lo, hi)
+    total = None
+    for o in range(window):
+        piece = _strided(_strided(xp, axis_a, o, out, stride), axis_b, o, out, stride)
+        total = piece if total is None else total + piece
+    return total / window
+
+
+def _window_mean(x, axis, window, stride, lo, hi, out, counts=None):
+    """``y[a] = (1/k) sum_o x_pad[a s + o]`` along one axis (pooling; diagonal conv)."""
+    xp = _pad_axes(x, (axis,), lo, hi)
+    total = None
+    for o in range(window):
+        piece = _strided(xp, axis, o, out, stride)
+        total = piece if total is None else total + piece
+    if counts is None:
+        return total / window
+    shape = [1] * total.ndim
+    shape[axis] = out
+    return total / counts.reshape(shape)
+
+
+def _edge_counts(length, window, stride, lo, hi, out):
+    ones = jnp.pad(jnp.ones((length,)), (lo, hi))
+    return sum(_strided(ones, 0, o, out, stride) for o in range(window))
+
+
+def _spatial_geometry(shape, filter_shape, strides, padding):
+    """Per spatial axis ``(lo, hi, out_len)``; shape is ``(N, *spatial, C)``."""
+    return [_pads(L, k, s, padding) for L, k, s in zip(shape[1:-1], filter_shape, strides)]
+
+
+def _norm_window_args(name, window_shape, strides, padding, what="filter_shape"):
+    if isinstance(window_shape, (int, np.integer)):
+        window_shape = (window_shape,)
+    window_shape = tuple(check_positive_int(what, w) for w in window_shape)
+    if not window_shape:
+        raise ValueError(f"{name}: {what} must have one entry per spatial axis, got ()")
+    strides = (1,) * len(window_shape) if strides is None else (
+        (strides,) if isinstance(strides, (int, np.integer)) else tuple(strides))
+    if len(strides) != len(window_shape):
+        raise ValueError(f"{name}: strides {strides} must have one entry per spatial axis of "
+                         f"{what}={window_shape}")
+    strides = tuple(check_positive_int("strides", s) for s in strides)
+    if not isinstance(padding, str) or padding.upper() not in ("VALID", "SAME"):
+        raise ValueError(f"{name}: padding must be 'VALID' or 'SAME', got {padding!r}")
+    return window_shape, strides, padding.upper()
+
+
+# ----------------------------------------------------------------------------------------
+# Conv
+
+
+def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[int]] = None,
+         padding: str = "VALID", W_std: float = 1.0, b_std: Optional[float] = None,
+         parameterization: str = "ntk"):
+    """Convolution over ``len(filter_shape)`` spatial axes (1D, 2D, ...), channels last.
+
+    Finite layer (fan_in ``F = C_in * prod(filter_shape)``, filter ``HWIO``, zero padding):
+      ntk:      ``z = W_std / sqrt(F) conv(x, W) + b_std b``,  ``W, b ~ N(0, 1)``
+      standard: ``z = conv(x, W) + b``,  ``W ~ N(0, W_std^2 / F)``, ``b ~ N(0, b_std^2)``
+
+    Kernel (the CNN-GP / CNTK of Novak et al. 2019 and Arora et al. 2019): per spatial axis with
+    filter ``k``, stride ``s`` and padding ``lo``, writing ``A[K]`` for the filter-averaged kernel
+
+        A[K](a, b) = (1 / k) sum_{o < k} K_pad(a s + o - lo, b s + o - lo)
+
+    (applied axis after axis; zero padding, so edges are divided by ``k`` too):
+      ``nngp' = W_std^2 A[nngp] + b_std^2``
+      ntk:      ``ntk' = nngp' + W_std^2 A[ntk]``
+      standard: ``ntk' = F A[nngp] + 1[b_std given] + W_std^2 A[ntk]``
+
+    In the diagonal-spatial layout only ``a = b`` is kept, which needs only equal-position
+    input covariances. Shapes: ``(N, *spatial, C_in) -> (N, *spatial', out_chan)``.
+    """
+    out_chan = check_positive_int("out_chan", out_chan)
+    W_std = check_std("W_std", W_std)
+    b_std = check_std("b_std", b_std, allow_none=True)
+    param = _check_parameterization(parameterization)
+    filter_shape, strides, padding = _norm_window_args("Conv", filter_shape, strides, padding)
+    n_sp = len(filter_shape)
+    name = (f"Conv({out_chan}, {filter_shape}, strides={strides}, {padding}, W_std={W_std}, "
+            f"b_std={b_std}, {param})")
+    letters = "HWDXYZUV"[:n_sp]
+    dims = ("N" + letters + "C", letters + "IO", "N" + letters + "C")
+
+    def init_fn(key, input_shape):
+        check_rank(input_shape, n_sp, name, "input_shape")
+        fan_in = input_shape[-1] * int(np.prod(filter_shape))
+        k1, k2 = jax.random.split(key)
+        W = jax.random.normal(k1, tuple(filter_shape) + (input_shape[-1], out_chan))
+        b = None if b_std is None else jax.random.normal(k2, (out_chan,))
+        if param == "standard":
+            W = W * (W_std / math.sqrt(fan_in))
+            b = None if b is None else b * b_std
+        geo = _spatial_geometry(input_shape, filter_shape, strides, padding)
+        return (input_shape[0],) + tuple(g[2] for g in geo) + (out_chan,), (W, b)
+
+    def apply_fn(params, x, **kwargs):
+        check_rank(x.shape, n_sp, name)
+        W, b = params
+        out = jax.lax.conv_general_dilated(x, W.astype(x.dtype), strides, padding,
+                                           dimension_numbers=dims)
+        if param == "ntk":
+            fan_in = x.shape[-1] * int(np.prod(filter_shape))
+            out = (W_std / math.sqrt(fan_in)) * out
+            return out if b is None else out + b_std * b
+        return out if b is None else out + b
+
+    b_var = None if b_std is None else b_std**2
+
+    def conv_mean(mat, batch_ndim, geo, full):
+        if mat is None:
+            return None
+        for i, ((lo, hi, out), k, s) in enumerate(zip(geo, filter_shape, strides)):
+            if full:
+                a = batch_ndim + 2 * i
+                mat = _window_mean_paired(mat, a, a + 1, k, s, lo, hi, out)
+            else:
+                mat = _window_mean(mat, batch_ndim + i, k, s, lo, hi, out)
+        return mat
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        check_rank(k.shape1, n_sp, name)
+        geo1 = _spatial_geometry(k.shape1, filter_shape, strides, padding)
+        full = k.full_spatial
+        nngp_avg = conv_mean(k.nngp, 2, geo1, full)
+        nngp = _affine(nngp_avg, W_std**2, b_var)
+        if k.ntk is None:
+            ntk = None
+        elif param == "ntk":
+            ntk = nngp + W_std**2 * conv_mean(k.ntk, 2, geo1, full)
+        else:
+            fan_in = k.shape1[-1] * int(np.prod(filter_shape))
+            ntk = fan_in * nngp_avg + W_std**2 * conv_mean(k.ntk, 2, geo1, full)
+            if b_std is not None:
+                ntk = ntk + 1.0
+        out_sp = tuple(g[2] for g in geo1)
+        return k.replace(
+            nngp=nngp, ntk=ntk,
+            cov1=_affine(conv_mean(k.cov1, 1, geo1, full), W_std**2, b_var),
+            cov2=_affine(conv_mean(k.cov2, 1, geo1, full), W_std**2, b_var),
+            shape1=(k.shape1[0],) + out_sp + (out_chan,),
+            shape2=(k.shape2[0],) + out_sp + (out_chan,),
+            is_gaussian=True, is_input=False)
+
+    return layer(name, init_fn, apply_fn, transform)
+
+
+# ----------------------------------------------------------------------------------------
+# pooling
+
+
+def AvgPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None,
+            padding: str = "VALID", normalize_edges: bool = False):
+    """Average pooling over ``len(window_shape)`` spatial axes.
+
+    Finite layer: ``y(a) = sum_{o in window} x(a s + o - lo) / k`` (zero padding; with
+    ``normalize_edges=True`` and SAME padding divide by the number of in-image pixels instead,
+    like ``jax.example_libraries.stax.AvgPool``).
+
+    Kernel: the pooled covariance ``K'(a, b) = sum_{o, o'} K(a s + o, b s + o') / (k k)`` per
+    spatial axis (full layout needed: pooling mixes different positions).
+    """
+    window_shape, strides, padding = _norm_window_args("AvgPool", window_shape, strides,
+                                                       padding, "window_shape")
+    n_sp = len(window_shape)
+    name = f"AvgPool({window_shape}, strides={strides}, {padding})"
+
+    def init_fn(key, input_shape):
+        check_rank(input_shape, n_sp, name, "input_shape")
+        geo = _spatial_geometry(input_shape, window_shape, strides, padding)
+        return (input_shape[0],) + tuple(g[2] for g in geo) + (input_shape[-1],), ()
+
+    def apply_fn(params, x, **kwargs):
+        check_rank(x.shape, n_sp, name)
+        geo = _spatial_geometry(x.shape, window_shape, strides, padding)
+        for i, ((lo, hi, out), k, s) in enumerate(zip(geo, window_shape, strides)):
+            counts = (_edge_counts(x.shape[1 + i], k, s, lo, hi, out).astype(x.dtype)
+                      if normalize_edges else None)
+            x = _window_mean(x, 1 + i, k, s, lo, hi, out, counts)
+        return x
+
+    def pool(mat, batch_ndim, geo, in_shape):
+        if mat is None:
+            return None
+        for i, ((lo, hi, out), k, s) in enumerate(zip(geo, window_shape, strides)):
+            counts = (_edge_counts(in_shape[1 + i], k, s, lo, hi, out).astype(mat.dtype)
+                      if normalize_edges else None)
+            a = batch_ndim + 2 * i
+            mat = _window_mean(mat, a, k, s, lo, hi, out, counts)
+            mat = _window_mean(mat, a + 1, k, s, lo, hi, out, counts)
+        return mat
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        check_rank(k.shape1, n_sp, name)
+        if not k.full_spatial:
+            raise ValueError(f"{name}: needs the full-spatial kernel layout (internal error: "
+                             f"the layout planner gave a diagonal one)")
+        geo = _spatial_geometry(k.shape1, window_shape, strides, padding)
+        out_sp = tuple(g[2] for g in geo)
+        return k.replace(
+            nngp=pool(k.nngp, 2, geo, k.shape1), ntk=pool(k.ntk, 2, geo, k.shape1),
+            cov1=pool(k.cov1, 1, geo, k.shape1), cov2=pool(k.cov2, 1, geo, k.shape1),
+            shape1=(k.shape1[0],) + out_sp + (k.shape1[-1],),
+            shape2=(k.shape2[0],) + out_sp + (k.shape2[-1],))
+
+    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+
+
+def GlobalAvgPool():
+    """Mean over all spatial axes: ``(N, *spatial, C) -> (N, C)``.
+
+    Kernel: ``K'(x1, x2) = mean_{a, b} K(x1, a; x2, b)`` over all pairs of positions (the
+    pooled CNN-GP / CNTK; needs the full layout, memory ``N1 N2 P^2`` for ``P`` pixels).
+    """
+    name = "GlobalAvgPool"
+
+    def init_fn(key, input_shape):
+        if len(input_shape) < 3:
+            raise ValueError(f"{name}: needs spatial axes, got input_shape {tuple(input_shape)}")
+        return (input_shape[0], input_shape[-1]), ()
+
+    def apply_fn(params, x, **kwargs):
+        if x.ndim < 3:
+            raise ValueError(f"{name}: needs spatial axes, got input of shape {x.shape}")
+        return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        if k.n_spatial == 0:
+            raise ValueError(f"{name}: needs spatial axes, got input of shape {k.shape1}")
+        if not k.full_spatial:
+            raise ValueError(f"{name}: needs the full-spatial kernel layout (internal error)")
+
+        def mean(mat, batch_ndim):
+            return None if mat is None else jnp.mean(mat, axis=tuple(range(batch_ndim,
+                                                                           mat.ndim)))
+        return k.replace(nngp=mean(k.nngp, 2), ntk=mean(k.ntk, 2), cov1=mean(k.cov1, 1),
+                         cov2=mean(k.cov2, 1), shape1=(k.shape1[0], k.shape1[-1]),
+                         shape2=(k.shape2[0], k.shape2[-1]), diagonal_spatial=False)
+
+    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+
+
+def Flatten():
+    """Flatten all non-batch axes: ``(N, *spatial, C) -> (N, prod(spatial) C)``.
+
+    Kernel: the per-coordinate average ``K'(x1, x2) = mean_a K(x1, a; x2, a)`` over positions
+    (only equal positions: the CNN-GP without pooling). The output is not Gaussian per
+    coordinate with this covariance, so a ``Dense`` layer must follow before a nonlinearity.
+    """
+    name = "Flatten"
+
+    def init_fn(key, input_shape):
+        return (input_shape[0], int(np.prod(input_shape[1:]))), ()
+
+    def apply_fn(params, x, **kwargs):
+        return x.reshape((x.shape[0], -1))
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        if k.n_spatial == 0:
+            return k
+        s = k.n_spatial
+
+        def mean(mat, batch_ndim):
+            if mat is None:
+                return None
+            if k.full_spatial:
+                from ntk.stax.kernel import spatial_diagonal
+                mat = spatial_diagonal(mat, batch_ndim, s)
+            return jnp.mean(mat, axis=tuple(range(batch_ndim, mat.ndim)))
+
+        flat1 = (k.shape1[0], int(np.prod(k.shape1[1:])))
+        flat2 = (k.shape2[0], int(np.prod(k.shape2[1:])))
+        return k.replace(nngp=mean(k.nngp, 2), ntk=mean(k.ntk, 2), cov1=mean(k.cov1, 1),
+                         cov2=mean(k.cov2, 1), shape1=flat1, shape2=flat2, is_gaussian=False,
+                         diagonal_spatial=False)
+
+    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: False)
+
+
+# ----------------------------------------------------------------------------------------
+# normalisation, identity, scale
+
+
+def LayerNorm(axis=-1, eps: float = 1e-12):
+    """Layer normalisation ``y = (x - mean_axis x) / sqrt(var_axis x + eps)`` (no affine).
+
+    ``axis`` must contain the channel axis (-1) and may add spatial axes (not the batch axis).
+    Kernel (Gaussian input; as channels -> infinity the empirical mean -> 0 and the empirical
+    variance -> the kernel variance ``q``, averaged over the normalised spatial axes):
+        ``K'(x1, a; x2, b) = K(x1, a; x2, b) / sqrt((q1(a) + eps)(q2(b) + eps))``
+    applied to ``nngp``, ``ntk``, ``cov1`` and ``cov2`` alike.
+    """
+    eps = check_std("eps", eps)
+    axes_in = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    name = f"LayerNorm(axis={axis})"
+
+    def canon(ndim):
+        axes = sorted({a % ndim for a in axes_in})
+        if ndim - 1 not in axes:
+            raise ValueError(f"{name}: axis must include the channel axis -1 (normalising over "
+                             f"channels is what makes the infinite-width limit exist); got "
+                             f"axis={axis} for inputs of rank {ndim}")
+        if 0 in axes:
+            raise ValueError(f"{name}: normalising over the batch axis 0 is not supported; got "
+                             f"axis={axis}")
+        return tuple(axes)
+
+    def init_fn(key, input_shape):
+        canon(len(input_shape))
+        return tuple(input_shape), ()
+
+    def apply_fn(params, x, **kwargs):
+        axes = canon(x.ndim)
+        mean = jnp.mean(x, axis=axes, keepdims=True)
+        var = jnp.var(x, axis=axes, keepdims=True)
+        return (x - mean) / jnp.sqrt(var + eps)
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        require_gaussian(k, name)
+        axes = canon(len(k.shape1))
+        sp_axes = tuple(a for a in axes if a != len(k.shape1) - 1)  # spatial, 1-based in v
+        s, full = k.n_spatial, k.full_spatial
+
+        def var(cov):
+            v = variances(cov, s, full) + eps
+            if sp_axes:
+                v = jnp.broadcast_to(jnp.mean(v, axis=sp_axes, keepdims=True), v.shape)
+            return v
+
+        v1 = var(k.cov1)
+        v2 = v1 if k.cov2 is None else var(k.cov2)
+        q1, q2 = cross_variances(v1, v2, s, full)
+        inv12 = jax.lax.rsqrt(q1 * q2)
+        a1, b1 = self_variances(v1, s, full)
+        a2, b2 = self_variances(v2, s, full)
+        return k.replace(
+            nngp=k.nngp * inv12, ntk=None if k.ntk is None else k.ntk * inv12,
+            cov1=k.cov1 * jax.lax.rsqrt(a1 * b1),
+            cov2=None if k.cov2 is None else k.cov2 * jax.lax.rsqrt(a2 * b2))
+
+    return layer(name, init_fn, apply_fn, transform)
+
+
+def Identity():
+    """``y = x``; the kernel is unchanged."""
+    def init_fn(key, input_shape):
+        return input_shape, ()
+
+    def apply_fn(params, x, **kwargs):
+        return x
+
+    return layer("Identity", init_fn, apply_fn, lambda k: k)
+
+
+def Scale(factor: float):
+    """``y = factor * x``: ``nngp``, ``ntk``, ``cov`` are multiplied by ``factor^2``.
+
+    For branch scaling in residual networks, e.g. ``serial(Relu(), Dense(n), Scale(L**-0.5))``
+    in one branch of ``FanOut(2) -> parallel(Identity(), branch) -> FanInSum()`` (or use
+    ``FanInSum(weights=...)``).
+    """
+    try:
+        factor = float(factor)
+    except (TypeError, ValueError):
+        raise TypeError(f"factor must be a finite number, got {factor!r}") from None
+    if not math.isfinite(factor):
+        raise ValueError(f"factor must be a finite number, got {factor!r}")
+    name = f"Scale({factor})"
+
+    def init_fn(key, input_shape):
+        return input_shape, ()
+
+    def apply_fn(params, x, **kwargs):
+        return factor * x
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        f2 = factor * factor
+        return k.replace(nngp=f2 * k.nngp, ntk=None if k.ntk is None else f2 * k.ntk,
+                         cov1=f2 * k.cov1, cov2=None if k.cov2 is None else f2 * k.cov2)
+
+    return layer(name, init_fn, apply_fn, transform)
