@@ -29,6 +29,7 @@ rows of blocks can be sharded over devices (:mod:`ntk.distributed`).
 """
 from __future__ import annotations
 
+import collections
 import enum
 import functools
 import math
@@ -40,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk import budget as _budget
+from ntk import distributed as _distributed
 from ntk import structured as _structured
 
 
@@ -346,7 +348,7 @@ def _ntvp_block(model, layout, leaves, scales, active, x1, x2, chunk):
     return layout.reduce_raw(raw)
 
 
-def _structured_block(model, layout, leaves, scales, active, x1, x2, feature_fn, analysis):
+def _structured_block(model, layout, leaves, scales, active, x1, x2, feature_fn):
     f1 = _features_full(model, lambda lv, xc: feature_fn(lv, xc)[1:], leaves, x1)
     f2 = f1 if x2 is None else _features_full(
         model, lambda lv, xc: feature_fn(lv, xc)[1:], leaves, x2)
@@ -521,6 +523,14 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
         return _compute("ntk", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
                         impl, param_scales, memory_budget, block_size, devices)
 
+    def plan(x1, x2, params, **apply_kwargs) -> dict:
+        """What ``ntk_fn(x1, x2, params)`` would do, without doing it: the implementation
+        ``'auto'`` picks, the estimated FLOPs of each implementation, the block sizes and
+        the estimated bytes per block and of the output."""
+        return _compute("ntk", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
+                        impl, param_scales, memory_budget, block_size, devices, dry_run=True)
+
+    ntk_fn.plan = plan
     ntk_fn.implementation = impl
     return ntk_fn
 
@@ -573,9 +583,8 @@ def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), 
 # ------------------------------------------------------------------------ computation
 
 def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, param_scales,
-             memory_budget, block_size, devices):
+             memory_budget, block_size, devices, dry_run=False):
     in_axis = vmap[0] if vmap is not None else 0
-    x1 = x1 if hasattr(x1, "shape") else x1
     _check_inputs(x1, x2, in_axis)
     leaves, treedef = jax.tree_util.tree_flatten(params)
     if not leaves and kind == "ntk":
@@ -631,7 +640,8 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
             fb = fa if xb is None else model.batch(lv, xb)
             return layout.contract(fa, fb)
 
-        result = _run_blocks(block, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2)
+        run = _distributed.row_sharded(block, devices, in_axis)
+        result = _run_blocks(run, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2)
         return result / layout.trace_size
 
     analysis = _profile(model, leaves, x1, in_axis)
@@ -645,61 +655,91 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
 
     plan = _budget.plan_blocks(n1, n2, bytes_fn, out_entries * itemsize, budget, block_size,
                                f"empirical NTK ({impl.value})")
+    if dry_run:
+        return {"implementation": impl.value,
+                "flops": {k.value: float(v) for k, v in flops.items()},
+                "block_size": (plan.block1, plan.block2),
+                "bytes_per_block": plan.bytes_per_block, "output_bytes": plan.output_bytes,
+                "memory_budget": budget,
+                "structured_leaves": sorted(t.leaf for t in analysis.taps),
+                "fallback_leaves": sorted(analysis.fallback)}
 
-    if impl is Implementation.JACOBIAN:
-        block = functools.partial(_jacobian_block, model, layout, scales=scales,
-                                  active=active)
-        block = _kw_block(block)
-    elif impl is Implementation.NTVP:
+    chunk = 0
+    if impl is Implementation.NTVP:
         p_active = sum(int(np.prod(jnp.shape(leaves[i]))) for i in active)
         per_col = (p_active + analysis.activation_size * plan.block1) * itemsize
         chunk = int(max(1, min(1024, (budget // 4) // max(per_col, 1))))
-        block = _kw_block(functools.partial(_ntvp_block, model, layout, scales=scales,
-                                            active=active, chunk=chunk))
-    else:
-        feature_fn = _structured_feature_fn(model, leaves, x1, in_axis, active)
-        block = _kw_block(functools.partial(_structured_block, model, layout, scales=scales,
-                                            active=active, feature_fn=feature_fn,
-                                            analysis=analysis))
-    result = _run_blocks(block, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2)
+
+    def build():
+        if impl is Implementation.JACOBIAN:
+            part = functools.partial(_jacobian_block, model, layout, scales=scales,
+                                     active=active)
+        elif impl is Implementation.NTVP:
+            part = functools.partial(_ntvp_block, model, layout, scales=scales, active=active,
+                                     chunk=chunk)
+        else:
+            feature_fn = _structured_feature_fn(model, leaves, active)
+            part = functools.partial(_structured_block, model, layout, scales=scales,
+                                     active=active, feature_fn=feature_fn)
+
+        def block(lv, xa, xb):
+            return part(lv, x1=xa, x2=xb)
+        return _distributed.row_sharded(block, devices, in_axis)
+
+    avals = tuple((tuple(jnp.shape(l)), str(jnp.result_type(l))) for l in leaves)
+    key = (apply_fn, treedef, avals, tuple(out_shape), str(out_dtype), tr, dg, batch_axis, vmap,
+           impl, tuple(scales), chunk, _device_key(devices), tuple(sorted(kwargs.items())))
+    run = _cached(key, build)
+    result = _run_blocks(run, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2)
     if batch_mean:
         result = jnp.mean(result, axis=layout.concat_axis(1))
     return result / layout.trace_size
 
 
-def _kw_block(partial):
-    def block(lv, xa, xb):
-        return partial(lv, x1=xa, x2=xb)
-    return block
+_RUNNERS: "collections.OrderedDict" = collections.OrderedDict()
+_RUNNERS_MAX = 32
 
 
-def _structured_feature_fn(model: _Model, leaves, x1, in_axis, active):
-    if model.vmap is None:
-        xc = jax.ShapeDtypeStruct(tuple(x1.shape), x1.dtype)
-    else:
-        shape = list(x1.shape)
-        del shape[in_axis]
-        xc = jax.ShapeDtypeStruct(tuple(shape), x1.dtype)
+def _device_key(devices):
+    if devices is None or isinstance(devices, str):
+        return devices
+    return tuple(d.id for d in devices)
+
+
+def _cached(key, build):
+    """Reuse compiled block functions across calls with the same model and settings (a
+    notebook calling the same kernel function again must not recompile)."""
+    try:
+        hash(key)
+    except TypeError:  # unhashable keyword arguments: no reuse
+        return build()
+    if key in _RUNNERS:
+        _RUNNERS.move_to_end(key)
+        return _RUNNERS[key]
+    run = _RUNNERS[key] = build()
+    if len(_RUNNERS) > _RUNNERS_MAX:
+        _RUNNERS.popitem(last=False)
+    return run
+
+
+def _structured_feature_fn(model: _Model, leaves, active):
     avals = [jax.ShapeDtypeStruct(jnp.shape(l), jnp.result_type(l)) for l in leaves]
-    cache = {}
+    traced = {}
 
-    def feature_fn(lv, xc_value):
-        key = (tuple(xc_value.shape), str(xc_value.dtype))
-        if key not in cache:
-            aval = jax.ShapeDtypeStruct(key[0], xc_value.dtype)
-            fn, analysis = _structured.make_feature_fn(model.call, avals, aval,
-                                                       active=active)
-            cache[key] = fn
-        return cache[key](lv, xc_value)
+    def feature_fn(lv, x_call):
+        key = (tuple(x_call.shape), str(x_call.dtype))
+        if key not in traced:
+            aval = jax.ShapeDtypeStruct(key[0], x_call.dtype)
+            traced[key] = _structured.make_feature_fn(model.call, avals, aval, active=active)[0]
+        return traced[key](lv, x_call)
 
-    del xc
     return feature_fn
 
 
-def _run_blocks(block, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2):
-    from ntk import distributed
-
-    run = distributed.row_sharded(block, devices, in_axis)
+def _run_blocks(run, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2):
+    if devices is not None and layout.concat_axis(1) != 0:
+        raise ValueError("devices: sharding needs the x1 batch axis to be the kernel's "
+                         f"leading axis; got vmap_axes output axis {layout.batch_axis}")
     b1, b2 = plan.block1, plan.block2
     paired = layout.batch_paired
     if b1 >= n1 and b2 >= n2:

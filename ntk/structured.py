@@ -183,8 +183,10 @@ def _structured_use(leaf, leaf_uses) -> Tap | None:
     if prim is prims.conv_general_dilated_p and ortho and k == 1:
         if eqn.params["feature_group_count"] == 1 and eqn.params["batch_group_count"] == 1:
             return Tap(kind="conv", **common)
-    shapes_equal = all(tuple(v.aval.shape) == tuple(out.shape) for v in eqn.invars
-                       if not isinstance(v, jex.Literal))
+    # lax binary ops broadcast size-1 dimensions of equal-rank operands
+    shapes_equal = all(len(v.aval.shape) == len(out.shape)
+                       and all(a in (b, 1) for a, b in zip(v.aval.shape, out.shape))
+                       for v in eqn.invars if not isinstance(v, jex.Literal))
     if prim in (prims.add_p, prims.sub_p) and shapes_equal and len(eqn.invars) == 2:
         sign = -1.0 if (prim is prims.sub_p and k == 1) else 1.0
         return Tap(kind="add", sign=sign, **common)
@@ -315,6 +317,11 @@ def tap_features(tap: Tap, recorded, g, out_ndim: int, leaf_value) -> TapFeature
         cot = tap.sign * g
     else:  # mul
         cot = g * recorded
+    # undo size-1 broadcasting of the parameter's operand
+    summed = tuple(out_ndim + d for d, (a, b) in enumerate(zip(tap.operand_shape, tap.out_shape))
+                   if a == 1 and b != 1)
+    if summed:
+        cot = jnp.sum(cot, axis=summed, keepdims=True)
     pull = lambda c: _pullback_through_views(tap.chain, leaf_value, c)  # noqa: E731
     flat = cot.reshape((-1,) + cot.shape[out_ndim:])
     jac = jax.vmap(pull)(flat).reshape(cot.shape[:out_ndim] + leaf_value.shape)

@@ -1,0 +1,288 @@
+"""Empirical NTK / NNGP: every implementation against explicit leaf-by-leaf Jacobians.
+
+The reference kernel is built independently of ntk.empirical: ``jax.jacrev`` of the whole
+batch's output with respect to each parameter leaf, contracted by hand-written einsums.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ntk
+from ntk.budget import MemoryBudgetError
+from tests.ntk import models
+
+def explicit_raw_kernel(apply_fn, params, x1, x2, scales=None):
+    """R[n1, a, n2, b] = sum_l s_l <d f(x1)[n1, a] / d theta_l, d f(x2)[n2, b] / d theta_l>."""
+    jac = jax.jit(jax.jacrev(apply_fn))
+    j1 = jax.tree_util.tree_leaves(jac(params, x1))
+    j2 = jax.tree_util.tree_leaves(jac(params, x2))
+    out1 = apply_fn(params, x1).shape
+    out2 = apply_fn(params, x2).shape
+    s = [1.0] * len(j1) if scales is None else jax.tree_util.tree_leaves(scales)
+    total = 0.0
+    for sl, a, b in zip(s, j1, j2):
+        a = a.reshape(out1 + (-1,))
+        b = b.reshape(out2 + (-1,))
+        total = total + sl * jnp.tensordot(a, b, axes=([-1], [-1]))
+    return total  # (*out1, *out2)
+
+
+def inputs(shape, n1=3, n2=2, seed=1, dtype=jnp.float64):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    return (jax.random.normal(k1, (n1,) + shape, dtype),
+            jax.random.normal(k2, (n2,) + shape, dtype))
+
+
+# Hand-written reductions of R[n, a, m, b] for outputs (N, O).
+MODES = {
+    "full": ((), (), lambda r: jnp.einsum("namb->nmab", r)),
+    "trace": ((-1,), (), lambda r: jnp.einsum("nama->nm", r) / r.shape[1]),
+    "diagonal": ((), (-1,), lambda r: jnp.einsum("nama->nma", r)),
+}
+
+
+@pytest.mark.parametrize("model", list(models.MODELS))
+@pytest.mark.parametrize("implementation", ["jacobian", "ntvp", "structured"])
+def test_matches_explicit_jacobians(model, implementation):
+    apply_fn, params, shape = models.MODELS[model](jax.random.PRNGKey(0))
+    x1, x2 = inputs(shape)
+    raw = explicit_raw_kernel(apply_fn, params, x1, x2)
+    vmaps = [None, 0] if model in ("mlp", "cnn") else [0]
+    for vmap_axes in vmaps:
+        for mode, (trace_axes, diagonal_axes, reduce) in MODES.items():
+            fn = ntk.empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes,
+                                      implementation)
+            np.testing.assert_allclose(fn(x1, x2, params), reduce(raw), rtol=0, atol=1e-10,
+                                       err_msg=f"{mode}, vmap_axes={vmap_axes}")
+    # x2=None reuses x1's derivatives
+    fn = ntk.empirical_ntk_fn(apply_fn, (), (), 0, implementation)
+    np.testing.assert_allclose(fn(x1, None, params),
+                               MODES["full"][2](explicit_raw_kernel(apply_fn, params, x1, x1)),
+                               rtol=0, atol=1e-10, err_msg="symmetric")
+
+
+def test_auto_matches_explicit_jacobians():
+    apply_fn, params, shape = models.resnet(jax.random.PRNGKey(0))
+    x1, x2 = inputs(shape)
+    raw = explicit_raw_kernel(apply_fn, params, x1, x2)
+    fn = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation="auto")
+    np.testing.assert_allclose(fn(x1, x2, params), MODES["full"][2](raw), atol=1e-10)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "resnet"])
+def test_symmetric_and_psd(model):
+    apply_fn, params, shape = models.MODELS[model](jax.random.PRNGKey(2))
+    x, _ = inputs(shape, n1=5)
+    k = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0)(x, None, params)
+    n, o = k.shape[0], k.shape[2]
+    mat = np.asarray(jnp.transpose(k, (0, 2, 1, 3)).reshape(n * o, n * o))
+    np.testing.assert_allclose(mat, mat.T, atol=1e-12)
+    assert np.linalg.eigvalsh(mat).min() > -1e-10 * np.abs(mat).max()
+
+
+# Outputs (N, T, O): every combination of traced / diagonal token and feature axes.
+SEQUENCE_MODES = [
+    ((), (), "ntamsb->nmtsab"),
+    ((-1,), (), "ntamsa->nmts"),
+    ((1,), (), "ntamtb->nmab"),
+    ((1, 2), (), "ntamta->nm"),
+    ((), (1,), "ntamtb->nmtab"),
+    ((), (2,), "ntamsa->nmtsa"),
+    ((-1,), (1,), "ntamta->nmt"),
+    ((1,), (2,), "ntamta->nma"),
+    ((), (1, 2), "ntamta->nmta"),
+]
+
+
+@pytest.mark.parametrize("implementation", ["jacobian", "ntvp", "structured"])
+def test_multi_axis_outputs(implementation):
+    apply_fn, params, shape = models.sequence(jax.random.PRNGKey(3))
+    x1, x2 = inputs(shape)
+    raw = explicit_raw_kernel(apply_fn, params, x1, x2)  # (N1, T, O, N2, T, O)
+    t, o = raw.shape[1], raw.shape[2]
+    for trace_axes, diagonal_axes, spec in SEQUENCE_MODES:
+        divisor = (t if any(a % 3 == 1 for a in trace_axes) else 1) * \
+                  (o if any(a % 3 == 2 for a in trace_axes) else 1)
+        expected = jnp.einsum(spec, raw) / divisor
+        for vmap_axes in ((None, 0) if len(diagonal_axes) + len(trace_axes) == 1 else (0,)):
+            got = ntk.empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes,
+                                       implementation)(x1, x2, params)
+            np.testing.assert_allclose(got, expected, atol=1e-10,
+                                       err_msg=f"trace={trace_axes} diag={diagonal_axes}")
+
+
+@pytest.mark.parametrize("implementation", ["jacobian", "ntvp", "structured"])
+def test_batch_axis_diagonal_and_trace(implementation):
+    apply_fn, params, shape = models.mlp(jax.random.PRNGKey(4))
+    x, _ = inputs(shape, n1=4)
+    raw = explicit_raw_kernel(apply_fn, params, x, x)
+    per_example = ntk.empirical_ntk_fn(apply_fn, trace_axes=(-1,), diagonal_axes=(0,),
+                                       vmap_axes=0, implementation=implementation)
+    np.testing.assert_allclose(per_example(x, None, params),
+                               jnp.einsum("nana->n", raw) / raw.shape[1], atol=1e-10)
+    traced = ntk.empirical_ntk_fn(apply_fn, trace_axes=(0,), diagonal_axes=(),
+                                  vmap_axes=0, implementation=implementation)
+    np.testing.assert_allclose(traced(x, None, params),
+                               jnp.einsum("nanb->ab", raw) / raw.shape[0], atol=1e-10)
+
+
+def test_float32_implementations_agree_on_wider_net():
+    apply_fn, params, shape = models.mlp(jax.random.PRNGKey(5), sizes=(32, 256, 256, 10),
+                                         dtype=jnp.float32)
+    x1, x2 = inputs(shape, n1=6, n2=5, dtype=jnp.float32)
+    kernels = {impl: ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0,
+                                          implementation=impl)(x1, x2, params)
+               for impl in ("jacobian", "ntvp", "structured")}
+    assert all(k.dtype == jnp.float32 for k in kernels.values())
+    ref = kernels["jacobian"]
+    for impl, k in kernels.items():
+        rel = float(jnp.linalg.norm(k - ref) / jnp.linalg.norm(ref))
+        assert rel < 1e-5, (impl, rel)
+
+
+@pytest.mark.parametrize("implementation", ["jacobian", "ntvp", "structured"])
+def test_param_scales_give_layerwise_kernel(implementation):
+    apply_fn, params, shape = models.mlp(jax.random.PRNGKey(6))
+    x1, x2 = inputs(shape)
+    scales = [{"W": 2.0, "b": 0.5}, {"W": 0.0, "b": 1.0}, {"W": 3.0, "b": 0.0}]
+    raw = explicit_raw_kernel(apply_fn, params, x1, x2, scales)
+    fn = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0,
+                              implementation=implementation, param_scales=scales)
+    np.testing.assert_allclose(fn(x1, x2, params), jnp.einsum("namb->nmab", raw), atol=1e-10)
+    # A parameter subset: only the last layer's weights.
+    subset = [{"W": 0.0, "b": 0.0}, {"W": 0.0, "b": 0.0}, {"W": 1.0, "b": 0.0}]
+    sub = ntk.empirical_ntk_fn(apply_fn, vmap_axes=0, implementation=implementation,
+                               param_scales=subset)(x1, x2, params)
+    # d f_a / d W3[i, a] = phi_i / sqrt(6), so the kernel is phi(x1) . phi(x2) / 6
+    phi = lambda x: jnp.tanh(apply_fn(params[:2], x))  # noqa: E731
+    np.testing.assert_allclose(sub, phi(x1) @ phi(x2).T / 6, atol=1e-10)
+
+
+def test_blocks_match_single_pass_and_budget_errors():
+    apply_fn, params, shape = models.cnn(jax.random.PRNGKey(7))
+    x1, x2 = inputs(shape, n1=7, n2=5)
+    full = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0)(x1, x2, params)
+    sym = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0)(x1, None, params)
+    for impl in ("jacobian", "ntvp", "structured"):
+        blocked = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0,
+                                       implementation=impl, block_size=(3, 2))
+        np.testing.assert_allclose(blocked(x1, x2, params), full, atol=1e-10)
+        np.testing.assert_allclose(blocked(x1, None, params), sym, atol=1e-10)
+    # A budget that forces blocks: the planner picks them and the result is unchanged.
+    fn = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation="jacobian")
+    plan_free = fn.plan(x1, x2, params)
+    small = plan_free["output_bytes"] + plan_free["bytes_per_block"] // 3
+    tight = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0,
+                                 implementation="jacobian", memory_budget=small)
+    plan = tight.plan(x1, x2, params)
+    assert plan["block_size"] != (7, 5)
+    assert plan["bytes_per_block"] + plan["output_bytes"] <= small
+    np.testing.assert_allclose(tight(x1, x2, params), full, atol=1e-10)
+    # Too small for even the output: the error names the cheaper options.
+    with pytest.raises(MemoryBudgetError, match="pntk") as err:
+        ntk.empirical_ntk_fn(apply_fn, trace_axes=(), memory_budget=100)(x1, x2, params)
+    assert "trace_axes" in str(err.value) and "project" in str(err.value)
+
+
+def test_auto_prefers_structured_for_wide_dense_layers():
+    """Novak et al.'s FCN costs: SD < NTVP < JC for W >> O (their Table / Fig. 2)."""
+    apply_fn, params, shape = models.mlp(jax.random.PRNGKey(8), sizes=(64, 512, 512, 8),
+                                         dtype=jnp.float32)
+    x1, _ = inputs(shape, n1=16, dtype=jnp.float32)
+    plan = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0).plan(x1, None, params)
+    assert plan["implementation"] == "structured"
+    assert plan["flops"]["structured"] < plan["flops"]["ntvp"] < plan["flops"]["jacobian"]
+    assert plan["fallback_leaves"] == []
+
+
+def test_structured_uses_layer_structure():
+    """Dense, convolution, bias (add) and scale (mul) parameters all get structured rules."""
+    apply_fn, params, shape = models.cnn(jax.random.PRNGKey(9))
+    x1, _ = inputs(shape)
+    plan = ntk.empirical_ntk_fn(apply_fn, vmap_axes=0).plan(x1, None, params)
+    n_leaves = len(jax.tree_util.tree_leaves(params))
+    assert plan["structured_leaves"] == list(range(n_leaves))
+
+
+def test_nngp_is_output_covariance():
+    apply_fn, params, shape = models.sequence(jax.random.PRNGKey(10))
+    x1, x2 = inputs(shape)
+    f1, f2 = apply_fn(params, x1), apply_fn(params, x2)
+    np.testing.assert_allclose(
+        ntk.empirical_nngp_fn(apply_fn, trace_axes=(-1,))(x1, x2, params),
+        jnp.einsum("nta,msa->nmts", f1, f2) / f1.shape[-1], atol=1e-12)
+    np.testing.assert_allclose(
+        ntk.empirical_nngp_fn(apply_fn, trace_axes=(), diagonal_axes=(1,))(x1, x2, params),
+        jnp.einsum("nta,mtb->nmtab", f1, f2), atol=1e-12)
+    both = ntk.empirical_kernel_fn(apply_fn, vmap_axes=0)(x1, x2, ("nngp", "ntk"), params)
+    assert set(both) == {"nngp", "ntk"}
+
+
+def test_jit_of_kernel_fn():
+    apply_fn, params, shape = models.mlp(jax.random.PRNGKey(11))
+    x1, x2 = inputs(shape)
+    fn = ntk.empirical_ntk_fn(apply_fn, vmap_axes=0, implementation="structured")
+    np.testing.assert_allclose(jax.jit(fn)(x1, x2, params), fn(x1, x2, params), atol=1e-12)
+
+
+def test_sharded_blocks_equal_single_device():
+    code = textwrap.dedent("""
+        import jax, jax.numpy as jnp, numpy as np
+        jax.config.update("jax_enable_x64", True)
+        assert len(jax.devices()) == 4, jax.devices()
+        import ntk
+        from tests.ntk import models
+        apply_fn, params, shape = models.cnn(jax.random.PRNGKey(0))
+        x1 = jax.random.normal(jax.random.PRNGKey(1), (7,) + shape)
+        x2 = jax.random.normal(jax.random.PRNGKey(2), (5,) + shape)
+        for impl in ("jacobian", "ntvp", "structured"):
+            one = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0,
+                                       implementation=impl)(x1, x2, params)
+            four = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0,
+                                        implementation=impl, devices="all")(x1, x2, params)
+            np.testing.assert_allclose(four, one, atol=1e-10)
+        print("OK")
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------- bad input
+
+def test_bad_input_errors():
+    apply_fn, params, shape = models.mlp(jax.random.PRNGKey(12))
+    x1, x2 = inputs(shape)
+    fn = ntk.empirical_ntk_fn(apply_fn, vmap_axes=0)
+    with pytest.raises(ValueError, match=r"x1 and x2 .*\(3, 5\).*\(2, 4\)"):
+        fn(x1, x2[:, :4], params)
+    with pytest.raises(ValueError, match="x2 of shape .* non-finite"):
+        fn(x1, x2.at[0, 0].set(jnp.nan), params)
+    with pytest.raises(ValueError, match="implementation='fast'"):
+        ntk.empirical_ntk_fn(apply_fn, implementation="fast")
+    with pytest.raises(ValueError, match=r"trace_axes=\(5,\).*out of range.*\(1, 3\)"):
+        ntk.empirical_ntk_fn(apply_fn, trace_axes=(5,))(x1, x2, params)
+    with pytest.raises(ValueError, match="share axes"):
+        ntk.empirical_ntk_fn(apply_fn, trace_axes=(-1,), diagonal_axes=(1,))(x1, x2, params)
+    with pytest.raises(TypeError, match=r"params do not fit apply_fn.*\(1, 5\)"):
+        fn(x1, x2, params[:1] + [{"W": jnp.ones((9, 9)), "b": jnp.ones(9)}] + params[2:])
+    with pytest.raises(ValueError, match="param_scales must be a pytree"):
+        ntk.empirical_ntk_fn(apply_fn, param_scales=[1.0, 2.0])(x1, x2, params)
+    with pytest.raises(ValueError, match="non-negative"):
+        ntk.empirical_ntk_fn(apply_fn, param_scales=[{"W": -1.0, "b": 1.0}] * 3)(
+            x1, x2, params)
+    with pytest.raises(TypeError, match="trace_axes must contain ints"):
+        ntk.empirical_ntk_fn(apply_fn, trace_axes=("a",))
+    with pytest.raises(ValueError, match="N1=3 and N2=2"):
+        ntk.empirical_ntk_fn(apply_fn, diagonal_axes=(0,), vmap_axes=0)(x1, x2, params)
+    with pytest.raises(TypeError, match="x1 must be an array"):
+        fn([[1.0] * 5], None, params)
