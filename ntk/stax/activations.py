@@ -192,11 +192,15 @@ def ElementwiseNumerical(fn: Callable, deg: int, df: Optional[Callable] = None):
     return _activation(name, fn, duals.gauss_hermite(fn, deg, df))
 
 
-def Tanh(deg: int = 80):
+def Tanh(deg: int = 64):
     """``phi(x) = tanh(x)`` -- missing from neural-tangents (its issue #15) -- by Gauss-Hermite
-    quadrature of order ``deg`` (``Tdot`` uses ``tanh' = 1 - tanh^2``). At ``deg = 80`` the
-    quadrature error is below ~1e-9 for pre-activation variances up to ~4; raise ``deg`` for
-    larger variances (the integrand's poles at ``+-i pi / 2`` set the rate)."""
+    quadrature of order ``deg`` (``Tdot`` uses ``tanh' = 1 - tanh^2``).
+
+    The error falls geometrically in ``sqrt(deg)`` at a rate set by the poles of
+    ``tanh(sqrt(2 q) x)`` at ``x = +-i pi / (2 sqrt(2 q))``: measured against adaptive
+    quadrature, at ``deg = 64`` it is ~5e-9 for variances q ~ 1 and ~1e-5 for q ~ 4; at
+    ``deg = 128`` ~1e-12 and ~4e-8. Cost and memory: ``deg^2`` and ``deg`` times the kernel.
+    """
     deg = check_positive_int("deg", deg)
     return _activation(f"Tanh(deg={deg})", jnp.tanh,
                        duals.gauss_hermite(jnp.tanh, deg, lambda x: 1 - jnp.tanh(x) ** 2))
