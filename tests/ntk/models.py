@@ -117,3 +117,6 @@ def equinox(key, dtype=jnp.float64):
 
 MODELS = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "flax_linen": flax_linen,
           "flax_nnx": flax_nnx, "equinox": equinox}
+
+# Plain-JAX models that also run in the neural-tangents reference environment (JAX 0.4.25).
+PLAIN_JAX = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "sequence": sequence}
