@@ -1,0 +1,610 @@
+"""Cheap approximations of the empirical NTK, for any ``apply_fn(params, x)``.
+
+For a network with ``O`` outputs the full eNTK on ``N`` inputs is ``N O x N O``
+(``Theta_ij(x1, x2) = <grad f_i(x1), grad f_j(x2)>``). The kernels here are ``N x N``:
+
+- :func:`pntk_fn` — the sum-of-logits pseudo-NTK (Mohamadi, Bae & Sutherland 2023):
+  ``pNTK(x1, x2) = <grad g(x1), grad g(x2)> = (1/O) sum_ij Theta_ij(x1, x2)`` with
+  ``g = (1/sqrt O) sum_i f_i``. At initialisation ``Theta ~ pNTK (x) I_O`` with relative
+  Frobenius error ``O(n^{-1/2})`` in the readout width ``n``; :func:`lift` builds
+  ``pNTK (x) I_O`` where a full kernel is expected.
+- :func:`trace_ntk_fn` — ``trNTK(x1, x2) = sum_c Theta_cc(x1, x2)`` (Engel et al. 2024,
+  "Faithful and Efficient Explanations for Neural Networks via Neural Tangent Kernel
+  Surrogate Models"), optionally cosine-normalised ``K / sqrt(diag(K1) diag(K2)^T)``. Note
+  ``trNTK = O x`` the neural-tangents default ``trace_axes=(-1,)`` kernel (a mean).
+- :func:`projected_features_fn` / :func:`projected_kernel_fn` — per-example gradients
+  (of the scaled sum of logits, of each logit, or of any scalar of the output) multiplied
+  by a random sketch ``S`` (``P x k``) with ``E[S S^T] = I_P``, so
+  ``E[<S^T g(x1), S^T g(x2)>] = <g(x1), g(x2)>`` exactly (unbiased) and the relative error
+  falls like ``k^{-1/2}`` (Johnson–Lindenstrauss; TRAK, Park et al. 2023; Engel et al. 2024).
+  ``S`` is never stored: it is split into blocks of ``chunk_size`` parameter rows, each
+  regenerated from ``fold_in(fold_in(key, leaf), chunk)`` when needed, so the extra memory
+  is ``O(B P + chunk_size k + N k)`` for example batches of size ``B`` — no ``P k`` term.
+  Sketches: ``'gaussian'`` (``N(0, 1/k)``), ``'rademacher'`` (``+-1/sqrt k``),
+  ``'sparse'`` (each parameter hashed to ``nonzeros`` random coordinates with random
+  signs, scaled ``1/sqrt(nonzeros)``: Kane & Nelson's sparse JL; cost ``O(nonzeros P)``,
+  independent of ``k``) and ``'srht'`` (subsampled randomized Hadamard transform
+  ``S_block^T = sqrt(m/k) E R H D / sqrt m`` per block of ``m = 2^j`` rows — ``D`` random
+  signs, ``H`` Walsh–Hadamard, ``R`` ``k`` rows sampled with replacement, ``E`` random
+  output signs; cost ``O(P log m)``).
+- :func:`lpntk_fn` — the labelled pseudo-NTK (Guo, Ren, Albrecht & Smith, ICLR 2024,
+  "Sample Relationship from Learning Dynamics Matters for Generalisation"):
+  ``lpNTK((x1, y1), (x2, y2)) = (1/O) s(x1, y1)^T Theta(x1, x2) s(x2, y2)`` with
+  ``s(x, y) = sign(softmax(f(x)) - e_y) = 1 - 2 e_y``, the sign of the cross-entropy
+  gradient in the logits. (The ``1/O`` normalisation is the pNTK one, so lpNTK = pNTK
+  when all signs agree.)
+- :func:`sign_kernel_fn`, :func:`adam_kernel_fn` — the kernels of Malladi et al. 2023
+  ("A Kernel-Based View of Language Model Fine-Tuning"): SignGD
+  ``K(x1, x2) = <sign grad f(x1), sign grad f(x2)>`` and the asymmetric Adam kernel
+  ``K(x, x_train) = <grad f(x), sign grad f(x_train)>`` (solve it with
+  :func:`ntk.predict.asymmetric_kernel_regression`).
+
+Every builder returns a function of ``(x1, x2, params, ...)`` like
+:func:`ntk.empirical_ntk_fn`; ``x2=None`` means ``x2 = x1``. ``apply_fn`` must map a batch
+``(N, ...)`` to outputs ``(N, ...)`` with independent examples (flattened to ``(N, O)``);
+per-example derivatives are taken by ``vmap`` over single examples. Inputs are processed in
+batches of ``batch_size`` examples (default: as many as fit ``memory_budget`` bytes of
+per-example gradients).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = [
+    "SKETCHES",
+    "lift",
+    "pntk_fn",
+    "trace_ntk_fn",
+    "lpntk_fn",
+    "sign_kernel_fn",
+    "adam_kernel_fn",
+    "projected_features_fn",
+    "projected_kernel_fn",
+    "features_to_kernel",
+    "sketch_matrix",
+]
+
+SKETCHES = ("gaussian", "rademacher", "sparse", "srht")
+_DEFAULT_BUDGET = 256 * 2**20  # bytes of per-example gradients held at once
+_SKETCH_BLOCK_ENTRIES = 2**22  # entries of one regenerated sketch block (chunk_size * k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and plumbing
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_apply_fn(apply_fn):
+    if not callable(apply_fn):
+        raise TypeError(f"`apply_fn` must be callable, got {type(apply_fn).__name__}.")
+
+
+def _check_x(x, name):
+    if not hasattr(x, "shape") or getattr(x, "ndim", 0) < 1:
+        raise ValueError(f"`{name}` must be an array with a leading batch axis, got "
+                         f"{getattr(x, 'shape', type(x).__name__)}.")
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__}.")
+    if value <= 0:
+        raise ValueError(f"`{name}` must be positive, got {value}.")
+
+
+def _check_output(output):
+    if output in ("sum", "each") or callable(output):
+        return
+    raise ValueError(f"`output` must be 'sum', 'each' or a function of one example's outputs "
+                     f"(O,) -> scalar, got {output!r}.")
+
+
+def _split_kwargs(kwargs):
+    """Array kwargs are traced; everything else is static (part of the jit cache key)."""
+    dyn = {k: v for k, v in kwargs.items() if isinstance(v, (jax.Array, np.ndarray))}
+    static = tuple(sorted((k, v) for k, v in kwargs.items() if k not in dyn))
+    return dyn, static
+
+
+def _out_dim(apply_fn, params, x, kwargs):
+    out = jax.eval_shape(lambda p, xx: apply_fn(p, xx, **kwargs), params, x[:1])
+    if out.shape[0] != 1:
+        raise ValueError(f"`apply_fn` must keep the batch axis first: a batch of 1 gave "
+                         f"outputs of shape {out.shape}.")
+    return int(np.prod(out.shape[1:], dtype=int)), out.dtype
+
+
+def _single(apply_fn, kwargs):
+    """One example's outputs, flattened to ``(O,)``."""
+    def f(params, xi):
+        return apply_fn(params, xi[None], **kwargs)[0].reshape(-1)
+    return f
+
+
+def _reduce(output, o):
+    """(fx (O,), weights (O,) or None) -> scalar or (O,)."""
+    if output == "sum":
+        return lambda fx, w: jnp.sum(fx) / math.sqrt(o)
+    if output == "weighted":
+        return lambda fx, w: jnp.dot(w, fx) / math.sqrt(o)
+    if output == "each":
+        return lambda fx, w: fx
+    return lambda fx, w: jnp.asarray(output(fx)).reshape(())
+
+
+def _grads(apply_fn, params, xb, weights, output, o, kwargs):
+    """Per-example gradients, one ``(B, R, n_l)`` array per leaf (``R = O`` for 'each' else 1)."""
+    f = _single(apply_fn, kwargs)
+    red = _reduce(output, o)
+
+    def g(p, xi, wi):
+        return red(f(p, xi), wi)
+
+    if output == "each":
+        jac = jax.vmap(jax.jacrev(g), (None, 0, 0))(params, xb, weights)
+        leaves = jax.tree_util.tree_leaves(jac)
+        return [lf.reshape(lf.shape[0], lf.shape[1], -1) for lf in leaves]
+    grad = jax.vmap(jax.grad(g), (None, 0, 0))(params, xb, weights)
+    leaves = jax.tree_util.tree_leaves(grad)
+    return [lf.reshape(lf.shape[0], 1, -1) for lf in leaves]
+
+
+def _n_params(params):
+    return int(sum(np.prod(np.shape(lf), dtype=int) for lf in jax.tree_util.tree_leaves(params)))
+
+
+def _batch_size(batch_size, n, rows, n_params, itemsize, budget):
+    if batch_size is not None:
+        _check_positive_int(batch_size, "batch_size")
+        return int(min(batch_size, n))
+    per_example = max(1, rows * n_params * itemsize)
+    return int(max(1, min(n, (budget or _DEFAULT_BUDGET) // per_example)))
+
+
+def _batches(x, b):
+    """Yield (x_block padded to b rows, number of valid rows)."""
+    n = x.shape[0]
+    for start in range(0, n, b):
+        xb = x[start:start + b]
+        valid = xb.shape[0]
+        if valid < b:
+            xb = jnp.concatenate([xb, jnp.repeat(xb[:1], b - valid, axis=0)], axis=0)
+        yield xb, valid
+
+
+def _pad_rows(w, b):
+    if w.shape[0] < b:
+        w = jnp.concatenate([w, jnp.repeat(w[:1], b - w.shape[0], axis=0)], axis=0)
+    return w
+
+
+class _Jitted:
+    """A jitted function cached per static keyword arguments."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.cache = {}
+
+    def __call__(self, *args, kwargs):
+        dyn, static = _split_kwargs(kwargs)
+        try:
+            hash(static)
+        except TypeError:
+            raise TypeError("Non-array keyword arguments to apply_fn must be hashable, got "
+                            f"{dict(static)}.") from None
+        if static not in self.cache:
+            static_dict = dict(static)
+            self.cache[static] = jax.jit(
+                lambda *a, dyn_kw: self.fn(*a, kwargs={**dyn_kw, **static_dict}))
+        return self.cache[static](*args, dyn_kw=dyn)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact small kernels from per-example gradients
+# ---------------------------------------------------------------------------------------------
+
+
+def lift(k, num_outputs: int):
+    """``K (x) I_O``: an ``(N1, N2)`` kernel as the full ``(N1, N2, O, O)`` kernel
+    ``K[a, b] * delta_ij`` — the pNTK's stand-in for the full eNTK."""
+    _check_positive_int(num_outputs, "num_outputs")
+    if not hasattr(k, "ndim") or k.ndim != 2:
+        raise ValueError(f"`k` must be (N1, N2), got {getattr(k, 'shape', type(k).__name__)}.")
+    return k[:, :, None, None] * jnp.eye(num_outputs, dtype=k.dtype)
+
+
+def _gram_fn(output, contraction, transform=None):
+    """Jitted (params, x1b, w1b, x2b, w2b) -> kernel block, for a given reduction."""
+
+    def block(params, x1b, w1b, x2b, w2b, apply_fn, o, kwargs):
+        g1 = _grads(apply_fn, params, x1b, w1b, output, o, kwargs)
+        g2 = _grads(apply_fn, params, x2b, w2b, output, o, kwargs)
+        if transform is not None:
+            g1 = [transform[0](a) for a in g1]
+            g2 = [transform[1](a) for a in g2]
+        return sum(jnp.einsum(contraction, a, b) for a, b in zip(g1, g2))
+
+    return block
+
+
+def _blocked_kernel(block, apply_fn, x1, x2, params, w1, w2, rows, batch_size, budget,
+                    kwargs, cache):
+    """Assemble ``(N1, N2, *out_tail)`` from jitted blocks over example batches."""
+    _check_x(x1, "x1")
+    x2 = x1 if x2 is None else x2
+    _check_x(x2, "x2")
+    o, dtype = _out_dim(apply_fn, params, x1, kwargs)
+    p = _n_params(params)
+    itemsize = np.dtype(dtype).itemsize
+    b1 = _batch_size(batch_size, x1.shape[0], rows(o), p, itemsize, budget)
+    b2 = _batch_size(batch_size, x2.shape[0], rows(o), p, itemsize, budget)
+    w1 = jnp.zeros((x1.shape[0], o), dtype) if w1 is None else w1
+    w2 = jnp.zeros((x2.shape[0], o), dtype) if w2 is None else w2
+    if o not in cache:
+        cache[o] = _Jitted(lambda prm, a, wa, b, wb, kwargs: block(prm, a, wa, b, wb, apply_fn,
+                                                                   o, kwargs))
+    jitted = cache[o]
+    rows_out = []
+    for s1 in range(0, x1.shape[0], b1):
+        xa = x1[s1:s1 + b1]
+        va = xa.shape[0]
+        xa, wa = _pad_rows(xa, b1), _pad_rows(w1[s1:s1 + b1], b1)
+        cols = []
+        for s2 in range(0, x2.shape[0], b2):
+            xb = x2[s2:s2 + b2]
+            vb = xb.shape[0]
+            xb, wb = _pad_rows(xb, b2), _pad_rows(w2[s2:s2 + b2], b2)
+            cols.append(jitted(params, xa, wa, xb, wb, kwargs=kwargs)[:va, :vb])
+        rows_out.append(jnp.concatenate(cols, axis=1))
+    return jnp.concatenate(rows_out, axis=0)
+
+
+def pntk_fn(apply_fn: Callable, *, batch_size: Optional[int] = None,
+            memory_budget: Optional[int] = None):
+    """Sum-of-logits pseudo-NTK (Mohamadi, Bae & Sutherland 2023).
+
+    ``pNTK(x1, x2) = <grad g(x1), grad g(x2)>``, ``g(x) = (1/sqrt O) sum_i f_i(x)``,
+    which equals ``(1/O) sum_ij Theta_ij(x1, x2)`` of the full eNTK. Cost: one backward
+    pass per example and ``N1 N2 P`` for the contraction — ``O^2`` less than the full eNTK.
+
+    Returns ``fn(x1, x2=None, params, **apply_kwargs) -> (N1, N2)``.
+    """
+    _check_apply_fn(apply_fn)
+    block = _gram_fn("sum", "aRn,bRn->ab")
+    cache = {}
+
+    def fn(x1, x2, params, **apply_kwargs):
+        return _blocked_kernel(block, apply_fn, x1, x2, params, None, None, lambda o: 1,
+                               batch_size, memory_budget, apply_kwargs, cache)
+
+    return fn
+
+
+def trace_ntk_fn(apply_fn: Callable, *, normalize: bool = False,
+                 batch_size: Optional[int] = None, memory_budget: Optional[int] = None):
+    """Trace NTK (Engel et al. 2024): ``trNTK(x1, x2) = sum_c Theta_cc(x1, x2)``.
+
+    With ``normalize=True`` the cosine-normalised kernel
+    ``trNTK(x1, x2) / sqrt(trNTK(x1, x1) trNTK(x2, x2))`` (entries in ``[-1, 1]``, unit
+    diagonal). Cost: ``O`` backward passes per example and ``N1 N2 O P``.
+
+    Returns ``fn(x1, x2=None, params, **apply_kwargs) -> (N1, N2)``.
+    """
+    _check_apply_fn(apply_fn)
+    block = _gram_fn("each", "aon,bon->ab")
+    diag_block = _gram_fn("each", "aon,aon->a")
+    cache, dcache = {}, {}
+
+    def fn(x1, x2, params, **apply_kwargs):
+        k = _blocked_kernel(block, apply_fn, x1, x2, params, None, None, lambda o: o,
+                            batch_size, memory_budget, apply_kwargs, cache)
+        if not normalize:
+            return k
+        d1 = _self_norms(diag_block, apply_fn, x1, params, batch_size, memory_budget,
+                         apply_kwargs, dcache)
+        d2 = d1 if x2 is None else _self_norms(diag_block, apply_fn, x2, params, batch_size,
+                                               memory_budget, apply_kwargs, dcache)
+        return k / jnp.sqrt(jnp.outer(d1, d2))
+
+    return fn
+
+
+def _self_norms(diag_block, apply_fn, x, params, batch_size, budget, kwargs, cache):
+    o, dtype = _out_dim(apply_fn, params, x, kwargs)
+    b = _batch_size(batch_size, x.shape[0], o, _n_params(params), np.dtype(dtype).itemsize,
+                    budget)
+    if o not in cache:
+        cache[o] = _Jitted(lambda prm, a, wa, kwargs: diag_block(prm, a, wa, a, wa, apply_fn, o,
+                                                                 kwargs))
+    jitted = cache[o]
+    w = jnp.zeros((b, o), dtype)
+    return jnp.concatenate([jitted(params, xb, w, kwargs=kwargs)[:v] for xb, v in _batches(x, b)])
+
+
+def _label_signs(labels, o, name, n, dtype):
+    labels = jnp.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != n or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"`{name}` must be integer class labels of shape ({n},), got shape "
+                         f"{tuple(labels.shape)} and dtype {labels.dtype}.")
+    return 1.0 - 2.0 * jax.nn.one_hot(labels, o, dtype=dtype)
+
+
+def lpntk_fn(apply_fn: Callable, *, batch_size: Optional[int] = None,
+             memory_budget: Optional[int] = None):
+    """Labelled pseudo-NTK (Guo, Ren, Albrecht & Smith 2024).
+
+    ``lpNTK((x1, y1), (x2, y2)) = (1/O) s1^T Theta(x1, x2) s2``, ``s = 1 - 2 e_y`` — the
+    sign of the cross-entropy logit gradient ``softmax(f(x)) - e_y`` — computed as
+    ``<grad (s1 . f(x1)) / sqrt O, grad (s2 . f(x2)) / sqrt O>``. Positive entries: learning
+    one sample helps the other ("interchangeable"); negative: "contradictory".
+
+    Returns ``fn(x1, x2, params, *, labels1, labels2=None, **apply_kwargs) -> (N1, N2)``.
+    """
+    _check_apply_fn(apply_fn)
+    block = _gram_fn("weighted", "aRn,bRn->ab")
+    cache = {}
+
+    def fn(x1, x2, params, *, labels1, labels2=None, **apply_kwargs):
+        _check_x(x1, "x1")
+        o, dtype = _out_dim(apply_fn, params, x1, apply_kwargs)
+        s1 = _label_signs(labels1, o, "labels1", x1.shape[0], dtype)
+        if x2 is None:
+            s2 = s1
+        else:
+            if labels2 is None:
+                raise ValueError("`labels2` is required when `x2` is given.")
+            s2 = _label_signs(labels2, o, "labels2", x2.shape[0], dtype)
+        return _blocked_kernel(block, apply_fn, x1, x2, params, s1, s2, lambda o: 1,
+                               batch_size, memory_budget, apply_kwargs, cache)
+
+    return fn
+
+
+def sign_kernel_fn(apply_fn: Callable, *, output: Union[str, Callable] = "sum",
+                   batch_size: Optional[int] = None, memory_budget: Optional[int] = None):
+    """SignGD kernel (Malladi et al. 2023): ``K(x1, x2) = <sign grad f(x1), sign grad f(x2)>``.
+
+    ``f`` is the scalar selected by ``output``: ``'sum'`` (``(1/sqrt O) sum_i f_i``; the
+    scale does not change signs), a function ``(O,) -> scalar`` (e.g. the logit of a
+    label word), or ``'each'`` for the full ``(N1, N2, O, O)`` kernel of per-logit signs.
+
+    Returns ``fn(x1, x2=None, params, **apply_kwargs)``.
+    """
+    _check_apply_fn(apply_fn)
+    _check_output(output)
+    contraction = "aon,bpn->abop" if output == "each" else "aRn,bRn->ab"
+    block = _gram_fn(output, contraction, (jnp.sign, jnp.sign))
+    cache = {}
+
+    def fn(x1, x2, params, **apply_kwargs):
+        return _blocked_kernel(block, apply_fn, x1, x2, params, None, None,
+                               (lambda o: o) if output == "each" else (lambda o: 1),
+                               batch_size, memory_budget, apply_kwargs, cache)
+
+    return fn
+
+
+def adam_kernel_fn(apply_fn: Callable, *, output: Union[str, Callable] = "sum",
+                   batch_size: Optional[int] = None, memory_budget: Optional[int] = None):
+    """Asymmetric Adam kernel (Malladi et al. 2023, early-time Adam = SignGD):
+    ``K(x, x') = <grad f(x), sign grad f(x')>``, ``x'`` the training point.
+
+    Not symmetric: ``fn(x_train, None, params)`` is the ``(N, N)`` train matrix and
+    ``fn(x_test, x_train, params)`` the ``(N_test, N)`` cross kernel for
+    :func:`ntk.predict.asymmetric_kernel_regression`. ``output`` as in
+    :func:`sign_kernel_fn`.
+    """
+    _check_apply_fn(apply_fn)
+    _check_output(output)
+    contraction = "aon,bpn->abop" if output == "each" else "aRn,bRn->ab"
+    block = _gram_fn(output, contraction, (lambda a: a, jnp.sign))
+    cache = {}
+
+    def fn(x1, x2, params, **apply_kwargs):
+        return _blocked_kernel(block, apply_fn, x1, x2, params, None, None,
+                               (lambda o: o) if output == "each" else (lambda o: 1),
+                               batch_size, memory_budget, apply_kwargs, cache)
+
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Sketches, regenerated block by block
+# ---------------------------------------------------------------------------------------------
+
+
+def _fwht(x):
+    """Unnormalised fast Walsh–Hadamard transform along the last axis (length 2^j)."""
+    m = x.shape[-1]
+    lead = x.shape[:-1]
+    h = 1
+    while h < m:
+        y = x.reshape(lead + (m // (2 * h), 2, h))
+        a, b = y[..., 0, :], y[..., 1, :]
+        x = jnp.stack([a + b, a - b], axis=-2).reshape(lead + (m,))
+        h *= 2
+    return x
+
+
+def _next_pow2(n):
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+def _apply_block(g, key, kind, k, nonzeros):
+    """``g (R, c) -> g S_block (R, k)`` for one regenerated block of the sketch."""
+    c = g.shape[1]
+    dtype = g.dtype
+    if kind == "gaussian":
+        s = jax.random.normal(key, (c, k), dtype) / math.sqrt(k)
+        return g @ s
+    if kind == "rademacher":
+        s = jax.random.rademacher(key, (c, k), dtype) / math.sqrt(k)
+        return g @ s
+    if kind == "sparse":
+        kb, ks = jax.random.split(key)
+        buckets = jax.random.randint(kb, (c, nonzeros), 0, k)
+        signs = jax.random.rademacher(ks, (c, nonzeros), dtype) / math.sqrt(nonzeros)
+        vals = (g[:, :, None] * signs).reshape(g.shape[0], -1)
+        return jnp.zeros((g.shape[0], k), dtype).at[:, buckets.reshape(-1)].add(vals)
+    if kind == "srht":
+        m = _next_pow2(c)
+        kd, kr, ke = jax.random.split(key, 3)
+        d = jax.random.rademacher(kd, (c,), dtype)
+        xg = g * d
+        if m > c:
+            xg = jnp.pad(xg, ((0, 0), (0, m - c)))
+        hx = _fwht(xg) / math.sqrt(m)
+        idx = jax.random.randint(kr, (k,), 0, m)
+        # Output signs: without them E[phi_block | D] != 0 (the all-ones Hadamard row), and
+        # the cross terms between blocks would carry a k-independent variance.
+        eps = jax.random.rademacher(ke, (k,), dtype)
+        return hx[:, idx] * (eps * math.sqrt(m / k))
+    raise ValueError(f"`sketch` must be one of {SKETCHES}, got {kind!r}.")
+
+
+def _sketch_leaf(g, key, kind, k, chunk, nonzeros):
+    """``g (R, n) -> g S_leaf (R, k)``, ``S_leaf`` regenerated in ``chunk``-row blocks."""
+    n = g.shape[1]
+    c = min(chunk, n)
+    n_chunks = -(-n // c)
+    if n_chunks * c > n:
+        g = jnp.pad(g, ((0, 0), (0, n_chunks * c - n)))
+    if n_chunks == 1:
+        return _apply_block(g, jax.random.fold_in(key, 0), kind, k, nonzeros)
+
+    def body(i, acc):
+        gi = lax.dynamic_slice_in_dim(g, i * c, c, axis=1)
+        return acc + _apply_block(gi, jax.random.fold_in(key, i), kind, k, nonzeros)
+
+    return lax.fori_loop(0, n_chunks, body, jnp.zeros((g.shape[0], k), g.dtype))
+
+
+def _sketch_grads(grads, key, kind, k, chunk, nonzeros):
+    """Sum over leaves of ``G_l S_l`` -> ``(B, R, k)``."""
+    out = 0.0
+    for li, gl in enumerate(grads):
+        b, r, n = gl.shape
+        sk = _sketch_leaf(gl.reshape(b * r, n), jax.random.fold_in(key, li), kind, k, chunk,
+                          nonzeros)
+        out = out + sk.reshape(b, r, k)
+    return out
+
+
+def sketch_matrix(params, key, dim: int, *, sketch: str = "rademacher",
+                  chunk_size: Optional[int] = None, nonzeros: int = 4):
+    """The dense ``(P, dim)`` sketch that :func:`projected_features_fn` applies implicitly
+    (rows in ``jax.tree_util.tree_leaves(params)`` order, each leaf flattened row-major).
+
+    For tests and small ``P`` only — the whole point of the projected features is never to
+    build this. Computed by sketching the identity leaf by leaf.
+    """
+    _check_positive_int(dim, "dim")
+    if sketch not in SKETCHES:
+        raise ValueError(f"`sketch` must be one of {SKETCHES}, got {sketch!r}.")
+    chunk = _chunk(chunk_size, dim)
+    blocks = []
+    for li, leaf in enumerate(jax.tree_util.tree_leaves(params)):
+        n = int(np.prod(np.shape(leaf), dtype=int))
+        eye = jnp.eye(n, dtype=jnp.result_type(leaf))
+        blocks.append(_sketch_leaf_jit(eye, jax.random.fold_in(key, li), sketch, dim, chunk,
+                                       nonzeros))
+    return jnp.concatenate(blocks, axis=0)
+
+
+_sketch_leaf_jit = jax.jit(_sketch_leaf, static_argnums=(2, 3, 4, 5))
+
+
+def _chunk(chunk_size, dim):
+    if chunk_size is None:
+        return max(1, _SKETCH_BLOCK_ENTRIES // dim)
+    _check_positive_int(chunk_size, "chunk_size")
+    return int(chunk_size)
+
+
+def projected_features_fn(apply_fn: Callable, dim: int, *, sketch: str = "rademacher",
+                          output: Union[str, Callable] = "sum",
+                          chunk_size: Optional[int] = None, nonzeros: int = 4,
+                          batch_size: Optional[int] = None,
+                          memory_budget: Optional[int] = None):
+    """Randomly projected per-example gradients ``phi(x) = S^T grad f(x)``.
+
+    ``f`` is chosen by ``output``: ``'sum'`` — ``(1/sqrt O) sum_i f_i`` (then
+    ``phi(x1) . phi(x2)`` estimates the pNTK), ``'each'`` — every logit (features
+    ``(N, O, dim)``; their inner products estimate the full eNTK, their per-logit traces the
+    trNTK), or a function ``(O,) -> scalar`` of one example's outputs. ``S`` is ``(P, dim)``
+    with independent blocks per ``(leaf, chunk)`` drawn from ``key`` and
+    ``E[S S^T] = I_P`` for every ``sketch`` in :data:`SKETCHES`; it is regenerated, never
+    stored, so the same ``key`` gives the same features across calls (save them and build
+    kernels later with :func:`features_to_kernel`).
+
+    Args:
+      dim: sketch dimension ``k > 0``.
+      chunk_size: parameter rows per regenerated block (default ``2^22 // dim``).
+      nonzeros: nonzeros per parameter for the ``'sparse'`` sketch.
+    Returns:
+      ``fn(x, params, key, **apply_kwargs) -> (N, dim)`` (or ``(N, O, dim)`` for 'each').
+    """
+    _check_apply_fn(apply_fn)
+    _check_positive_int(dim, "dim")
+    _check_output(output)
+    if sketch not in SKETCHES:
+        raise ValueError(f"`sketch` must be one of {SKETCHES}, got {sketch!r}.")
+    _check_positive_int(nonzeros, "nonzeros")
+    chunk = _chunk(chunk_size, dim)
+    jitted_cache = {}
+
+    def features_block(params, xb, key, apply_fn, o, kwargs):
+        w = jnp.zeros((xb.shape[0], o), jnp.result_type(float))
+        g = _grads(apply_fn, params, xb, w, output, o, kwargs)
+        return _sketch_grads(g, key, sketch, dim, chunk, nonzeros)
+
+    def fn(x, params, key, **apply_kwargs):
+        _check_x(x, "x")
+        o, dtype = _out_dim(apply_fn, params, x, apply_kwargs)
+        rows = o if output == "each" else 1
+        b = _batch_size(batch_size, x.shape[0], rows, _n_params(params),
+                        np.dtype(dtype).itemsize, memory_budget)
+        if o not in jitted_cache:
+            jitted_cache[o] = _Jitted(
+                lambda prm, xb, kk, kwargs: features_block(prm, xb, kk, apply_fn, o, kwargs))
+        jitted = jitted_cache[o]
+        out = jnp.concatenate([jitted(params, xb, key, kwargs=apply_kwargs)[:v]
+                               for xb, v in _batches(x, b)])
+        return out if output == "each" else out[:, 0, :]
+
+    return fn
+
+
+def features_to_kernel(phi1, phi2=None):
+    """Kernel from (projected) features: ``(N1, k), (N2, k) -> (N1, N2)``; for per-logit
+    features ``(N1, O, k), (N2, O, k) -> (N1, N2, O, O)``."""
+    phi2 = phi1 if phi2 is None else phi2
+    if phi1.ndim != phi2.ndim or phi1.shape[-1] != phi2.shape[-1] or phi1.ndim not in (2, 3):
+        raise ValueError(f"features must be (N, k) or (N, O, k) with matching k, got "
+                         f"{tuple(phi1.shape)} and {tuple(phi2.shape)}.")
+    if phi1.ndim == 2:
+        return phi1 @ phi2.T
+    return jnp.einsum("aik,bjk->abij", phi1, phi2)
+
+
+def projected_kernel_fn(apply_fn: Callable, dim: int, **kwargs):
+    """Kernel of :func:`projected_features_fn` features (same arguments):
+    ``K_hat(x1, x2) = phi(x1) . phi(x2)``, an unbiased estimate of the exact kernel
+    (pNTK for ``output='sum'``, the full eNTK ``(N1, N2, O, O)`` for ``'each'``).
+
+    Returns ``fn(x1, x2, params, key, **apply_kwargs)``.
+    """
+    feats = projected_features_fn(apply_fn, dim, **kwargs)
+
+    def fn(x1, x2, params, key, **apply_kwargs):
+        phi1 = feats(x1, params, key, **apply_kwargs)
+        phi2 = phi1 if x2 is None else feats(x2, params, key, **apply_kwargs)
+        return features_to_kernel(phi1, phi2)
+
+    return fn
