@@ -24,3 +24,14 @@ from limits.regimes import (
     regime_conditions,
     update_exponents,
 )
+from limits.depth import (
+    BRANCH_SCALINGS,
+    DepthRegime,
+    branch_exponent,
+    branch_multiplier,
+    depth_lr_exponent,
+    depth_regime,
+    depth_update_exponent,
+)
+from limits.networks import ACTIVATIONS, Network, mlp, ntk_fn, resmlp
+from limits.optimizers import optimizer, scale_by_tree
