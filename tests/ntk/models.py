@@ -115,7 +115,19 @@ def equinox(key, dtype=jnp.float64):
     return apply, params, (4,)
 
 
-MODELS = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "flax_linen": flax_linen,
+def stax_net(key, dtype=jnp.float64):
+    """An ntk.stax network: its apply_fn is an ordinary function of a params pytree."""
+    from ntk import stax
+
+    init_fn, apply_fn, _ = stax.serial(
+        stax.Conv(3, (2, 2), padding="SAME", W_std=1.3, b_std=0.2), stax.Relu(),
+        stax.Flatten(), stax.Dense(5, W_std=1.2, b_std=0.1), stax.Erf(), stax.Dense(2))
+    _, params = init_fn(key, (-1, 3, 3, 2))
+    params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
+    return apply_fn, params, (3, 3, 2)
+
+
+MODELS = {"mlp": mlp, "stax": stax_net, "cnn": cnn, "resnet": resnet, "flax_linen": flax_linen,
           "flax_nnx": flax_nnx, "equinox": equinox}
 
 # Plain-JAX models that also run in the neural-tangents reference environment (JAX 0.4.25).
