@@ -220,22 +220,29 @@ def lift(k, num_outputs: int):
 
 
 def _gram_fn(output, contraction, transform=None):
-    """Jitted (params, x1b, w1b, x2b, w2b) -> kernel block, for a given reduction."""
+    """(side-1 gradient fn, side-2 gradient fn, contraction) for one kind of kernel."""
+    t1, t2 = transform if transform is not None else (None, None)
 
-    def block(params, x1b, w1b, x2b, w2b, apply_fn, o, kwargs):
-        g1 = _grads(apply_fn, params, x1b, w1b, output, o, kwargs)
-        g2 = _grads(apply_fn, params, x2b, w2b, output, o, kwargs)
-        if transform is not None:
-            g1 = [transform[0](a) for a in g1]
-            g2 = [transform[1](a) for a in g2]
+    def side(t):
+        def grads(params, xb, wb, apply_fn, o, kwargs):
+            g = _grads(apply_fn, params, xb, wb, output, o, kwargs)
+            return g if t is None else [t(a) for a in g]
+        return grads
+
+    def contract(g1, g2):
         return sum(jnp.einsum(contraction, a, b) for a, b in zip(g1, g2))
 
-    return block
+    return side(t1), side(t2), contract
 
 
 def _blocked_kernel(block, apply_fn, x1, x2, params, w1, w2, rows, batch_size, budget,
                     kwargs, cache):
-    """Assemble ``(N1, N2, *out_tail)`` from jitted blocks over example batches."""
+    """Assemble ``(N1, N2, ...)`` from per-example gradients of example batches.
+
+    Side-2 gradients are computed once and kept when they fit in 4 x the memory budget
+    (else recomputed per row block); side-1 gradients once per row block.
+    """
+    grads1, grads2, contract = block
     _check_x(x1, "x1")
     x2 = x1 if x2 is None else x2
     _check_x(x2, "x2")
@@ -247,39 +254,67 @@ def _blocked_kernel(block, apply_fn, x1, x2, params, w1, w2, rows, batch_size, b
     w1 = jnp.zeros((x1.shape[0], o), dtype) if w1 is None else w1
     w2 = jnp.zeros((x2.shape[0], o), dtype) if w2 is None else w2
     if o not in cache:
-        cache[o] = _Jitted(lambda prm, a, wa, b, wb, kwargs: block(prm, a, wa, b, wb, apply_fn,
-                                                                   o, kwargs))
-    jitted = cache[o]
+        cache[o] = (
+            _Jitted(lambda prm, a, wa, kwargs: grads1(prm, a, wa, apply_fn, o, kwargs)),
+            _Jitted(lambda prm, a, wa, kwargs: grads2(prm, a, wa, apply_fn, o, kwargs)),
+            jax.jit(contract))
+    g1_fn, g2_fn, contract_fn = cache[o]
+    keep = x2.shape[0] * rows(o) * p * itemsize <= 4 * (budget or _DEFAULT_BUDGET)
+    side2 = []
+    for s2 in range(0, x2.shape[0], b2):
+        xb = _pad_rows(x2[s2:s2 + b2], b2)
+        wb = _pad_rows(w2[s2:s2 + b2], b2)
+        valid = min(b2, x2.shape[0] - s2)
+        side2.append((g2_fn(params, xb, wb, kwargs=kwargs) if keep else (xb, wb), valid))
     rows_out = []
     for s1 in range(0, x1.shape[0], b1):
-        xa = x1[s1:s1 + b1]
-        va = xa.shape[0]
-        xa, wa = _pad_rows(xa, b1), _pad_rows(w1[s1:s1 + b1], b1)
+        va = min(b1, x1.shape[0] - s1)
+        g1 = g1_fn(params, _pad_rows(x1[s1:s1 + b1], b1), _pad_rows(w1[s1:s1 + b1], b1),
+                   kwargs=kwargs)
         cols = []
-        for s2 in range(0, x2.shape[0], b2):
-            xb = x2[s2:s2 + b2]
-            vb = xb.shape[0]
-            xb, wb = _pad_rows(xb, b2), _pad_rows(w2[s2:s2 + b2], b2)
-            cols.append(jitted(params, xa, wa, xb, wb, kwargs=kwargs)[:va, :vb])
+        for item, vb in side2:
+            g2 = item if keep else g2_fn(params, item[0], item[1], kwargs=kwargs)
+            cols.append(contract_fn(g1, g2)[:va, :vb])
         rows_out.append(jnp.concatenate(cols, axis=1))
     return jnp.concatenate(rows_out, axis=0)
 
 
-def pntk_fn(apply_fn: Callable, *, batch_size: Optional[int] = None,
-            memory_budget: Optional[int] = None):
+def pntk_fn(apply_fn: Callable, *, implementation: str = "auto",
+            batch_size: Optional[int] = None, memory_budget: Optional[int] = None):
     """Sum-of-logits pseudo-NTK (Mohamadi, Bae & Sutherland 2023).
 
     ``pNTK(x1, x2) = <grad g(x1), grad g(x2)>``, ``g(x) = (1/sqrt O) sum_i f_i(x)``,
-    which equals ``(1/O) sum_ij Theta_ij(x1, x2)`` of the full eNTK. Cost: one backward
-    pass per example and ``N1 N2 P`` for the contraction — ``O^2`` less than the full eNTK.
+    which equals ``(1/O) sum_ij Theta_ij(x1, x2)`` of the full eNTK — ``O^2`` cheaper.
+
+    ``implementation``: ``'gradients'`` contracts per-example gradients here (``N1 N2 P``);
+    anything else (``'auto'``, ``'jacobian'``, ``'ntvp'``, ``'structured'``) is the eNTK of
+    the one-output model ``g`` by :func:`ntk.empirical_ntk_fn` with that implementation
+    (structured derivatives avoid the ``P``-long rows for dense layers).
 
     Returns ``fn(x1, x2=None, params, **apply_kwargs) -> (N1, N2)``.
     """
     _check_apply_fn(apply_fn)
     block = _gram_fn("sum", "aRn,bRn->ab")
     cache = {}
+    engines = {}
+
+    def engine(o):
+        if o not in engines:
+            from ntk.empirical import empirical_ntk_fn
+
+            def summed(params, x, **kw):
+                fx = apply_fn(params, x, **kw)
+                return fx.reshape(fx.shape[0], -1).sum(-1, keepdims=True) / math.sqrt(o)
+
+            engines[o] = empirical_ntk_fn(summed, vmap_axes=0, implementation=implementation,
+                                          memory_budget=memory_budget)
+        return engines[o]
 
     def fn(x1, x2, params, **apply_kwargs):
+        if implementation != "gradients":
+            _check_x(x1, "x1")
+            o, _ = _out_dim(apply_fn, params, x1, apply_kwargs)
+            return engine(o)(x1, x2, params, **apply_kwargs)
         return _blocked_kernel(block, apply_fn, x1, x2, params, None, None, lambda o: 1,
                                batch_size, memory_budget, apply_kwargs, cache)
 
@@ -298,7 +333,7 @@ def trace_ntk_fn(apply_fn: Callable, *, normalize: bool = False,
     """
     _check_apply_fn(apply_fn)
     block = _gram_fn("each", "aon,bon->ab")
-    diag_block = _gram_fn("each", "aon,aon->a")
+    diag_block = _gram_fn("each", "aon,bon->ab")
     cache, dcache = {}, {}
 
     def fn(x1, x2, params, **apply_kwargs):
@@ -316,12 +351,13 @@ def trace_ntk_fn(apply_fn: Callable, *, normalize: bool = False,
 
 
 def _self_norms(diag_block, apply_fn, x, params, batch_size, budget, kwargs, cache):
+    grads, _, _ = diag_block
     o, dtype = _out_dim(apply_fn, params, x, kwargs)
     b = _batch_size(batch_size, x.shape[0], o, _n_params(params), np.dtype(dtype).itemsize,
                     budget)
     if o not in cache:
-        cache[o] = _Jitted(lambda prm, a, wa, kwargs: diag_block(prm, a, wa, a, wa, apply_fn, o,
-                                                                 kwargs))
+        cache[o] = _Jitted(lambda prm, a, wa, kwargs: sum(
+            jnp.sum(g**2, axis=(1, 2)) for g in grads(prm, a, wa, apply_fn, o, kwargs)))
     jitted = cache[o]
     w = jnp.zeros((b, o), dtype)
     return jnp.concatenate([jitted(params, xb, w, kwargs=kwargs)[:v] for xb, v in _batches(x, b)])

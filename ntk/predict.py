@@ -265,9 +265,9 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0, *,
     normalization = y_train.size
     n_rows = kdd.shape[0]
     y_shape = tuple(y_train.shape)
-    # Eigenvalues below round-off (relative 100 n eps) count as exact zeros: those directions
-    # never move, and t = inf inverts only the rest (the pseudo-inverse).
-    tiny = 100 * n_rows * jnp.finfo(kdd.dtype).eps * jnp.max(jnp.abs(evals))
+    # Eigenvalues below round-off (relative n eps, numpy's lstsq rcond) count as exact zeros:
+    # those directions never move, and t = inf inverts only the rest (the pseudo-inverse).
+    tiny = n_rows * jnp.finfo(kdd.dtype).eps * jnp.max(jnp.abs(evals))
     pos = evals > tiny
     safe = jnp.where(pos, evals, 1.0)
 

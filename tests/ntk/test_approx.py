@@ -64,10 +64,12 @@ def test_reference_matches_empirical_ntk_fn(problem):
 
 def test_pntk_is_the_mean_of_all_logit_pairs(problem):
     params, x1, x2, full, full11 = problem
-    k = approx.pntk_fn(_apply)(x1, x2, params)
+    k = approx.pntk_fn(_apply)(x1, x2, params)  # via ntk.empirical_ntk_fn
     np.testing.assert_allclose(k, full.sum((2, 3)) / O, rtol=1e-10)
+    k_grad = approx.pntk_fn(_apply, implementation="gradients")(x1, x2, params)
+    np.testing.assert_allclose(k_grad, full.sum((2, 3)) / O, rtol=1e-10)
     # blocked over examples, and x2=None
-    k11 = approx.pntk_fn(_apply, batch_size=3)(x1, None, params)
+    k11 = approx.pntk_fn(_apply, implementation="gradients", batch_size=3)(x1, None, params)
     np.testing.assert_allclose(k11, full11.sum((2, 3)) / O, rtol=1e-10)
     lifted = approx.lift(k, O)
     assert lifted.shape == (7, 4, O, O)
