@@ -326,7 +326,7 @@ def _figures(cfg, m, ctx) -> None:
         ax.set_xlabel("GD step")
     np.atleast_1d(axes)[0].set_ylabel("loss / loss at step 0")
     np.atleast_1d(axes)[0].legend()
-    fig.suptitle("Test loss lags train loss, more so at larger alpha (Kumar et al. 2023)")
+    fig.suptitle("Test loss lags train loss, more so at larger alpha (Kumar et al. 2023)", y=1.05)
     ctx.save_figure(fig, "losses")
 
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
