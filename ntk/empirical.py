@@ -329,22 +329,45 @@ def _ntvp_block(model, layout, leaves, scales, active, x1, x2, chunk):
             full[i] = v
         return full
 
-    out2 = jax.eval_shape(lambda a: model.batch(with_active(a), x2), act)
-    size2 = int(np.prod(out2.shape))
-    _, vjp2 = jax.vjp(lambda a: model.batch(with_active(a), x2), act)
-
-    def column(index):
-        cot = jnp.zeros(size2, out2.dtype).at[index].set(1).reshape(out2.shape)
-        v = vjp2(cot)[0]
+    def push(v):  # J1 (s * v): one jvp over the whole x1 batch
         v = [s * t for s, t in zip(act_scales, v)]
         return jax.jvp(lambda a: model.batch(with_active(a), x1), (act,), (v,))[1]
 
-    cols = jax.lax.map(column, jnp.arange(size2), batch_size=max(1, min(chunk, size2)))
-    # cols: (size2, *S1) -> raw (*S1, *S2)
-    s1_ndim = cols.ndim - 1
-    raw = jnp.moveaxis(cols.reshape(tuple(out2.shape) + cols.shape[1:]),
-                       tuple(range(len(out2.shape))),
-                       tuple(range(s1_ndim, s1_ndim + len(out2.shape))))
+    if model.vmap is None:
+        # No batch independence: each column pulls back through the whole x2 batch.
+        out2 = jax.eval_shape(lambda a: model.batch(with_active(a), x2), act)
+        size2 = int(np.prod(out2.shape))
+        _, vjp2 = jax.vjp(lambda a: model.batch(with_active(a), x2), act)
+
+        def column(index):
+            cot = jnp.zeros(size2, out2.dtype).at[index].set(1).reshape(out2.shape)
+            return push(vjp2(cot)[0])
+
+        cols = jax.lax.map(column, jnp.arange(size2), batch_size=max(1, min(chunk, size2)))
+        s2_full = tuple(out2.shape)
+        cols = cols.reshape(s2_full + cols.shape[1:])
+    else:
+        # Independent examples: column (n2, b) pulls e_b back through example n2 alone.
+        in_axis, out_axis = model.vmap
+        xs2 = jnp.moveaxis(x2, in_axis, 0)
+        s2 = tuple(jax.eval_shape(lambda a: model.call(with_active(a), xs2[0]), act).shape)
+        o2 = int(np.prod(s2))
+        size2 = xs2.shape[0] * o2
+
+        def column(index):
+            n, b = index // o2, index % o2
+            out, vjp = jax.vjp(lambda a: model.call(with_active(a), xs2[n]), act)
+            cot = jnp.zeros(o2, out.dtype).at[b].set(1).reshape(s2)
+            return push(vjp(cot)[0])
+
+        cols = jax.lax.map(column, jnp.arange(size2), batch_size=max(1, min(chunk, size2)))
+        cols = cols.reshape((xs2.shape[0],) + s2 + cols.shape[1:])
+        cols = jnp.moveaxis(cols, 0, out_axis)
+        s2_full = s2[:out_axis] + (xs2.shape[0],) + s2[out_axis:]
+    # cols: (*S2, *S1) -> raw (*S1, *S2)
+    n2_ndim = len(s2_full)
+    raw = jnp.moveaxis(cols, tuple(range(n2_ndim)),
+                       tuple(range(cols.ndim - n2_ndim, cols.ndim)))
     return layout.reduce_raw(raw)
 
 

@@ -58,7 +58,9 @@ def test_matches_neural_tangents_golden(golden):
         nt_kernels = [golden[f"nt/{c}/{i}"] for i in (1, 2, 3)]
         for other in nt_kernels[1:]:  # neural-tangents agrees with itself
             assert _rel(other, nt_kernels[0]) < 1e-10
-        ours = _ours(case, golden, OURS[c % 3])
+        if c % 4 not in (0, 3):
+            continue  # per axes mode: (vmap None, x2 given) and (vmap 0, x2=None)
+        ours = _ours(case, golden, OURS[(c // 4) % 3])
         assert ours.shape == nt_kernels[0].shape, case
         err = _rel(ours, nt_kernels[0])
         worst = max(worst, err)
@@ -72,10 +74,10 @@ def test_matches_neural_tangents_golden(golden):
 def test_matches_neural_tangents_live():
     arrays = empirical_parity.payload()
     cases = json.loads(str(arrays["spec"]))
-    subset = [c for c in range(len(cases)) if c % 4 == 0]
+    subset = [c for c in range(len(cases)) if c % 8 == 1]
     arrays["spec"] = np.array(json.dumps([cases[c] for c in subset]))
     kernels = empirical_parity.run_reference(arrays)
     for j, c in enumerate(subset):
+        ours = _ours(cases[c], arrays, OURS[j % 3])
         for impl in (1, 2, 3):
-            ours = _ours(cases[c], arrays, OURS[(c + impl) % 3])
             assert _rel(ours, kernels[f"{j}/{impl}"]) < 1e-5, (cases[c], impl)
