@@ -472,6 +472,15 @@ def _next_pow2(n):
     return 1 << max(0, int(n - 1).bit_length())
 
 
+def _random_signs(key, shape, dtype):
+    """i.i.d. +-1 entries, 32 per random 32-bit word (TRAK's fast_jl also packs bits): a
+    Rademacher matrix for 1/32 of the random-number generation."""
+    rows, cols = shape
+    words = jax.random.bits(key, (rows, -(-cols // 32)), jnp.uint32)
+    bits = (words[:, :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    return (2 * bits.reshape(rows, -1)[:, :cols].astype(dtype) - 1)
+
+
 def _apply_block(g, key, kind, k, nonzeros):
     """``g (R, c) -> g S_block (R, k)`` for one regenerated block of the sketch."""
     c = g.shape[1]
@@ -480,8 +489,7 @@ def _apply_block(g, key, kind, k, nonzeros):
         s = jax.random.normal(key, (c, k), dtype) / math.sqrt(k)
         return g @ s
     if kind == "rademacher":
-        s = jax.random.rademacher(key, (c, k), dtype) / math.sqrt(k)
-        return g @ s
+        return g @ (_random_signs(key, (c, k), dtype) / math.sqrt(k))
     if kind == "sparse":
         kb, ks = jax.random.split(key)
         buckets = jax.random.randint(kb, (c, nonzeros), 0, k)
