@@ -10,11 +10,13 @@ from ntk.empirical import (
     empirical_nngp_fn,
     empirical_ntk_fn,
 )
+from ntk.monte_carlo import monte_carlo_kernel_fn
 
 __all__ = [
     "Implementation",
     "empirical_kernel_fn",
     "empirical_nngp_fn",
     "empirical_ntk_fn",
+    "monte_carlo_kernel_fn",
 ]
 __version__ = "0.1.0"
