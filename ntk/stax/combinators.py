@@ -42,6 +42,10 @@ def _as_triple(layer, position: str):
     return init_fn, apply_fn, kernel_fn
 
 
+def _first_missing(kernel_fns):
+    return next((k.missing for k in kernel_fns if k.missing is not None), None)
+
+
 def serial(*layers):
     """Compose layers: ``f = f_n o ... o f_1``; kernels compose the same way.
 
@@ -92,7 +96,7 @@ def serial(*layers):
 
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, KernelFn(name, transform, input_full,
-                                       has_kernel=all(k.has_kernel for k in kernel_fns))
+                                       missing=_first_missing(kernel_fns))
 
 
 def parallel(*layers):
@@ -134,7 +138,7 @@ def parallel(*layers):
 
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, KernelFn(name, transform, input_full,
-                                       has_kernel=all(k.has_kernel for k in kernel_fns))
+                                       missing=_first_missing(kernel_fns))
 
 
 def FanOut(num: int):

@@ -91,7 +91,11 @@ def _validate_inputs(x1, x2, name: str):
                              f"(batch and features), got shape {x.shape}")
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(jnp.result_type(float))
-        if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+        try:
+            finite = bool(jnp.all(jnp.isfinite(x)))
+        except jax.errors.ConcretizationTypeError:  # under jit: cannot look at the values
+            finite = True
+        if not finite:
             raise ValueError(f"{name}: {arg} contains non-finite values (nan or inf)")
         return x
 
@@ -143,11 +147,12 @@ class KernelFn:
 
     def __init__(self, name: str, transform: Callable[[Any, bool], Any],
                  input_full: Callable[[bool], bool] = lambda out_full: out_full,
-                 has_kernel: bool = True):
+                 missing: Optional[str] = None):
         self.name = name
         self.transform = transform
         self.input_full = input_full
-        self.has_kernel = has_kernel
+        #: ``None``, or why (and in which layer) the network has no infinite-width kernel
+        self.missing = missing
         self._jitted = {}
 
     def __repr__(self):
@@ -192,13 +197,11 @@ class KernelFn:
             estimated before anything is materialized, would exceed ``memory_budget``.
           memory_budget: bytes a block may use (default: ``ntk.budget.default_memory_budget``).
         """
-        if not self.has_kernel:
-            self.transform(None, True)  # raises the layer's own NotImplementedError
+        if self.missing is not None:
+            raise NotImplementedError(self.missing)
         get_names, compute_ntk = _parse_get(get)
         single = isinstance(get, str)
         if _is_kernel_input(x1):
-            if not compute_ntk and get is not None:
-                pass
             return _select(self.transform(x1, not diagonal_spatial), get_names, single)
 
         if isinstance(x1, (list, tuple)):
@@ -213,10 +216,8 @@ class KernelFn:
             return _select(k, get_names, single)
 
         x1, x2 = _validate_inputs(x1, x2, self.name)
-        if "cov2" in (get_names or ()) and x2 is None:
-            pass  # cov2 is None when x2 is None, as in neural-tangents
         out_full = not diagonal_spatial
-        plan = self._plan(x1, x2, compute_ntk, batch_size, memory_budget)
+        plan = self._plan(x1, x2, compute_ntk, batch_size, memory_budget, out_full)
         fn = self._jit(compute_ntk, out_full)
         if plan is None:
             k = fn(x1, x2)
@@ -225,40 +226,65 @@ class KernelFn:
         return _select(k, get_names, single)
 
     # -- memory planning and blocks -------------------------------------------------------
-    def _plan(self, x1, x2, compute_ntk, batch_size, memory_budget):
+    def _plan(self, x1, x2, compute_ntk, batch_size, memory_budget, out_full=True):
+        """Block sizes ``(b1, b2)``, or ``None`` when one shot fits ``memory_budget``.
+
+        Working bytes of a ``b1 x b2`` block: ``_LIVE_ARRAYS`` kernel-sized arrays at the
+        largest layout the network keeps (``P^2`` per pair for ``P`` pixels in the full
+        layout, ``P`` in the diagonal one; strided layers only shrink it) plus the inputs.
+        The assembled output (shape found by ``jax.eval_shape``) must fit as well.
+        """
         n1 = x1.shape[0]
         n2 = n1 if x2 is None else x2.shape[0]
-        spatial = int(np.prod(x1.shape[1:-1])) if x1.ndim > 2 else 1
-        full = self.input_full(True) and x1.ndim > 2
-        per_pair = (spatial * spatial if full else spatial) * x1.dtype.itemsize
+        item = x1.dtype.itemsize
+        pixels = int(np.prod(x1.shape[1:-1])) if x1.ndim > 2 else 1
+        full = x1.ndim > 2 and self.input_full(out_full)
+        per_pair = (pixels * pixels if full else pixels) * item
         n_arrays = _LIVE_ARRAYS if compute_ntk else _LIVE_ARRAYS // 2 + 1
-        out_per_pair = (spatial * spatial if full else spatial) * x1.dtype.itemsize
-        out_bytes = n1 * n2 * (out_per_pair if x1.ndim > 2 else x1.dtype.itemsize) * (
-            2 if compute_ntk else 1)
+        out = jax.eval_shape(functools.partial(self._compute, compute_ntk=compute_ntk,
+                                               out_full=out_full), x1, x2)
+        out_bytes = sum(int(np.prod(m.shape)) * m.dtype.itemsize
+                        for k in (out if isinstance(out, list) else [out])
+                        for m in (k.nngp, k.ntk) if m is not None)
 
         def block_bytes(b1, b2):
-            inputs = (b1 + b2) * int(np.prod(x1.shape[1:])) * x1.dtype.itemsize
+            inputs = (b1 + b2) * int(np.prod(x1.shape[1:])) * item
             return b1 * b2 * per_pair * n_arrays + inputs
 
         try:
-            from ntk import budget as _budget
-        except Exception:  # noqa: BLE001 - the foundation's planner is optional here
-            _budget = None
+            from ntk.budget import MemoryBudgetError, default_memory_budget, format_bytes
+        except ImportError:  # the foundation's planner is optional here
+            MemoryBudgetError, format_bytes = ValueError, lambda n: f"{int(n)} B"
+            default_memory_budget = lambda: 4 * 1024**3
         if memory_budget is None:
-            memory_budget = (_budget.default_memory_budget() if _budget is not None
-                             else 4 * 1024**3)
-        if batch_size is None and block_bytes(n1, n2) <= memory_budget:
-            return None
-        if _budget is not None:
-            plan = _budget.plan_blocks(n1, n2, block_bytes, min(out_bytes, memory_budget),
-                                       memory_budget, block_size=batch_size,
-                                       what=f"{self.name} analytic kernel")
-            return plan.block1, plan.block2
+            memory_budget = default_memory_budget()
+        if memory_budget <= 0:
+            raise ValueError(f"memory_budget must be a positive number of bytes, got "
+                             f"{memory_budget!r}")
         if batch_size is not None:
             b1, b2 = (batch_size, batch_size) if isinstance(batch_size, int) else batch_size
+            if b1 < 1 or b2 < 1:
+                raise ValueError(f"batch_size must be positive, got {batch_size!r}")
             return min(b1, n1), min(b2, n2)
+        if block_bytes(n1, n2) + out_bytes <= memory_budget:
+            return None
+        cheaper = ("cheaper options: get='nngp' (skips the NTK), a Flatten read-out instead "
+                   "of pooling (equal-position covariances only, P instead of P^2 per pair), "
+                   "diagonal_spatial=True for spatial outputs, fewer inputs, or a larger "
+                   "memory_budget")
+        if out_bytes > memory_budget:
+            raise MemoryBudgetError(
+                f"{self.name}: the kernel output alone needs {format_bytes(out_bytes)} "
+                f"(N1={n1}, N2={n2}) but memory_budget={format_bytes(memory_budget)}; "
+                + cheaper)
         b1, b2 = n1, n2
-        while block_bytes(b1, b2) > memory_budget and (b1 > 1 or b2 > 1):
+        while block_bytes(b1, b2) + out_bytes > memory_budget:
+            if b1 == 1 and b2 == 1:
+                raise MemoryBudgetError(
+                    f"{self.name}: one pair of inputs needs {format_bytes(block_bytes(1, 1))} "
+                    f"of working memory (inputs {x1.shape[1:]}) besides the output "
+                    f"{format_bytes(out_bytes)}, over memory_budget="
+                    f"{format_bytes(memory_budget)}; " + cheaper)
             if b1 >= b2:
                 b1 = max(1, math.ceil(b1 / 2))
             else:
@@ -299,19 +325,11 @@ class KernelFn:
                 if template is None:
                     template = k
                 row.append(k)
-                if bj == 0:
+                if (bj == bi) if same else (bj == 0):
                     cov1_parts.append(k.cov1)
                 if bi == 0 and not same:
                     cov2_parts.append(k.cov2 if k.cov2 is not None else k.cov1)
             rows.append(row)
-
-        def swap_spatial(m, full, n_spatial):
-            # transpose a (N2, N1, X', X, ...) block to (N1, N2, X, X', ...)
-            perm = [1, 0]
-            for s in range(n_spatial):
-                base = 2 + 2 * s
-                perm += [base + 1, base] if full else [2 + s]
-            return jnp.transpose(m, perm) if not full else jnp.transpose(m, perm)
 
         def assemble(field):
             if getattr(template, field) is None:
@@ -327,7 +345,6 @@ class KernelFn:
                 out_rows.append(jnp.concatenate(parts, axis=1))
             return jnp.concatenate(out_rows, axis=0)
 
-        del swap_spatial
         return template.replace(
             nngp=assemble("nngp"),
             ntk=assemble("ntk"),
@@ -352,10 +369,11 @@ def _transpose_pair(m, k: Kernel):
 
 def no_kernel_fn(name: str, reason: str = "") -> KernelFn:
     """``kernel_fn`` of a layer that has no infinite-width kernel: raises, naming the layer."""
+    message = f"layer {name} has no infinite-width kernel" + (f": {reason}" if reason else "")
+
     def transform(k, out_full):
-        raise NotImplementedError(
-            f"layer {name} has no infinite-width kernel" + (f": {reason}" if reason else ""))
-    return KernelFn(name, transform, has_kernel=False)
+        raise NotImplementedError(message)
+    return KernelFn(name, transform, missing=message)
 
 
 def layer(name: str, init_fn, apply_fn, transform, input_full=None):
