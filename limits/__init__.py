@@ -35,3 +35,26 @@ from limits.depth import (
 )
 from limits.networks import ACTIVATIONS, Network, mlp, ntk_fn, resmlp
 from limits.optimizers import optimizer, scale_by_tree
+from limits.coord_check import (
+    CoordCheckConfig,
+    coord_check,
+    depth_update_sizes,
+    one_step_update_sizes,
+    plot_coord_check,
+    update_size_exponents,
+)
+from limits.criticality import (
+    c_star,
+    chi_1,
+    chi_c,
+    correlation_map,
+    depth_scales,
+    edge_of_chaos,
+    length_map,
+    phase_diagram,
+    plot_phase_diagram,
+    q_star,
+    relu_correlation_map,
+    simulate_deep_network,
+)
+from limits.scaling import loglog_slope
