@@ -58,3 +58,9 @@ from limits.criticality import (
     simulate_deep_network,
 )
 from limits.scaling import loglog_slope
+from limits.width_depth import (
+    gaussian_product_expectation,
+    residual_covariance_ode,
+    residual_covariance_recursion,
+    simulate_residual_network,
+)
