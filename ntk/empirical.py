@@ -418,18 +418,22 @@ def _h_lead(h, h_batch, layout):
 
 # ------------------------------------------------------------------------- cost model
 
-def _profile(model: _Model, leaves, x, in_axis: int):
-    """Trace one call (a single example in vmap mode) for the cost model."""
+def _profile(model: _Model, leaves, x, in_axis: int, n_examples: int = 1):
+    """Trace one call for the cost model: a single example in vmap mode; otherwise the
+    whole batch, with costs divided by its ``n_examples``."""
     if model.vmap is None:
-        xc = jax.ShapeDtypeStruct(tuple(np.take(np.zeros(x.shape, dtype=bool), [0],
-                                                axis=in_axis).shape), x.dtype)
+        xc = jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
     else:
         shape = list(x.shape)
         del shape[in_axis]
         xc = jax.ShapeDtypeStruct(tuple(shape), x.dtype)
     avals = [jax.ShapeDtypeStruct(jnp.shape(l), jnp.result_type(l)) for l in leaves]
     closed = jax.make_jaxpr(model.call)(avals, xc)
-    return _structured.analyze(closed, len(leaves))
+    analysis = _structured.analyze(closed, len(leaves))
+    analysis.flops_forward /= n_examples
+    analysis.activation_size //= n_examples
+    analysis.n_examples = n_examples
+    return analysis
 
 
 def _tap_dims(tap) -> tuple[int, int, int]:
@@ -469,6 +473,7 @@ def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric):
         handled.add(t.leaf)
         if t.kind in ("dot", "conv"):
             pos, c, f = _tap_dims(t)
+            pos = max(1, pos // analysis.n_examples)
             pairwise = n1 * n2 * (pos * pos * c + pairs * pos * pos * f)
             materialized = nf * o * pos * c * f + n1 * n2 * pairs * c * f
             tap_cost += min(pairwise, materialized)
@@ -616,8 +621,19 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
     scales = _scale_list(param_scales, params, leaves)
     active = [i for i, s in enumerate(scales) if s != 0.0]
 
-    probe = jnp.take(x1, jnp.arange(min(1, x1.shape[in_axis])), axis=in_axis)
-    out_shape, out_dtype = _output_shape(apply_fn, params, probe, kwargs)
+    if vmap is None:  # no assumption about the batch: shapes of the whole calls
+        out_shape, out_dtype = _output_shape(apply_fn, params, x1, kwargs)
+        out2_shape = out_shape if x2 is None else _output_shape(apply_fn, params, x2, kwargs)[0]
+        if out2_shape[1:] != out_shape[1:]:
+            raise ValueError(f"apply_fn's outputs for x1 {out_shape} and x2 {out2_shape} "
+                             "differ beyond the leading axis")
+        # blocks split axis 0 of inputs and outputs, so it must be a batch axis
+        batch_like = (out_shape[0] == x1.shape[0]
+                      and (x2 is None or out2_shape[0] == x2.shape[0]))
+    else:
+        probe = jnp.take(x1, jnp.arange(min(1, x1.shape[in_axis])), axis=in_axis)
+        out_shape, out_dtype = _output_shape(apply_fn, params, probe, kwargs)
+        batch_like = True
     batch_axis = vmap[1] if vmap is not None else 0
     if not -len(out_shape) <= batch_axis < len(out_shape):
         raise ValueError(f"vmap_axes: output axis {batch_axis} out of range for outputs of "
@@ -629,8 +645,17 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
     if set(tr) & set(dg):
         raise ValueError(f"trace_axes={trace} and diagonal_axes={diag} share axes")
 
-    n1 = x1.shape[in_axis]
-    n2 = n1 if x2 is None else x2.shape[in_axis]
+    if vmap is None:
+        n1, n2 = out_shape[0], out2_shape[0]
+    else:
+        n1 = x1.shape[in_axis]
+        n2 = n1 if x2 is None else x2.shape[in_axis]
+    if not batch_like:
+        if block_size is not None:
+            raise ValueError("block_size: blocks split the leading axis of inputs and outputs, "
+                             f"but apply_fn maps inputs {tuple(x1.shape)} to outputs "
+                             f"{tuple(out_shape)}; pass vmap_axes to name the batch axes")
+        block_size = (n1, n2)
     batch_mean = batch_axis in tr
     if batch_mean or batch_axis in dg:
         if n1 != n2:
@@ -667,7 +692,7 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
         result = _run_blocks(run, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2)
         return result / layout.trace_size
 
-    analysis = _profile(model, leaves, x1, in_axis)
+    analysis = _profile(model, leaves, x1, in_axis, n1 if batch_like else 1)
     flops, block_bytes = _costs(analysis, leaves, active, layout, n1, n2, per_call_out,
                                 symmetric=x2 is None)
     if impl is Implementation.AUTO:
@@ -678,6 +703,12 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
 
     plan = _budget.plan_blocks(n1, n2, bytes_fn, out_entries * itemsize, budget, block_size,
                                f"empirical NTK ({impl.value})")
+    if not batch_like and plan.bytes_per_block + plan.output_bytes > budget:
+        raise _budget.MemoryBudgetError(
+            f"the empirical NTK needs {_budget.format_bytes(plan.bytes_per_block)} in one "
+            f"block but memory_budget={_budget.format_bytes(budget)}, and it cannot be cut "
+            "into blocks without vmap_axes (outputs do not lead with the batch axis); "
+            + _budget.CHEAPER_OPTIONS)
     if dry_run:
         return {"implementation": impl.value,
                 "flops": {k.value: float(v) for k, v in flops.items()},

@@ -64,6 +64,7 @@ class Analysis:
     fallback: list  # leaf indices handled by Jacobian contraction
     flops_forward: float  # flops of one forward pass of the traced call
     activation_size: int  # total size of intermediate values (entries)
+    n_examples: int = 1  # examples in the traced call
 
     @property
     def tap_paths(self):

@@ -270,7 +270,7 @@ def test_bad_input_errors():
         fn(x1, x2.at[0, 0].set(jnp.nan), params)
     with pytest.raises(ValueError, match="implementation='fast'"):
         ntk.empirical_ntk_fn(apply_fn, implementation="fast")
-    with pytest.raises(ValueError, match=r"trace_axes=\(5,\).*out of range.*\(1, 3\)"):
+    with pytest.raises(ValueError, match=r"trace_axes=\(5,\).*out of range.*\(3, 3\)"):
         ntk.empirical_ntk_fn(apply_fn, trace_axes=(5,))(x1, x2, params)
     with pytest.raises(ValueError, match="share axes"):
         ntk.empirical_ntk_fn(apply_fn, trace_axes=(-1,), diagonal_axes=(1,))(x1, x2, params)
@@ -287,3 +287,24 @@ def test_bad_input_errors():
         ntk.empirical_ntk_fn(apply_fn, diagonal_axes=(0,), vmap_axes=0)(x1, x2, params)
     with pytest.raises(TypeError, match="x1 must be an array"):
         fn([[1.0] * 5], None, params)
+
+
+def test_batch_axis_elsewhere_matches_neural_tangents_layout():
+    """Inputs (d, N) -> outputs (O, N). Kernel axes follow the output axes in order, as in
+    neural-tangents 0.6.5 (checked there: (O, O, N1, N2), (N1, N2) for trace_axes=(0,),
+    (O, N1, N2) for diagonal_axes=(0,)), with or without vmap_axes=(1, 1)."""
+    w = jax.random.normal(jax.random.PRNGKey(13), (3, 4))
+    apply_fn = lambda p, x: jnp.tanh(p @ x)  # noqa: E731
+    x1 = jax.random.normal(jax.random.PRNGKey(14), (4, 5))
+    x2 = jax.random.normal(jax.random.PRNGKey(15), (4, 2))
+    raw = explicit_raw_kernel(apply_fn, w, x1, x2)  # (O, N1, O, N2)
+    expected = {((), ()): jnp.einsum("anbm->abnm", raw),
+                ((0,), ()): jnp.einsum("anam->nm", raw) / 3,
+                ((), (0,)): jnp.einsum("anam->anm", raw)}
+    for (trace_axes, diagonal_axes), value in expected.items():
+        for vmap_axes in (None, (1, 1)):
+            for impl in ("jacobian", "ntvp", "structured"):
+                got = ntk.empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes,
+                                           impl)(x1, x2, w)
+                np.testing.assert_allclose(got, value, atol=1e-10,
+                                           err_msg=f"{trace_axes} {diagonal_axes} {vmap_axes}")
