@@ -114,12 +114,16 @@ def test_nystrom_pcg_matrix_free_matches_cholesky_and_beats_cg():
     op = solvers.BlockKernel(lambda a, b: _rbf(a, b, 2.0), x, block_size=256)
     ridge = 1e-4
     ref = solvers.cholesky_solve(_rbf(x, x, 2.0), y, diag_reg=ridge)
-    pcg = solvers.nystrom_pcg(op, y, diag_reg=ridge, rank=80, key=jax.random.PRNGKey(1),
+    pcg = solvers.nystrom_pcg(op, y, diag_reg=ridge, rank=150, key=jax.random.PRNGKey(1),
                               tol=1e-10)
-    cg = solvers.conjugate_gradient(op, y, diag_reg=ridge, tol=1e-10, maxiter=3000)
     assert bool(pcg.converged)
     np.testing.assert_allclose(pcg.x, ref, rtol=1e-6, atol=1e-6 * float(jnp.max(jnp.abs(ref))))
-    assert int(pcg.iterations) * 5 < int(cg.iterations)
+    # plain CG needs ~2000 steps here (measured); after 5x the preconditioned count it is
+    # still far from tol
+    cg = solvers.conjugate_gradient(op, y, diag_reg=ridge, tol=1e-10,
+                                    maxiter=5 * int(pcg.iterations))
+    assert not bool(cg.converged)
+    assert float(jnp.max(cg.residual)) > 1e3 * float(jnp.max(pcg.residual))
 
 
 def test_nystrom_pcg_dense_rank_checks():
@@ -128,3 +132,21 @@ def test_nystrom_pcg_dense_rank_checks():
         solvers.nystrom_pcg(k, jnp.ones(20), diag_reg=1e-2, rank=0)
     res = solvers.nystrom_pcg(k, jnp.ones(20), diag_reg=1e-2, rank=20, tol=1e-12)
     np.testing.assert_allclose(res.x, solvers.cholesky_solve(k, jnp.ones(20), 1e-2), rtol=1e-8)
+
+
+@pytest.mark.slow
+def test_nystrom_pcg_solves_n_50000_without_forming_k():
+    """N = 50,000 RBF kernel ridge regression: K would be 20 GB in float64; the solver only
+    holds (N, rank) columns and (block, N) row blocks. Checked by an independent matrix-free
+    residual."""
+    n = 50_000
+    rng = np.random.default_rng(12)
+    x = jnp.asarray(rng.normal(size=(n, 6)))
+    y = jnp.asarray(np.sin(np.asarray(x) @ np.ones(6) / 2)[:, None])
+    op = solvers.BlockKernel(lambda a, b: _rbf(a, b, 3.0), x, block_size=512)
+    ridge = 1e-2
+    res = solvers.nystrom_pcg(op, y, diag_reg=ridge, rank=500, key=jax.random.PRNGKey(0),
+                              tol=1e-6, maxiter=300)
+    assert bool(res.converged), (int(res.iterations), res.residual)
+    resid = op.matvec(res.x) + ridge * res.x - y
+    assert float(jnp.linalg.norm(resid) / jnp.linalg.norm(y)) < 1e-5
