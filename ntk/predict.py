@@ -261,7 +261,13 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0, *,
         raise ValueError(f"`learning_rate` must be finite and > 0, got {learning_rate}.")
     kreg, _ = _regularize(kdd, diag_reg, diag_reg_absolute_scale)
     evals, evecs = jnp.linalg.eigh(kreg)
-    evals = jnp.maximum(evals, 0.0)
+    ev = _concrete(evals)
+    if ev is not None and ev.size and ev[0] < -np.sqrt(np.finfo(ev.dtype).eps) * max(ev[-1], 0):
+        raise ValueError(f"`k_train_train` of shape {tuple(kdd.shape)} is not positive "
+                         f"semi-definite: smallest eigenvalue {ev[0]:.3g}, largest "
+                         f"{ev[-1]:.3g}; gradient flow would diverge along its negative "
+                         f"directions.")
+    evals = jnp.maximum(evals, 0.0)  # round-off only
     normalization = y_train.size
     n_rows = kdd.shape[0]
     y_shape = tuple(y_train.shape)

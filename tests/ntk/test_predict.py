@@ -219,6 +219,11 @@ def test_gradient_descent_mse_errors():
         predict.gradient_descent_mse(k, y, learning_rate=-1.0)
     with pytest.raises(ValueError, match="fx_test_0"):
         fn(1.0, 0.0, jnp.ones((2, 1)))
+    indefinite = jnp.diag(jnp.array([1.0, 2.0, -1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        predict.gradient_descent_mse(indefinite, y)
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        predict.gp_inference(indefinite, y)
 
 
 def test_max_learning_rate_is_the_stability_edge():
