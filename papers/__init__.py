@@ -21,6 +21,26 @@ PAPERS: dict[str, tuple[str, str]] = {
 }
 
 
+def single_study(study_module: ModuleType):
+    """``(configs, claims)`` of a paper checked by one study: the study's own quick / full
+    config, and the study's ``claims(metrics, cfg)`` recomputed from the run's results."""
+    name = study_module.__name__.rsplit(".", 1)[-1]
+
+    def configs(quick: bool = True) -> dict:
+        """The study runs this paper needs: {key: (study name, config)}."""
+        cfg = study_module.Config.quick() if quick else study_module.Config.full()
+        return {"main": (name, cfg)}
+
+    def claims(results: dict) -> list:
+        """The paper's claims checked on results["main"] (a results.json dict)."""
+        res = results["main"]
+        cfg = study_module.Config(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in res["config"].items()})
+        return study_module.claims(res["metrics"], cfg)
+
+    return configs, claims
+
+
 def paper_names() -> list[str]:
     return sorted(PAPERS)
 

@@ -7,19 +7,9 @@ The claims are the study's checks, recomputed here from the run's metrics.
 from __future__ import annotations
 
 from experiments import lazy_scale as study
+from papers import single_study
 
 CITATION = "Chizat, L., Oyallon, E. & Bach, F. (2019). On lazy training in differentiable programming. NeurIPS 2019, arXiv:1812.07956."
 STUDY = "lazy_scale"
 
-
-def configs(quick: bool = True) -> dict:
-    """The study runs this paper needs: {key: (study name, config)}."""
-    return {"main": (STUDY, study.Config.quick() if quick else study.Config.full())}
-
-
-def claims(results: dict) -> list:
-    """The paper's claims checked on results["main"] (a results.json dict)."""
-    res = results["main"]
-    cfg = study.Config(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in res["config"].items()})
-    return study.claims(res["metrics"], cfg)
+configs, claims = single_study(study)

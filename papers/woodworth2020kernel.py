@@ -7,19 +7,9 @@ The claims are the study's checks, recomputed here from the run's metrics.
 from __future__ import annotations
 
 from experiments import diagonal_linear as study
+from papers import single_study
 
 CITATION = "Woodworth, B., Gunasekar, S., Lee, J. D., Moroshko, E., Savarese, P., Golan, I., Soudry, D. & Srebro, N. (2020). Kernel and rich regimes in overparametrized models. COLT 2020, arXiv:2002.09277."
 STUDY = "diagonal_linear"
 
-
-def configs(quick: bool = True) -> dict:
-    """The study runs this paper needs: {key: (study name, config)}."""
-    return {"main": (STUDY, study.Config.quick() if quick else study.Config.full())}
-
-
-def claims(results: dict) -> list:
-    """The paper's claims checked on results["main"] (a results.json dict)."""
-    res = results["main"]
-    cfg = study.Config(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in res["config"].items()})
-    return study.claims(res["metrics"], cfg)
+configs, claims = single_study(study)
