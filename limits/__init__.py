@@ -64,3 +64,4 @@ from limits.width_depth import (
     residual_covariance_recursion,
     simulate_residual_network,
 )
+from limits.transfer import TransferConfig, load_task, lr_transfer, plot_transfer

@@ -1,0 +1,166 @@
+"""Hyperparameter transfer: does the loss-optimal learning rate stay put as width grows?
+
+Tensor Programs V (Yang et al. 2022, Fig. 1 and Sec. 3): under muP the training loss as a
+function of ``log2(learning rate)`` has its argmin at the same place for every width, so a
+learning rate tuned on a small model transfers; under SP with a width-independent rate
+the argmin drifts (the maximal stable rate falls like ``1/n``).  Here at CPU scale: an
+``mlp`` trained by full-batch steps of its parametrization's optimizer on scikit-learn's
+``digits`` (8x8 images, 10 classes, softmax cross-entropy) or a synthetic teacher task, for
+every (width, learning rate, seed); the result is the final training loss.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from limits.networks import mlp
+from limits.optimizers import optimizer as make_optimizer
+from limits.parametrization import Parametrization
+
+__all__ = ["TransferConfig", "lr_transfer", "plot_transfer", "load_task"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferConfig:
+    """Learning-rate sweep across widths; ``learning_rates`` is a log2 grid.
+
+    The defaults (= ``quick()``) train 10 full-batch steps on 256 digits: short enough that
+    the loss has an interior optimum in the learning rate (with long training the loss is
+    ~0 on a wide plateau and the argmin is ill-defined)."""
+
+    widths: tuple = (16, 32, 64, 128, 256)
+    learning_rates: tuple = tuple(2.0 ** k for k in range(-12, 1))
+    depth: int = 2
+    n_steps: int = 10
+    n_train: int = 256
+    seeds: tuple = (0, 1)
+    base_width: int | None = None
+    dataset: str = "digits"
+    activation: str = "relu"
+    readout_zero_init: bool = False
+
+    @classmethod
+    def quick(cls, **kw):
+        return cls(**kw)
+
+    @classmethod
+    def full(cls, **kw):
+        return cls(**{**dict(widths=(32, 64, 128, 256, 512, 1024), n_steps=30,
+                             n_train=1024, seeds=(0, 1, 2),
+                             learning_rates=tuple(2.0 ** (k / 2) for k in range(-28, 3))),
+                      **kw})
+
+
+def load_task(dataset: str = "digits", n_train: int = 512, seed: int = 0):
+    """``(x, y_onehot)``: ``'digits'`` (scikit-learn, standardised pixels, 10 classes) or
+    ``'synthetic'`` (Gaussian inputs in 16 dims, labels of a random 2-layer teacher)."""
+    if dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        data = load_digits()
+        x = data.data.astype(float)
+        x = (x - x.mean(0)) / (x.std(0) + 1e-8)
+        order = np.random.default_rng(seed).permutation(len(x))[:n_train]
+        x, labels = x[order], data.target[order]
+    elif dataset == "synthetic":
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((n_train, 16))
+        teacher = np.tanh(x @ rng.standard_normal((16, 32)) / 4) @ rng.standard_normal((32, 10))
+        labels = teacher.argmax(1)
+    else:
+        raise ValueError(f"dataset must be 'digits' or 'synthetic', got {dataset!r}")
+    return jnp.asarray(x), jnp.asarray(np.eye(10)[labels])
+
+
+def lr_transfer(parametrization: Parametrization, config: TransferConfig | None = None,
+                **overrides) -> dict:
+    """Train an ``mlp`` under ``parametrization`` for every width x learning rate x seed.
+
+    Returns a plain dict: ``parametrization``, ``config``, ``widths``, ``learning_rates``,
+    ``loss`` (``(n_seeds, n_widths, n_lrs)`` final training loss, ``inf`` where training
+    diverged), ``mean_loss`` (over seeds), ``argmin`` (grid index of the best rate per width),
+    ``best_learning_rate`` per width, and ``argmin_shift`` (max - min of ``argmin``, in grid
+    steps).
+    """
+    if not isinstance(parametrization, Parametrization):
+        raise TypeError("parametrization must be a limits.Parametrization, got "
+                        f"{type(parametrization).__name__}")
+    config = dataclasses.replace(config or TransferConfig(), **overrides)
+    widths = [int(w) for w in config.widths]
+    if len(widths) < 2 or min(widths) < 1:
+        raise ValueError(f"widths must hold at least two positive ints, got {config.widths}")
+    lrs = np.asarray(config.learning_rates, dtype=float)
+    if lrs.ndim != 1 or lrs.size < 3 or np.any(lrs <= 0) or np.any(np.diff(lrs) <= 0):
+        raise ValueError("learning_rates must be an increasing grid of >= 3 positive values, "
+                         f"got {config.learning_rates}")
+    x, y = load_task(config.dataset, config.n_train)
+    base_width = config.base_width or widths[0]
+    sigma_w = np.sqrt(2.0) if config.activation == "relu" else 1.0
+    loss = np.zeros((len(config.seeds), len(widths), lrs.size))
+    for wi, w in enumerate(widths):
+        net = mlp(x.shape[1], w, config.depth, y.shape[1], parametrization,
+                  activation=config.activation, base_width=base_width, sigma_w=sigma_w,
+                  readout_zero_init=config.readout_zero_init)
+        opt = make_optimizer(net, 1.0)  # updates are linear in the global rate
+
+        def xent(p):
+            logits = net.apply(p, x)
+            return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(logits), axis=-1))
+
+        def train(params, lr, opt=opt, xent=xent):
+            def step(carry, _):
+                p, s = carry
+                u, s = opt.update(jax.grad(xent)(p), s, p)
+                return (jax.tree.map(lambda a, b: a + lr * b, p, u), s), None
+
+            (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), None,
+                                     length=config.n_steps)
+            return xent(p)
+
+        run = jax.jit(jax.vmap(train, in_axes=(None, 0)))
+        for si, seed in enumerate(config.seeds):
+            params = net.init(jax.random.PRNGKey(int(seed)))
+            loss[si, wi] = np.asarray(run(params, jnp.asarray(lrs)))
+    loss = np.where(np.isfinite(loss), loss, np.inf)
+    mean = loss.mean(0)
+    argmin = mean.argmin(1)
+    return {"parametrization": parametrization.name, "config": dataclasses.asdict(config),
+            "widths": widths, "learning_rates": lrs.tolist(), "loss": loss,
+            "mean_loss": mean, "argmin": argmin.tolist(),
+            "best_learning_rate": lrs[argmin].tolist(),
+            "argmin_shift": int(argmin.max() - argmin.min())}
+
+
+def plot_transfer(results, path, *, title: str | None = None):
+    """Training loss against ``log2`` learning rate, one curve per width, one panel per
+    result (e.g. SP and muP side by side); stars mark each width's best rate.  Writes a
+    PNG to ``path`` and returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [results] if isinstance(results, dict) else list(results)
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        lr = np.log2(r["learning_rates"])
+        colors = plt.cm.viridis(np.linspace(0, 0.9, len(r["widths"])))
+        finite = np.where(np.isfinite(r["mean_loss"]), r["mean_loss"], np.nan)
+        for w, curve, k, col in zip(r["widths"], finite, r["argmin"], colors):
+            ax.plot(lr, curve, "o-", color=col, ms=3, label=f"width {w}")
+            ax.plot(lr[k], curve[k], "*", color=col, ms=14)
+        ax.set_xlabel("log2 learning rate")
+        ax.set_ylabel("training loss")
+        top = np.nanmin(finite) * 4 if np.isfinite(np.nanmin(finite)) else 3
+        ax.set_ylim(0, min(top, np.nanmax(finite)) * 1.05)
+        ax.set_title(f"{r['parametrization']}: argmin moves {r['argmin_shift']} grid steps",
+                     fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "Learning-rate transfer across width (TP V Fig. 1)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,47 @@
+"""Learning-rate transfer across width: muP's argmin stays, SP's drifts (TP V Fig. 1)."""
+import numpy as np
+import pytest
+
+from limits import parametrization as P
+from limits.transfer import TransferConfig, lr_transfer, plot_transfer
+
+
+@pytest.fixture(scope="module")
+def sweeps():
+    config = TransferConfig.quick()  # widths 16..256 (16x), 13 log2 learning rates, 2 seeds
+    return {"sp": lr_transfer(P.SP_ADAM, config), "mup": lr_transfer(P.MUP_ADAM, config)}
+
+
+def test_mup_argmin_stays_within_one_grid_step(sweeps):
+    r = sweeps["mup"]
+    assert max(r["widths"]) / min(r["widths"]) >= 16 and len(r["widths"]) >= 4
+    assert r["argmin_shift"] <= 1
+    # the optimum is interior, not at the edge of the grid
+    assert 0 < min(r["argmin"]) and max(r["argmin"]) < len(r["learning_rates"]) - 1
+
+
+def test_sp_argmin_drifts_towards_smaller_rates(sweeps):
+    r = sweeps["sp"]
+    assert r["argmin_shift"] >= 2
+    assert r["argmin"][-1] < r["argmin"][0]  # wider SP nets want smaller learning rates
+    assert r["argmin_shift"] > sweeps["mup"]["argmin_shift"]
+
+
+def test_muP_at_base_width_is_the_sp_curve(sweeps):
+    np.testing.assert_array_equal(sweeps["mup"]["loss"][:, 0], sweeps["sp"]["loss"][:, 0])
+
+
+def test_transfer_figure(sweeps, tmp_path):
+    path = plot_transfer([sweeps["sp"], sweeps["mup"]], tmp_path / "transfer.png")
+    assert path.exists() and path.stat().st_size > 10_000
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="learning_rates"):
+        lr_transfer(P.MUP, learning_rates=(0.1, 0.01, 0.001))
+    with pytest.raises(ValueError, match="widths"):
+        lr_transfer(P.MUP, widths=(64,))
+    with pytest.raises(ValueError, match="dataset"):
+        lr_transfer(P.MUP, dataset="cifar10")
+    with pytest.raises(TypeError, match="parametrization"):
+        lr_transfer("muP")
