@@ -51,7 +51,7 @@ class BaselinesConfig:
     n_test: int = 500
     steps: int = 300
     lr_fraction: float = 0.5
-    proj_dim: int = 256
+    proj_dim: int = 1024
     sketch: str = "rademacher"
     diag_reg: float = 1e-3  # relative to the mean diagonal (float32 kernels)
     seed: int = 0
