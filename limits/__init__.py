@@ -1,5 +1,23 @@
 """How width and depth go to infinity: parametrizations, depth scaling, coordinate checks
-and criticality (see shared DESIGN: abc-parametrizations of Yang & Hu)."""
+and criticality (see shared DESIGN: abc-parametrizations of Yang & Hu).
+
+* :mod:`limits.parametrization` -- ``Parametrization`` (per-role ``a, b, c`` width exponents
+  for SGD or Adam), presets ``SP``, ``SP_LR_INV_WIDTH``, ``SP_ADAM``, ``NTP``, ``MFP``,
+  ``MUP``, ``MUP_ADAM`` and ``mup(optimizer, table)`` (TP IV Table 1, TP V Tables 3/8/9),
+  the abc-symmetry between forms.
+* :mod:`limits.regimes` -- TP IV's ``r``, ``r_l``, stability / nontriviality conditions and
+  ``classify`` (unstable / trivial / kernel / feature learning, with reasons), in sympy.
+* :mod:`limits.depth` -- branch multipliers ``L^-alpha`` and TP VI's depth classes.
+* :mod:`limits.networks` -- ``mlp`` / ``resmlp`` built under a parametrization (init, apply,
+  features, per-leaf learning-rate scales), ``ntk_fn`` (empirical NTK under those scales).
+* :mod:`limits.optimizers` -- optax SGD / Adam(W) from per-leaf learning-rate scales.
+* :mod:`limits.coord_check` -- one-step width exponents, microsoft/mup-style coordinate
+  checks, one-step sizes against depth.
+* :mod:`limits.transfer` -- learning-rate transfer across width (and depth).
+* :mod:`limits.criticality` -- length / correlation maps, ``q*``, ``chi_1``, depth scales,
+  edge of chaos, phase diagram, Monte Carlo of deep nets.
+* :mod:`limits.width_depth` -- the depth-ODE limit of ``1/sqrt(L)`` residual covariances.
+"""
 from limits.parametrization import (
     MFP,
     MUP,
@@ -64,4 +82,4 @@ from limits.width_depth import (
     residual_covariance_recursion,
     simulate_residual_network,
 )
-from limits.transfer import TransferConfig, load_task, lr_transfer, plot_transfer
+from limits.transfer import TransferConfig, load_task, lr_transfer, lr_transfer_depth, plot_transfer

@@ -16,11 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from limits.networks import mlp
+from limits.networks import mlp, resmlp
 from limits.optimizers import optimizer as make_optimizer
 from limits.parametrization import Parametrization
 
-__all__ = ["TransferConfig", "lr_transfer", "plot_transfer", "load_task"]
+__all__ = ["TransferConfig", "lr_transfer", "lr_transfer_depth", "plot_transfer", "load_task"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,21 +92,65 @@ def lr_transfer(parametrization: Parametrization, config: TransferConfig | None 
     widths = [int(w) for w in config.widths]
     if len(widths) < 2 or min(widths) < 1:
         raise ValueError(f"widths must hold at least two positive ints, got {config.widths}")
-    lrs = np.asarray(config.learning_rates, dtype=float)
-    if lrs.ndim != 1 or lrs.size < 3 or np.any(lrs <= 0) or np.any(np.diff(lrs) <= 0):
-        raise ValueError("learning_rates must be an increasing grid of >= 3 positive values, "
-                         f"got {config.learning_rates}")
-    x, y = load_task(config.dataset, config.n_train)
+    lrs = _check_lrs(config.learning_rates)
     base_width = config.base_width or widths[0]
     sigma_w = np.sqrt(2.0) if config.activation == "relu" else 1.0
-    loss = np.zeros((len(config.seeds), len(widths), lrs.size))
-    for wi, w in enumerate(widths):
-        net = mlp(x.shape[1], w, config.depth, y.shape[1], parametrization,
-                  activation=config.activation, base_width=base_width, sigma_w=sigma_w,
-                  readout_zero_init=config.readout_zero_init)
+
+    def build(w, in_dim, out_dim):
+        return mlp(in_dim, w, config.depth, out_dim, parametrization,
+                   activation=config.activation, base_width=base_width, sigma_w=sigma_w,
+                   readout_zero_init=config.readout_zero_init)
+
+    out = _sweep(build, widths, lrs, config)
+    return {"parametrization": parametrization.name, "config": dataclasses.asdict(config),
+            "widths": widths, **out}
+
+
+def lr_transfer_depth(parametrization: Parametrization, depths=(2, 4, 8, 16, 32), *,
+                      width: int = 64, branch="sqrt", lr_depth_exponent=None,
+                      config: TransferConfig | None = None, **overrides) -> dict:
+    """Learning-rate sweep across depth for a :func:`limits.resmlp` with branch multiplier
+    ``L^-alpha`` and block learning rates ``L^-kappa`` (default: depth-muP's ``kappa``,
+    Yang et al. TP VI / Bordelon et al. 2023): the argmin should stay put.  Same output as
+    :func:`lr_transfer` with ``depths`` instead of ``widths``."""
+    if not isinstance(parametrization, Parametrization):
+        raise TypeError("parametrization must be a limits.Parametrization, got "
+                        f"{type(parametrization).__name__}")
+    config = dataclasses.replace(config or TransferConfig(), **overrides)
+    depths = [int(d) for d in depths]
+    if len(depths) < 2 or min(depths) < 1:
+        raise ValueError(f"depths must hold at least two positive ints, got {depths}")
+    lrs = _check_lrs(config.learning_rates)
+    sigma_w = np.sqrt(2.0) if config.activation == "relu" else 1.0
+
+    def build(L, in_dim, out_dim):
+        return resmlp(in_dim, width, L, out_dim, parametrization, branch=branch,
+                      lr_depth_exponent=lr_depth_exponent, activation=config.activation,
+                      sigma_w=sigma_w, readout_zero_init=config.readout_zero_init)
+
+    out = _sweep(build, depths, lrs, config)
+    return {"parametrization": f"{parametrization.name}, branch {branch}, "
+                               f"kappa {lr_depth_exponent if lr_depth_exponent is not None else 'depth-muP'}",
+            "config": dataclasses.asdict(config), "depths": depths, "widths": depths, **out}
+
+
+def _check_lrs(learning_rates):
+    lrs = np.asarray(learning_rates, dtype=float)
+    if lrs.ndim != 1 or lrs.size < 3 or np.any(lrs <= 0) or np.any(np.diff(lrs) <= 0):
+        raise ValueError("learning_rates must be an increasing grid of >= 3 positive values, "
+                         f"got {learning_rates}")
+    return lrs
+
+
+def _sweep(build, sizes, lrs, config):
+    """Final training loss for every size x learning rate x seed (full-batch steps)."""
+    x, y = load_task(config.dataset, config.n_train)
+    loss = np.zeros((len(config.seeds), len(sizes), lrs.size))
+    for i, size in enumerate(sizes):
+        net = build(size, x.shape[1], y.shape[1])
         opt = make_optimizer(net, 1.0)  # updates are linear in the global rate
 
-        def xent(p):
+        def xent(p, net=net):
             logits = net.apply(p, x)
             return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(logits), axis=-1))
 
@@ -123,14 +167,12 @@ def lr_transfer(parametrization: Parametrization, config: TransferConfig | None 
         run = jax.jit(jax.vmap(train, in_axes=(None, 0)))
         for si, seed in enumerate(config.seeds):
             params = net.init(jax.random.PRNGKey(int(seed)))
-            loss[si, wi] = np.asarray(run(params, jnp.asarray(lrs)))
+            loss[si, i] = np.asarray(run(params, jnp.asarray(lrs)))
     loss = np.where(np.isfinite(loss), loss, np.inf)
     mean = loss.mean(0)
     argmin = mean.argmin(1)
-    return {"parametrization": parametrization.name, "config": dataclasses.asdict(config),
-            "widths": widths, "learning_rates": lrs.tolist(), "loss": loss,
-            "mean_loss": mean, "argmin": argmin.tolist(),
-            "best_learning_rate": lrs[argmin].tolist(),
+    return {"learning_rates": lrs.tolist(), "loss": loss, "mean_loss": mean,
+            "argmin": argmin.tolist(), "best_learning_rate": lrs[argmin].tolist(),
             "argmin_shift": int(argmin.max() - argmin.min())}
 
 
@@ -149,8 +191,9 @@ def plot_transfer(results, path, *, title: str | None = None):
         lr = np.log2(r["learning_rates"])
         colors = plt.cm.viridis(np.linspace(0, 0.9, len(r["widths"])))
         finite = np.where(np.isfinite(r["mean_loss"]), r["mean_loss"], np.nan)
+        label = "depth" if "depths" in r else "width"
         for w, curve, k, col in zip(r["widths"], finite, r["argmin"], colors):
-            ax.plot(lr, curve, "o-", color=col, ms=3, label=f"width {w}")
+            ax.plot(lr, curve, "o-", color=col, ms=3, label=f"{label} {w}")
             ax.plot(lr[k], curve[k], "*", color=col, ms=14)
         ax.set_xlabel("log2 learning rate")
         ax.set_ylabel("training loss")

@@ -126,3 +126,15 @@ def test_bad_input():
         coord_check("muP")
     with pytest.raises(ValueError, match="n_steps"):
         coord_check(P.MUP, n_steps=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", [P.SP, P.SP_LR_INV_WIDTH, P.NTP, P.MUP, P.mup("sgd", 3),
+                                    P.mup("sgd", 9), P.mup("sgd", "tp4"), P.MUP_ADAM,
+                                    P.mup("adam", 3), P.mup("adam", 9), P.SP_ADAM])
+def test_one_step_width_exponents_full(preset):
+    widths = (64, 128, 256, 512, 1024, 2048)
+    measured = update_size_exponents(preset, widths, depth=3, seeds=(0, 1, 2, 3, 4))
+    theory = limits.update_exponents(preset, 3)
+    for layer, slope in measured["slopes"].items():
+        assert slope == pytest.approx(-float(theory[layer]), abs=0.12), layer
