@@ -49,7 +49,7 @@ per-example gradients).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Union
+from typing import Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp

@@ -6,8 +6,6 @@ Centering uses ``H = I - 11^T / n``.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import jax.numpy as jnp
 import numpy as np
 

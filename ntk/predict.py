@@ -18,7 +18,7 @@ kernel of Malladi et al. 2023), and classification helpers :func:`one_hot`, :fun
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp

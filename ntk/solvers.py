@@ -25,9 +25,8 @@ replaced by the single requested ``diag_reg``.
 """
 from __future__ import annotations
 
-import math
 import warnings
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -222,7 +221,10 @@ def cho_solve(chol: Cholesky, b):
 
 
 def cholesky_solve(k, b, diag_reg: float = 0.0, **kwargs):
-    """``(K + diag_reg I)^{-1} B`` by adaptive-jitter Cholesky. ``K``: ``(N, N)``, ``B``: ``(N, ...)``."""
+    """``(K + diag_reg I)^{-1} B`` by adaptive-jitter Cholesky.
+
+    ``K``: ``(N, N)``; ``B``: ``(N, ...)``; keyword arguments go to :func:`cholesky_factor`.
+    """
     check_kernel(k, "k")
     check_targets(b, k.shape[0], "b", "k")
     return cho_solve(cholesky_factor(k, diag_reg, check=False, **kwargs), b)
