@@ -321,13 +321,16 @@ def pntk_fn(apply_fn: Callable, *, implementation: str = "auto",
     return fn
 
 
-def trace_ntk_fn(apply_fn: Callable, *, normalize: bool = False,
+def trace_ntk_fn(apply_fn: Callable, *, normalize: bool = False, implementation: str = "auto",
                  batch_size: Optional[int] = None, memory_budget: Optional[int] = None):
     """Trace NTK (Engel et al. 2024): ``trNTK(x1, x2) = sum_c Theta_cc(x1, x2)``.
 
     With ``normalize=True`` the cosine-normalised kernel
     ``trNTK(x1, x2) / sqrt(trNTK(x1, x1) trNTK(x2, x2))`` (entries in ``[-1, 1]``, unit
-    diagonal). Cost: ``O`` backward passes per example and ``N1 N2 O P``.
+    diagonal; the self-similarities are per-example gradient norms, ``O(N)`` extra).
+    ``implementation``: ``'gradients'`` contracts per-example per-logit gradients here
+    (``N1 N2 O P``); otherwise ``O x`` :func:`ntk.empirical_ntk_fn` (``trace_axes=(-1,)``,
+    a mean) with that implementation.
 
     Returns ``fn(x1, x2=None, params, **apply_kwargs) -> (N1, N2)``.
     """
@@ -335,10 +338,26 @@ def trace_ntk_fn(apply_fn: Callable, *, normalize: bool = False,
     block = _gram_fn("each", "aon,bon->ab")
     diag_block = _gram_fn("each", "aon,bon->ab")
     cache, dcache = {}, {}
+    engine = []
 
     def fn(x1, x2, params, **apply_kwargs):
-        k = _blocked_kernel(block, apply_fn, x1, x2, params, None, None, lambda o: o,
-                            batch_size, memory_budget, apply_kwargs, cache)
+        _check_x(x1, "x1")
+        if implementation == "gradients":
+            k = _blocked_kernel(block, apply_fn, x1, x2, params, None, None, lambda o: o,
+                                batch_size, memory_budget, apply_kwargs, cache)
+        else:
+            if not engine:
+                from ntk.empirical import empirical_ntk_fn
+
+                def flat(params, x, **kw):
+                    fx = apply_fn(params, x, **kw)
+                    return fx.reshape(fx.shape[0], -1)
+
+                engine.append(empirical_ntk_fn(flat, vmap_axes=0,
+                                               implementation=implementation,
+                                               memory_budget=memory_budget))
+            o, _ = _out_dim(apply_fn, params, x1, apply_kwargs)
+            k = o * engine[0](x1, x2, params, **apply_kwargs)
         if not normalize:
             return k
         d1 = _self_norms(diag_block, apply_fn, x1, params, batch_size, memory_budget,

@@ -81,6 +81,8 @@ def test_trace_ntk_is_the_sum_of_diagonal_blocks(problem):
     params, x1, x2, full, full11 = problem
     k = approx.trace_ntk_fn(_apply)(x1, x2, params)
     np.testing.assert_allclose(k, jnp.einsum("abii->ab", full), rtol=1e-10)
+    k_grad = approx.trace_ntk_fn(_apply, implementation="gradients")(x1, x2, params)
+    np.testing.assert_allclose(k_grad, jnp.einsum("abii->ab", full), rtol=1e-10)
     mean_kernel = ntk.empirical_ntk_fn(_apply, vmap_axes=0)(x1, x2, params)  # a mean
     np.testing.assert_allclose(k, O * mean_kernel, rtol=1e-10)
     cos = approx.trace_ntk_fn(_apply, normalize=True)(x1, x2, params)
