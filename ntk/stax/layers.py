@@ -138,13 +138,19 @@ def _strided(x, axis, start, count, stride):
 
 
 def _window_mean_paired(x, axis_a, axis_b, window, stride, lo, hi, out):
-    """``y[a, b] = (1/k) sum_o x_pad[a s + o, b s + o]`` over a pair of axes (conv kernels)."""
-    xp = _pad_axes(x, (axis_a, axis_b), lo, hi)
-    total = None
-    for o in range(window):
-        piece = _strided(_strided(xp, axis_a, o, out, stride), axis_b, o, out, stride)
-        total = piece if total is None else total + piece
-    return total / window
+    """``y[a, b] = (1/k) sum_o x_pad[a s + o, b s + o]`` over a pair of axes (conv kernels).
+
+    Written as one 2D convolution of the ``(L, L)`` slices with the ``k x k`` filter
+    ``I / k`` (offsets move along the diagonal together), strides ``(s, s)`` and the layer's
+    zero padding on both axes.
+    """
+    x = jnp.moveaxis(x, (axis_a, axis_b), (-2, -1))
+    lead = x.shape[:-2]
+    flat = x.reshape((-1, 1) + x.shape[-2:])
+    rhs = (jnp.eye(window, dtype=x.dtype) / window)[None, None]
+    y = jax.lax.conv_general_dilated(flat, rhs, (stride, stride), [(lo, hi), (lo, hi)])
+    y = y.reshape(lead + y.shape[-2:])
+    return jnp.moveaxis(y, (-2, -1), (axis_a, axis_b))
 
 
 def _window_mean(x, axis, window, stride, lo, hi, out, counts=None):
