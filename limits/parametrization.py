@@ -85,8 +85,9 @@ def _exponent(value, name):
 
 def _as_float(expr, name):
     if getattr(expr, "free_symbols", None):
-        raise ValueError(f"{name} = {expr} still has free symbols {sorted(map(str, expr.free_symbols))};"
-                         " substitute numbers with Parametrization.subs(...) first")
+        symbols = sorted(map(str, expr.free_symbols))
+        raise ValueError(f"{name} = {expr} still has free symbols {symbols}; substitute "
+                         "numbers with Parametrization.subs(...) first")
     return float(expr)
 
 

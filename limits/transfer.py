@@ -129,8 +129,8 @@ def lr_transfer_depth(parametrization: Parametrization, depths=(2, 4, 8, 16, 32)
                       sigma_w=sigma_w, readout_zero_init=config.readout_zero_init)
 
     out = _sweep(build, depths, lrs, config)
-    return {"parametrization": f"{parametrization.name}, branch {branch}, "
-                               f"kappa {lr_depth_exponent if lr_depth_exponent is not None else 'depth-muP'}",
+    kappa = "depth-muP" if lr_depth_exponent is None else lr_depth_exponent
+    return {"parametrization": f"{parametrization.name}, branch {branch}, kappa {kappa}",
             "config": dataclasses.asdict(config), "depths": depths, "widths": depths, **out}
 
 

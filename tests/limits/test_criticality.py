@@ -2,7 +2,6 @@
 forms, and the known asymptotics (ReLU 9 pi^2 / (2 l^2), tanh 1 / (2 l))."""
 import numpy as np
 import pytest
-from scipy import special
 
 from limits import criticality as C
 from limits.scaling import loglog_slope
