@@ -35,7 +35,8 @@ $(REF)/.installed: reference/requirements.txt
 reference: $(REF)/.installed
 
 golden: $(REF)/.installed $(VENV)/.installed
-	$(PY) -m reference.make_golden
+	$(PY) -m reference.make_empirical_golden
+	$(PY) -m reference.make_stax_golden
 
 clean:
 	rm -rf $(VENV) $(REF) build *.egg-info

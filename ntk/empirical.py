@@ -122,7 +122,19 @@ def _is_tracer(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
-def _check_inputs(x1, x2, in_axis: int):
+def _concrete(x):
+    """``x`` as a numpy array, or ``None`` when it is traced (under jit / vmap / grad), where
+    values cannot be checked; inside jit even jnp operations on constants are traced, so
+    the check runs in numpy."""
+    if _is_tracer(x):
+        return None
+    try:
+        return np.asarray(x)
+    except (TypeError, jax.errors.TracerArrayConversionError):
+        return None
+
+
+def _check_inputs(x1, x2, in_axis: int, same_example_shape: bool = True):
     for name, x in (("x1", x1), ("x2", x2)):
         if x is None and name == "x2":
             continue
@@ -132,12 +144,14 @@ def _check_inputs(x1, x2, in_axis: int):
             raise ValueError(f"{name} must have a batch axis, got a scalar")
         if not -x.ndim <= in_axis < x.ndim:
             raise ValueError(f"{name} of shape {tuple(x.shape)} has no batch axis {in_axis}")
-        if not _is_tracer(x) and jnp.issubdtype(x.dtype, jnp.inexact):
-            if not bool(jnp.all(jnp.isfinite(x))):
-                bad = int(jnp.size(x) - jnp.sum(jnp.isfinite(x)))
+        value = _concrete(x)
+        if value is not None and np.issubdtype(value.dtype, np.inexact):
+            finite = np.isfinite(value)
+            if not finite.all():
+                bad = finite.size - int(finite.sum())
                 raise ValueError(f"{name} of shape {tuple(x.shape)} has {bad} non-finite "
                                  "entries (NaN or inf)")
-    if x2 is not None:
+    if x2 is not None and same_example_shape:
         f1 = tuple(np.delete(np.array(x1.shape), in_axis % x1.ndim))
         f2 = tuple(np.delete(np.array(x2.shape), in_axis % x2.ndim))
         if x1.ndim != x2.ndim or f1 != f2:
@@ -613,7 +627,9 @@ def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), 
 def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, param_scales,
              memory_budget, block_size, devices, dry_run=False):
     in_axis = vmap[0] if vmap is not None else 0
-    _check_inputs(x1, x2, in_axis)
+    # without vmap_axes nothing says which input axis is the batch: x1 and x2 need only
+    # give outputs that agree beyond their leading axis
+    _check_inputs(x1, x2, in_axis, same_example_shape=vmap is not None)
     leaves, treedef = jax.tree_util.tree_flatten(params)
     if not leaves and kind == "ntk":
         raise ValueError("params has no array leaves; the NTK of a parameter-free function "
@@ -623,10 +639,18 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
 
     if vmap is None:  # no assumption about the batch: shapes of the whole calls
         out_shape, out_dtype = _output_shape(apply_fn, params, x1, kwargs)
-        out2_shape = out_shape if x2 is None else _output_shape(apply_fn, params, x2, kwargs)[0]
-        if out2_shape[1:] != out_shape[1:]:
+        try:
+            out2_shape = out_shape if x2 is None else \
+                _output_shape(apply_fn, params, x2, kwargs)[0]
+        except TypeError as e:
+            if x1.shape[1:] != x2.shape[1:]:
+                raise ValueError(f"x1 and x2 must have the same per-example shape: x1 has "
+                                 f"shape {tuple(x1.shape)} and x2 has shape "
+                                 f"{tuple(x2.shape)}") from e
+            raise
+        if len(out2_shape) != len(out_shape):
             raise ValueError(f"apply_fn's outputs for x1 {out_shape} and x2 {out2_shape} "
-                             "differ beyond the leading axis")
+                             "have different ranks")
         # blocks split axis 0 of inputs and outputs, so it must be a batch axis
         batch_like = (out_shape[0] == x1.shape[0]
                       and (x2 is None or out2_shape[0] == x2.shape[0]))
@@ -644,6 +668,11 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
     dg = _canonical_axes(diag, ndim, "diagonal_axes", out_shape)
     if set(tr) & set(dg):
         raise ValueError(f"trace_axes={trace} and diagonal_axes={diag} share axes")
+    if vmap is None:
+        for a in tr + dg:
+            if out_shape[a] != out2_shape[a]:
+                raise ValueError(f"output axis {a} is traced or diagonal but has size "
+                                 f"{out_shape[a]} for x1 and {out2_shape[a]} for x2")
 
     if vmap is None:
         n1, n2 = out_shape[0], out2_shape[0]

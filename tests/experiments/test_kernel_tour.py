@@ -5,7 +5,7 @@ from experiments import kernel_tour
 
 
 def test_kernel_tour_writes_results_and_figures(tmp_path):
-    cfg = kernel_tour.TourConfig(width=32, n_train=40, n_test=40, steps=30, n_snapshots=3)
+    cfg = kernel_tour.TourConfig(width=16, n_train=24, n_test=24, steps=10, n_snapshots=2)
     res = kernel_tour.main(str(tmp_path), config=cfg)
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert set(on_disk) >= {"config", "metrics", "claims", "environment", "elapsed_s"}
