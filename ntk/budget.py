@@ -70,7 +70,7 @@ class BlockPlan:
 
 def plan_blocks(n1: int, n2: int, block_bytes, output_bytes: int, budget: int,
                 block_size: int | tuple[int, int] | None = None,
-                what: str = "kernel") -> BlockPlan:
+                what: str = "kernel", cheaper: str = CHEAPER_OPTIONS) -> BlockPlan:
     """Choose the largest blocks ``(b1, b2)`` whose working memory fits ``budget``.
 
     ``block_bytes(b1, b2)`` estimates the working bytes of one block (Jacobians, features,
@@ -79,12 +79,13 @@ def plan_blocks(n1: int, n2: int, block_bytes, output_bytes: int, budget: int,
     sides or a pair).
 
     Raises:
-      MemoryBudgetError: when the output alone, or the smallest block, exceeds ``budget``.
+      MemoryBudgetError: when the output alone, or the smallest block, exceeds ``budget``;
+        its message ends with ``cheaper`` (the options that need less memory).
     """
     if output_bytes > budget:
         raise MemoryBudgetError(
             f"the {what} output alone needs {format_bytes(output_bytes)} "
-            f"(N1={n1}, N2={n2}) but memory_budget={format_bytes(budget)}; " + CHEAPER_OPTIONS)
+            f"(N1={n1}, N2={n2}) but memory_budget={format_bytes(budget)}; " + cheaper)
     if block_size is not None:
         if isinstance(block_size, int):
             b1 = b2 = block_size
@@ -103,7 +104,7 @@ def plan_blocks(n1: int, n2: int, block_bytes, output_bytes: int, budget: int,
             raise MemoryBudgetError(
                 f"the {what} needs {format_bytes(need)} even for one pair of inputs "
                 f"(output {format_bytes(output_bytes)}) but memory_budget="
-                f"{format_bytes(budget)}; " + CHEAPER_OPTIONS)
+                f"{format_bytes(budget)}; " + cheaper)
         if b1 >= b2:
             b1 = max(1, math.ceil(b1 / 2))
         else:

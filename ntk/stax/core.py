@@ -251,11 +251,8 @@ class KernelFn:
             inputs = (b1 + b2) * int(np.prod(x1.shape[1:])) * item
             return b1 * b2 * per_pair * n_arrays + inputs
 
-        try:
-            from ntk.budget import MemoryBudgetError, default_memory_budget, format_bytes
-        except ImportError:  # the foundation's planner is optional here
-            MemoryBudgetError, format_bytes = ValueError, lambda n: f"{int(n)} B"
-            default_memory_budget = lambda: 4 * 1024**3
+        from ntk.budget import default_memory_budget, plan_blocks
+
         if memory_budget is None:
             memory_budget = default_memory_budget()
         if memory_budget <= 0:
@@ -272,24 +269,9 @@ class KernelFn:
                    "of pooling (equal-position covariances only, P instead of P^2 per pair), "
                    "diagonal_spatial=True for spatial outputs, fewer inputs, or a larger "
                    "memory_budget")
-        if out_bytes > memory_budget:
-            raise MemoryBudgetError(
-                f"{self.name}: the kernel output alone needs {format_bytes(out_bytes)} "
-                f"(N1={n1}, N2={n2}) but memory_budget={format_bytes(memory_budget)}; "
-                + cheaper)
-        b1, b2 = n1, n2
-        while block_bytes(b1, b2) + out_bytes > memory_budget:
-            if b1 == 1 and b2 == 1:
-                raise MemoryBudgetError(
-                    f"{self.name}: one pair of inputs needs {format_bytes(block_bytes(1, 1))} "
-                    f"of working memory (inputs {x1.shape[1:]}) besides the output "
-                    f"{format_bytes(out_bytes)}, over memory_budget="
-                    f"{format_bytes(memory_budget)}; " + cheaper)
-            if b1 >= b2:
-                b1 = max(1, math.ceil(b1 / 2))
-            else:
-                b2 = max(1, math.ceil(b2 / 2))
-        return b1, b2
+        plan = plan_blocks(n1, n2, block_bytes, out_bytes, memory_budget,
+                           what=f"{self.name} kernel (inputs {x1.shape[1:]})", cheaper=cheaper)
+        return plan.block1, plan.block2
 
     def _blocked(self, fn, x1, x2, plan):
         """Assemble the kernel from ``(b1, b2)`` blocks; each block is an independent call.

@@ -94,6 +94,10 @@ def test_blocked_evaluation_equals_one_shot(net, same):
     # a tiny memory budget plans blocks by itself
     budgeted = kernel_fn(x1, x2, get="ntk", memory_budget=60_000 if net == "cnn" else 6_000)
     np.testing.assert_allclose(budgeted, whole.ntk, rtol=1e-12, atol=1e-14)
+    # a budget below the output itself is refused, naming the cheaper options
+    from ntk.budget import MemoryBudgetError
+    with pytest.raises(MemoryBudgetError, match="get='nngp'"):
+        kernel_fn(x1, x2, memory_budget=64)
 
 
 def test_kernel_input_composes_by_hand():
