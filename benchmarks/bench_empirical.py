@@ -136,11 +136,11 @@ def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
 def suite(quick: bool) -> list[dict]:
     fcn = {"model": "fcn", "input": 3072, "width": 2048, "depth": 3, "out": 8, "n": 16}
     cases = [dict(fcn, name="fcn (Novak et al.)")]
-    widths, outs = ((256, 1024), (1, 8)) if quick else ((256, 1024, 2048), (1, 8, 32))
-    for w in widths:
-        for o in outs:
-            cases.append({"model": "fcn", "input": 256, "width": w, "depth": 2, "out": o,
-                          "n": 16, "name": f"fcn sweep W={w} O={o}"})
+    sweep = [(256, 1), (1024, 8)] if quick else \
+        [(256, 1), (256, 8), (256, 32), (1024, 1), (1024, 8), (1024, 32), (2048, 1), (2048, 8)]
+    for w, o in sweep:
+        cases.append({"model": "fcn", "input": 256, "width": w, "depth": 2, "out": o,
+                      "n": 16, "name": f"fcn sweep W={w} O={o}"})
     cases.append({"model": "cnn", "channels": 32, "depth": 3, "side": 8 if quick else 16,
                   "out": 10, "n": 16, "name": "cnn (3 conv + GAP)"})
     return cases
