@@ -11,8 +11,15 @@ from ntk.empirical import (
     empirical_ntk_fn,
 )
 from ntk.monte_carlo import monte_carlo_kernel_fn
+from ntk import approx, budget, diagnostics, predict, solvers, stax  # noqa: E402,F401
 
 __all__ = [
+    "approx",
+    "budget",
+    "diagnostics",
+    "predict",
+    "solvers",
+    "stax",
     "Implementation",
     "empirical_kernel_fn",
     "empirical_nngp_fn",

@@ -671,3 +671,11 @@ def projected_kernel_fn(apply_fn: Callable, dim: int, **kwargs):
         return features_to_kernel(phi1, phi2)
 
     return fn
+
+
+# The names of the design document: the kernel-function factories above, by their short names.
+pntk = pntk_fn
+trace_ntk = trace_ntk_fn
+projected_kernel = projected_kernel_fn
+projected_features = projected_features_fn
+__all__ += ["pntk", "trace_ntk", "projected_kernel", "projected_features"]
