@@ -1,7 +1,7 @@
 """Cheap eNTK approximations against the full eNTK: time and peak memory.
 
 Two sweeps, each configuration in a fresh subprocess so that its peak resident memory
-(``ru_maxrss``, minus the process's resident size just before the kernel call) is its own:
+(``VmHWM``, minus the process's resident size just before the kernel call) is its own:
 
 1. **Output count O.** A ReLU MLP ``32 - 256 - 256 - O`` on ``N = 64`` inputs, float32. The
    full eNTK (``ntk.empirical_ntk_fn``, ``trace_axes=()``, ``(N, N, O, O)``) against the pNTK
@@ -35,6 +35,12 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
+    # VmHWM belongs to this process's own address space; ru_maxrss would carry the parent's
+    # peak across fork + exec (a worker started by a large driver process reads the driver's).
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 

@@ -1,4 +1,5 @@
-"""Every notebook in notebooks/ executes headless from top to bottom without errors."""
+"""Every notebook in notebooks/ executes headless from top to bottom without errors and shows
+at least one figure inline."""
 import pathlib
 
 import nbformat
@@ -16,3 +17,6 @@ def test_notebook_executes(path):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert images, f"{path.name} shows no figure"
