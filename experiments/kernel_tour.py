@@ -66,16 +66,13 @@ def apply_mlp(params, x):
 
 
 def load_digits(n_train: int, n_test: int, seed: int):
-    from sklearn.datasets import load_digits as sk_digits
+    """scikit-learn's digits as ``(x_train, y_train, x_test, y_test, labels_train)`` with
+    one-hot targets; inputs normalised as in :func:`experiments.baselines.load_dataset`."""
+    from experiments.baselines import load_dataset
 
-    data = sk_digits()
-    x = data.data.astype(np.float32)
-    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-    x /= np.sqrt(x.shape[1])
-    order = np.random.default_rng(seed).permutation(len(x))
-    tr, te = order[:n_train], order[n_train:n_train + n_test]
-    y = np.eye(10, dtype=np.float32)[data.target]
-    return x[tr], y[tr], x[te], y[te], data.target[tr]
+    x_tr, l_tr, x_te, l_te = load_dataset("digits", n_train, n_test, seed)
+    eye = np.eye(10, dtype=np.float32)
+    return x_tr, eye[l_tr], x_te, eye[l_te], l_tr
 
 
 def main(out_dir: str, quick: bool = True, config: TourConfig | None = None) -> dict:
