@@ -63,10 +63,6 @@ class BlockPlan:
     bytes_per_block: int
     output_bytes: int
 
-    @property
-    def n_blocks(self) -> tuple[int, int]:
-        return self.block1, self.block2
-
 
 def plan_blocks(n1: int, n2: int, block_bytes, output_bytes: int, budget: int,
                 block_size: int | tuple[int, int] | None = None,
