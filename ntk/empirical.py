@@ -698,7 +698,8 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
     full_shape[batch_axis] = n1
     layout = _Layout(full_shape, tr, dg, batch_axis)
     model = _Model(apply_fn, treedef, kwargs, vmap)
-    per_call_out = int(np.prod(out_shape)) // (1 if vmap is None else out_shape[batch_axis])
+    # outputs per example (the probe holds one example under vmap, the whole batch without)
+    per_call_out = int(np.prod(out_shape)) // (out_shape[batch_axis] if batch_like else 1)
     dtype = jnp.result_type(out_dtype, *[jnp.result_type(l) for l in leaves]) if leaves \
         else out_dtype
     itemsize = jnp.dtype(dtype).itemsize
@@ -717,7 +718,9 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
             fb = fa if xb is None else model.batch(lv, xb)
             return layout.contract(fa, fb)
 
-        run = _distributed.row_sharded(block, devices, in_axis)
+        key = ("nngp", apply_fn, tuple(out_shape), str(out_dtype), tr, dg, batch_axis, vmap,
+               _device_key(devices), tuple(sorted(kwargs.items())))
+        run = _cached(key, lambda: _distributed.row_sharded(block, devices, in_axis))
         result = _run_blocks(run, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2)
         return result / layout.trace_size
 
@@ -770,7 +773,7 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
         return _distributed.row_sharded(block, devices, in_axis)
 
     avals = tuple((tuple(jnp.shape(l)), str(jnp.result_type(l))) for l in leaves)
-    key = (apply_fn, treedef, avals, tuple(out_shape), str(out_dtype), tr, dg, batch_axis, vmap,
+    key = ("ntk", apply_fn, treedef, avals, tuple(out_shape), str(out_dtype), tr, dg, batch_axis, vmap,
            impl, tuple(scales), chunk, _device_key(devices), tuple(sorted(kwargs.items())))
     run = _cached(key, build)
     result = _run_blocks(run, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2)
