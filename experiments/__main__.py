@@ -62,12 +62,13 @@ def claims_table(claims: list[dict]) -> str:
 def _cmd_list() -> int:
     from experiments.registry import STUDIES
     from papers import PAPERS
+    width = max(map(len, [*STUDIES, *PAPERS]))
     print("Studies (ntk-lab run STUDY [--quick]):")
     for name in sorted(STUDIES):
-        print(f"  {name:22s} {STUDIES[name][1]}")
+        print(f"  {name:{width}s}  {STUDIES[name][1]}")
     print("Papers (ntk-lab verify PAPER [--quick]):")
     for name in sorted(PAPERS):
-        print(f"  {name:22s} {PAPERS[name][1]}")
+        print(f"  {name:{width}s}  {PAPERS[name][1]}")
     return 0
 
 
