@@ -51,6 +51,12 @@ Why low rank is richer here: with ``rank W = r`` the second-layer pre-activation
 ``r``-dimensional subspace, so the readout can only use functions of ``r`` projections of
 ``h1``, and the gradient reaching ``W1`` passes through ``W^T`` (rank ``r``); the missing
 directions have to be built by changing ``W``, which moves the weights and the kernel more.
+
+Scope (measured with this module, quick sizes, means over 24 tasks): the full-NTK change falls
+with rank at every gain tried (0.7, 1.0, 1.25), but the hidden weight change and the
+hidden-weight kernel change fall with rank only from gain ~1 up; at gain 0.7 (closer to the
+linear regime) the weight change is U-shaped in rank (0.136, 0.126, 0.127, 0.134, 0.140, 0.143
+for r = 1..32). The study uses the paper's gain 1.25.
 """
 from __future__ import annotations
 
