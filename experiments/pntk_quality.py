@@ -1,0 +1,303 @@
+"""The sum-of-logits pseudo-NTK against the full empirical NTK as the readout width grows.
+
+Mohamadi, Bae & Sutherland 2023, "A Fast, Well-Founded Approximation to the Empirical Neural
+Tangent Kernel" (ICML 2023, arXiv:2206.12543).
+
+For a network ``f: R^D -> R^O`` with parameters ``theta`` the full empirical NTK on ``N``
+inputs is the ``N O x N O`` matrix ``Theta_ij(x, x') = <d f_i(x)/d theta, d f_j(x')/d theta>``.
+The pseudo-NTK is the eNTK of the scaled sum of logits ``g = (1/sqrt O) sum_i f_i``::
+
+    pNTK(x, x') = <grad g(x), grad g(x')> = (1/O) sum_ij Theta_ij(x, x'),
+
+an ``N x N`` matrix (:func:`ntk.approx.pntk_fn`), used in place of the full kernel as
+``pNTK (x) I_O`` (:func:`ntk.approx.lift`). At initialisation the readout layer ``W^{L+1}``
+(``n x O``, NTK parametrisation) contributes exactly ``(h(x) . h(x') / n) delta_ij``; every
+earlier layer contributes ``(1/n) sum_k W_ki W_kj (...)_k``, whose off-diagonal entries
+(``i != j``) are averages of ``n`` zero-mean terms and whose diagonal entries agree across
+``i`` up to the same fluctuations. Their Theorem: the relative Frobenius error
+
+    err(n) = |Theta - pNTK (x) I_O|_F / |Theta|_F = O(n^{-1/2})
+
+in the width ``n`` of the last hidden layer; by Weyl's inequality the eigenvalues, in
+particular the largest one (and so the maximal stable learning rate ``2 N O / lambda_max``),
+follow, and so do kernel-regression predictions ``Theta_td Theta_dd^{-1} Y`` as long as the
+smallest eigenvalue stays well above the error. Using the pNTK saves a factor ``O^2`` of
+kernel memory, a factor ``O^3`` in the regression solve, and at least ``O`` in computing the
+kernel (one backward pass per example instead of ``O``).
+
+Setup (scaled down): scikit-learn digits through :func:`experiments.baselines.load_dataset`
+(centred pixels, ``|x|^2 ~ 1``; targets centred one-hot, ``O = 10``); a ReLU MLP in NTK
+parametrisation built with :mod:`ntk.stax`, ``D -> hidden_width -> ... -> n -> O``, whose
+earlier hidden layers stay at ``hidden_width`` while the last (readout) width ``n`` sweeps.
+For every width and network seed: the relative Frobenius error on the training inputs, the
+ratios of the largest eigenvalue and of the condition number (pNTK over full eNTK), and
+infinite-time kernel regression (:func:`ntk.predict.gradient_descent_mse`) with each kernel
+(test accuracy, argmax agreement, relative distance of the test predictions). The cost ratio
+is read from :func:`ntk.empirical_ntk_fn`'s ``plan`` (the FLOP estimate of the implementation
+``'auto'`` picks) for the full kernel and for the one-output model ``g`` that
+:func:`ntk.approx.pntk_fn` differentiates; nothing is timed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import ntk
+from experiments.baselines import load_dataset
+from experiments.records import Claim
+from ntk import approx, diagnostics, predict, stax
+
+NAME = "pntk_quality"
+DESCRIPTION = ("Mohamadi et al. 2023: pseudo-NTK (sum of logits) against the full eNTK as "
+               "the readout width grows")
+NUM_CLASSES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    dataset: str = "digits"
+    n_train: int = 48
+    n_test: int = 100
+    depth: int = 1                  # hidden layers; the last one has the readout width
+    hidden_width: int = 64          # width of the hidden layers before the readout layer
+    readout_widths: tuple[int, ...] = (64, 512, 4096)
+    n_seeds: int = 2                # network initialisations per width (errors averaged)
+    W_std: float = 1.4142135623730951
+    b_std: float = 0.1
+    diag_reg: float = 1e-4          # ridge, relative to the mean diagonal of each kernel
+    implementation: str = "structured"   # ntk.empirical_ntk_fn implementation for both kernels
+    slope_tolerance: float = 0.15   # claim: fitted error slope within -1/2 +- this
+    eig_tolerance: float = 0.05     # claim: |lambda_max ratio - 1| at the largest width
+    cond_tolerance: float = 0.25    # claim: |condition-number ratio - 1| at the largest width
+    accuracy_tolerance: float = 0.02   # claim: |acc(pNTK) - acc(eNTK)| at the largest width
+    agreement_threshold: float = 0.95  # claim: argmax agreement at the largest width
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls()
+
+    @classmethod
+    def full(cls) -> "Config":
+        return cls(n_train=200, n_test=1000, depth=2, hidden_width=256,
+                   readout_widths=(64, 128, 256, 512, 1024, 2048, 4096, 8192), n_seeds=5)
+
+    def validate(self) -> None:
+        if self.dataset not in ("digits", "mnist"):
+            raise ValueError(f"dataset must be 'digits' or 'mnist', got {self.dataset!r}")
+        for name in ("n_train", "n_test", "depth", "hidden_width", "n_seeds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        widths = self.readout_widths
+        if (len(widths) < 3 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
+                                   for w in widths)
+                or any(b <= a for a, b in zip(widths, widths[1:]))):
+            raise ValueError(f"readout_widths needs >= 3 increasing positive ints, got {widths}")
+        for name in ("W_std", "slope_tolerance", "eig_tolerance", "cond_tolerance",
+                     "accuracy_tolerance"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.b_std < 0 or self.diag_reg < 0:
+            raise ValueError(f"b_std and diag_reg must be >= 0, got b_std={self.b_std!r}, "
+                             f"diag_reg={self.diag_reg!r}")
+        if self.implementation not in ("jacobian", "ntvp", "structured", "auto"):
+            raise ValueError(f"implementation must be 'jacobian', 'ntvp', 'structured' or "
+                             f"'auto', got {self.implementation!r}")
+        if not 0 < self.agreement_threshold <= 1:
+            raise ValueError(f"agreement_threshold must be in (0, 1], got "
+                             f"{self.agreement_threshold!r}")
+
+
+def network(cfg: Config, readout_width: int):
+    """``(init_fn, apply_fn)`` of the NTK-parametrised ReLU MLP
+    ``D -> hidden_width x (depth - 1) -> readout_width -> O``."""
+    layers = []
+    for width in (cfg.hidden_width,) * (cfg.depth - 1) + (readout_width,):
+        layers += [stax.Dense(width, W_std=cfg.W_std, b_std=cfg.b_std), stax.Relu()]
+    init_fn, apply_fn, _ = stax.serial(*layers, stax.Dense(NUM_CLASSES, W_std=cfg.W_std,
+                                                           b_std=cfg.b_std))
+    return init_fn, apply_fn
+
+
+def sum_of_logits(apply_fn):
+    """The one-output model ``g(x) = (1/sqrt O) sum_i f_i(x)`` whose eNTK is the pNTK (the
+    model :func:`ntk.approx.pntk_fn` hands to :func:`ntk.empirical_ntk_fn`); used here only
+    for its cost ``plan``."""
+    def g(params, x, **kwargs):
+        fx = apply_fn(params, x, **kwargs)
+        return fx.reshape(fx.shape[0], -1).sum(-1, keepdims=True) / math.sqrt(fx.shape[-1])
+    return g
+
+
+def relative_frobenius_error(full, pntk):
+    """``|Theta - pNTK (x) I_O|_F / |Theta|_F`` for ``Theta`` ``(N1, N2, O, O)`` and
+    ``pNTK`` ``(N1, N2)``."""
+    if full.ndim != 4 or full.shape[:2] != pntk.shape or full.shape[2] != full.shape[3]:
+        raise ValueError(f"full must be (N1, N2, O, O) and pntk (N1, N2); got "
+                         f"{tuple(full.shape)} and {tuple(pntk.shape)}")
+    lifted = approx.lift(pntk, full.shape[2])
+    return float(jnp.linalg.norm(full - lifted) / jnp.linalg.norm(full))
+
+
+def loglog_fit(x, y) -> tuple[float, float]:
+    """Least-squares fit ``log y = log C + s log x``: returns ``(s, C)``."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 2:
+        raise ValueError(f"x and y must be 1-D of the same length >= 2, got shapes "
+                         f"{x.shape} and {y.shape}")
+    if np.any(x <= 0) or np.any(y <= 0) or not np.all(np.isfinite(y)):
+        raise ValueError(f"x and y must be positive and finite, got x={x}, y={y}")
+    slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+    return float(slope), float(np.exp(intercept))
+
+
+@partial(jax.jit, static_argnames=("diag_reg",))
+def kernel_summary(k_dd, k_td, y_train, diag_reg: float):
+    """``(lambda_max, lambda_min, f_test)`` of a train kernel ``(N, N)`` or ``(N, N, O, O)``:
+    its extreme eigenvalues (:func:`ntk.diagnostics.spectrum`) and the infinite-time
+    kernel-regression prediction ``K_td (K_dd + diag_reg mean(diag K_dd) I)^{-1} Y``
+    (:func:`ntk.predict.gradient_descent_mse`), ``(N_test, O)``. Jitted: one program per
+    kernel shape."""
+    evals = diagnostics.spectrum(k_dd)
+    f_test = predict.gradient_descent_mse(k_dd, y_train, diag_reg=diag_reg)(
+        None, 0.0, None, k_test_train=k_td)[1]
+    return evals[0], evals[-1], f_test
+
+
+def _split(k, n_train):
+    """Rows ``[train; test]`` -> the train-train block (symmetrised) and the test-train
+    block."""
+    k_dd = k[:n_train]
+    return 0.5 * (k_dd + jnp.swapaxes(k_dd, 0, 1)), k[n_train:]
+
+
+def _plan_flops(kernel_fn, x, params):
+    plan = kernel_fn.plan(x, None, params)
+    return plan["flops"][plan["implementation"]], plan["implementation"]
+
+
+def run(cfg: Config, ctx) -> dict:
+    cfg.validate()
+    x_tr, l_tr, x_te, l_te = load_dataset(cfg.dataset, cfg.n_train, cfg.n_test, cfg.seed)
+    x_tr, x_te = jnp.asarray(x_tr), jnp.asarray(x_te)
+    y_tr = predict.one_hot(jnp.asarray(l_tr), NUM_CLASSES, centered=True, dtype=x_tr.dtype)
+    l_te = jnp.asarray(l_te)
+    x_all, n_tr = jnp.concatenate([x_tr, x_te]), x_tr.shape[0]
+    keys = ("frobenius_error", "lambda_max_ratio", "condition_ratio", "entk_condition",
+            "entk_accuracy", "pntk_accuracy", "prediction_agreement", "prediction_rel_dist")
+    per_seed = {k: np.zeros((len(cfg.readout_widths), cfg.n_seeds)) for k in keys}
+    flop_ratio, impls = [], []
+    for wi, width in enumerate(cfg.readout_widths):
+        init_fn, apply_fn = network(cfg, width)
+        full_fn = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0,
+                                       implementation=cfg.implementation)
+        pntk_fn = approx.pntk_fn(apply_fn, implementation=cfg.implementation)
+        init = jax.jit(lambda key: init_fn(key, x_tr.shape)[1])
+        for s in range(cfg.n_seeds):
+            params = init(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), wi * 1000 + s))
+            # one call per kernel: rows [train; test] against the training columns
+            full_dd, full_td = _split(full_fn(x_all, x_tr, params), n_tr)
+            p_dd, p_td = _split(pntk_fn(x_all, x_tr, params), n_tr)
+            per_seed["frobenius_error"][wi, s] = relative_frobenius_error(full_dd, p_dd)
+            e_max, e_min, f_full = map(np.asarray, kernel_summary(full_dd, full_td, y_tr,
+                                                                  cfg.diag_reg))
+            p_max, p_min, f_p = map(np.asarray, kernel_summary(p_dd, p_td, y_tr, cfg.diag_reg))
+            per_seed["lambda_max_ratio"][wi, s] = p_max / e_max
+            per_seed["entk_condition"][wi, s] = e_max / e_min
+            per_seed["condition_ratio"][wi, s] = (p_max / p_min) / (e_max / e_min)
+            per_seed["entk_accuracy"][wi, s] = predict.accuracy(f_full, l_te)
+            per_seed["pntk_accuracy"][wi, s] = predict.accuracy(f_p, l_te)
+            per_seed["prediction_agreement"][wi, s] = np.mean(f_full.argmax(-1)
+                                                              == f_p.argmax(-1))
+            per_seed["prediction_rel_dist"][wi, s] = (np.linalg.norm(f_full - f_p)
+                                                      / np.linalg.norm(f_full))
+        # the cost of the two kernels on the training set, as the planner estimates it
+        full_flops, full_impl = _plan_flops(full_fn, x_tr, params)
+        p_flops, p_impl = _plan_flops(
+            ntk.empirical_ntk_fn(sum_of_logits(apply_fn), vmap_axes=0,
+                                 implementation=cfg.implementation), x_tr, params)
+        flop_ratio.append(full_flops / p_flops)
+        impls.append(f"{full_impl}/{p_impl}")
+    mean = {k: v.mean(1) for k, v in per_seed.items()}
+    slope, prefactor = loglog_fit(cfg.readout_widths, mean["frobenius_error"])
+    metrics = {"readout_widths": list(cfg.readout_widths), "num_outputs": NUM_CLASSES,
+               **{k: v.tolist() for k, v in mean.items()},
+               "frobenius_error_per_seed": per_seed["frobenius_error"].tolist(),
+               "error_slope": slope, "error_prefactor": prefactor,
+               "flop_ratio": flop_ratio, "implementations_full_over_pntk": impls,
+               "regression_solve_size_ratio": NUM_CLASSES ** 3}
+    _figures(metrics, ctx)
+    return metrics
+
+
+def _figures(m, ctx) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = np.array(m["readout_widths"], float)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax = axes[0]
+    for row in np.array(m["frobenius_error_per_seed"]).T:
+        ax.loglog(n, row, ".", color="0.6")
+    ax.loglog(n, m["frobenius_error"], "o-", label=f"mean over seeds (slope "
+                                                   f"{m['error_slope']:.2f})")
+    ax.loglog(n, m["error_prefactor"] * n ** m["error_slope"], "k:", lw=0.8, label="fit")
+    ax.loglog(n, m["frobenius_error"][0] * np.sqrt(n[0] / n), "r--", lw=0.8, label="n^-1/2")
+    ax.set_xlabel("readout width n (last hidden layer)")
+    ax.set_ylabel("|eNTK - pNTK (x) I|_F / |eNTK|_F")
+    ax.set_title("pNTK error falls like n^-1/2")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    ax.semilogx(n, m["lambda_max_ratio"], "o-", label="lambda_max(pNTK) / lambda_max(eNTK)")
+    ax.semilogx(n, m["condition_ratio"], "s-", label="cond(pNTK) / cond(eNTK)")
+    ax.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax.set_xlabel("readout width n")
+    ax.set_ylabel("ratio (pNTK over full eNTK)")
+    ax.set_title("Spectrum: pNTK tracks the eNTK")
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    ax.semilogx(n, m["entk_accuracy"], "o-", label="full eNTK regression")
+    ax.semilogx(n, m["pntk_accuracy"], "s--", label="pNTK regression")
+    ax.semilogx(n, m["prediction_agreement"], "^:", label="argmax agreement")
+    ax.set_xlabel("readout width n")
+    ax.set_ylabel("test accuracy / agreement")
+    ax.set_title(f"Kernel regression on digits (pNTK ~{m['flop_ratio'][-1]:.0f}x fewer FLOPs)")
+    ax.legend(fontsize=7)
+    ctx.save_figure(fig, "pntk_quality")
+
+
+def claims(m: dict, cfg: Config) -> list[Claim]:
+    tol, s = cfg.slope_tolerance, m["error_slope"]
+    widths = m["readout_widths"]
+    n_max = widths[-1]
+    lam = m["lambda_max_ratio"][-1]
+    cond = m["condition_ratio"][-1]
+    acc_gap = abs(m["pntk_accuracy"][-1] - m["entk_accuracy"][-1])
+    agree = m["prediction_agreement"][-1]
+    o = m["num_outputs"]
+    return [
+        Claim("pntk_error_inverse_sqrt_width",
+              f"|eNTK - pNTK (x) I|_F / |eNTK|_F ~ n^s over readout widths n = {widths[0]}.."
+              f"{n_max}", f"s in [{-0.5 - tol:g}, {-0.5 + tol:g}]", s, bool(abs(s + 0.5) <= tol)),
+        Claim("lambda_max_ratio", f"lambda_max(pNTK) / lambda_max(eNTK) at n = {n_max}",
+              f"within 1 +- {cfg.eig_tolerance:g}", lam,
+              bool(abs(lam - 1) <= cfg.eig_tolerance)),
+        Claim("condition_number_ratio", f"cond(pNTK) / cond(eNTK) at n = {n_max}",
+              f"within 1 +- {cfg.cond_tolerance:g}", cond,
+              bool(abs(cond - 1) <= cfg.cond_tolerance)),
+        Claim("regression_accuracy_gap", f"|test accuracy(pNTK) - test accuracy(eNTK)| of "
+              f"kernel regression at n = {n_max}", f"<= {cfg.accuracy_tolerance:g}", acc_gap,
+              bool(acc_gap <= cfg.accuracy_tolerance)),
+        Claim("regression_argmax_agreement", f"fraction of test points where pNTK and eNTK "
+              f"regression predict the same class at n = {n_max}",
+              f">= {cfg.agreement_threshold:g}", agree, bool(agree >= cfg.agreement_threshold)),
+        Claim("kernel_flop_ratio", f"planned FLOPs of the full eNTK / the pNTK at n = {n_max} "
+              f"(O = {o} outputs)", f">= O = {o}", m["flop_ratio"][-1],
+              bool(m["flop_ratio"][-1] >= o)),
+    ]
