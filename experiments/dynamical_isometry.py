@@ -1,0 +1,270 @@
+"""Dynamical isometry: the input-output Jacobian spectrum of deep tanh nets at criticality.
+
+Pennington, Schoenholz & Ganguli 2017, "Resurrecting the sigmoid in deep learning through
+dynamical isometry: theory and practice" (NeurIPS 2017, arXiv:1711.04735); deep linear nets:
+Saxe, McClelland & Ganguli 2014 (arXiv:1312.6120).
+
+Network (width ``N``, depth ``L``)::
+
+    h^l = W^l x^{l-1} + b^l,   x^l = tanh(h^l),   W^l ~ sigma_w (Haar orthogonal  or  N(0, I/N)),
+    b^l ~ N(0, sigma_b^2),      J = dx^L / dx^0 = prod_{l=L..1} D^l W^l,   D^l = diag(tanh'(h^l)).
+
+Criticality. The preactivation variance has the fixed point ``q*``; the mean squared singular
+value of one layer is ``chi = sigma_w^2 mu_1`` with ``mu_k = E_z[tanh'(sqrt(q*) z)^{2k}]``. We
+pick a small ``q*`` and put the network on the critical line ``chi = 1`` (the edge of chaos of
+:mod:`limits.criticality`)::
+
+    sigma_w^2 = 1 / mu_1(q*),     sigma_b^2 = q* - sigma_w^2 E_z[tanh(sqrt(q*) z)^2],
+
+and feed inputs ``x^0 = tanh(h^0)``, ``h^0 ~ N(0, q* I)``, so every layer sits at ``q*``.
+
+Free-probability prediction (Pennington et al., Sec. 3, N -> inf). The moments of the spectrum
+of ``J J^T`` are ``m_1 = chi^L`` and, at ``chi = 1``,
+
+    sigma^2_{JJ^T} = m_2 - m_1^2 = L (mu_2 / mu_1^2 - 1 - s_1),
+
+with ``s_1`` the first S-transform coefficient of ``W W^T / sigma_w^2``: ``s_1 = -1`` for Gaussian
+weights (Marchenko-Pastur) and ``s_1 = 0`` for orthogonal weights. So at criticality the mean
+squared singular value is 1 for both ensembles, but the *spread* grows like ``L`` with slope
+``mu_2/mu_1^2 ~ 1`` for Gaussian weights and only ``mu_2/mu_1^2 - 1 = O(q*^2)`` for orthogonal
+ones (``8 q*^2`` to leading order): with ``q* = 1/64`` the orthogonal spread stays O(1) up to
+depths of hundreds -- dynamical isometry. For a deep *linear* net ``mu_2 = mu_1 = 1``: the
+orthogonal spread is exactly 0 (``J`` is orthogonal) and the Gaussian one is ``L``.
+
+Measured: the squared singular values of ``J`` at each recorded depth, pooled over ``n_seeds``
+networks (the expected spectral distribution), its mean, variance and ``max / mean``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.records import Claim
+from limits import criticality
+
+NAME = "dynamical_isometry"
+DESCRIPTION = ("Pennington et al. 2017: Jacobian singular values of deep tanh nets at "
+               "criticality, orthogonal vs Gaussian weights")
+
+WEIGHTS = ("orthogonal", "gaussian")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    width: int = 64
+    depths: tuple[int, ...] = (1, 2, 4, 8, 16)   # recorded depths (one net of max depth)
+    q_star: float = 1.0 / 64                       # preactivation variance fixed point
+    n_seeds: int = 8
+    slope_tolerance: float = 0.2       # claim: Gaussian log-log slope of the variance in 1 +- this
+    theory_tolerance: float = 0.3      # claim: measured / free-probability in [1/(1+t), 1+t]
+    isometry_ratio: float = 0.01       # claim: orthogonal / Gaussian variance at max depth < this
+    mean_tolerance: float = 0.1        # claim: |mean squared singular value - 1| below this
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls()
+
+    @classmethod
+    def full(cls) -> "Config":
+        return cls(width=512, depths=(1, 2, 4, 8, 16, 32, 64, 128), n_seeds=16)
+
+    def validate(self) -> None:
+        if self.width < 2:
+            raise ValueError(f"width must be >= 2, got {self.width}")
+        if (len(self.depths) < 3 or min(self.depths) < 1
+                or list(self.depths) != sorted(set(self.depths))):
+            raise ValueError(f"depths must be >= 3 increasing positive ints, got {self.depths}")
+        if not 0 < self.q_star < 10:
+            raise ValueError(f"q_star must lie in (0, 10), got {self.q_star}")
+        if self.n_seeds < 1:
+            raise ValueError(f"n_seeds must be >= 1, got {self.n_seeds}")
+
+
+def critical_point(q_star: float) -> tuple[float, float]:
+    """``(sigma_w^2, sigma_b^2)`` of the tanh network whose length map has fixed point
+    ``q*`` and ``chi_1 = sigma_w^2 E[tanh'(sqrt(q*) z)^2] = 1`` (the edge of chaos)."""
+    if not np.isfinite(q_star) or q_star <= 0:
+        raise ValueError(f"q_star must be positive and finite, got {q_star!r}")
+    act = criticality.signal_activation("tanh")
+    mu_1 = float(criticality.gaussian_expectation(lambda u: act.dphi(u) ** 2, q_star))
+    sigma_w2 = 1.0 / mu_1
+    sigma_b2 = q_star - sigma_w2 * float(criticality.gaussian_expectation(
+        lambda u: act.phi(u) ** 2, q_star))
+    if sigma_b2 < 0:
+        raise ValueError(f"q_star={q_star} is not reachable on the tanh critical line")
+    return sigma_w2, sigma_b2
+
+
+def derivative_moments(q_star: float) -> tuple[float, float]:
+    """``(mu_1, mu_2)``, ``mu_k = E_z[tanh'(sqrt(q*) z)^{2k}]``."""
+    act = criticality.signal_activation("tanh")
+    return tuple(float(criticality.gaussian_expectation(lambda u: act.dphi(u) ** (2 * k),
+                                                        q_star)) for k in (1, 2))
+
+
+def free_probability_variance(depth, q_star: float, weights: str):
+    """Pennington et al.'s ``sigma^2_{JJ^T} = L (mu_2/mu_1^2 - 1 - s_1)`` at ``chi = 1``;
+    ``s_1 = -1`` (Gaussian) or ``0`` (orthogonal). ``depth`` scalar or array."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    mu_1, mu_2 = derivative_moments(q_star)
+    s_1 = -1.0 if weights == "gaussian" else 0.0
+    return np.asarray(depth, float) * (mu_2 / mu_1 ** 2 - 1.0 - s_1)
+
+
+def sample_weights(key, weights: str, depth: int, width: int, sigma_w2: float,
+                   dtype=jnp.float32):
+    """``(depth, width, width)`` weight matrices with ``E[W W^T] = sigma_w^2 I``: Haar
+    orthogonal times ``sigma_w``, or i.i.d. ``N(0, sigma_w^2 / width)``."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    keys = jax.random.split(key, depth)
+    if weights == "orthogonal":
+        init = jax.nn.initializers.orthogonal()
+        w = jax.vmap(lambda k: init(k, (width, width), dtype))(keys)
+        return w * jnp.asarray(np.sqrt(sigma_w2), dtype)
+    w = jax.vmap(lambda k: jax.random.normal(k, (width, width), dtype))(keys)
+    return w * jnp.asarray(np.sqrt(sigma_w2 / width), dtype)
+
+
+def jacobian_spectra(weights, biases, x0, record, activation=jnp.tanh):
+    """Squared singular values of ``J^l = D^l W^l ... D^1 W^1`` (the eigenvalues of
+    ``J^l J^l^T``) for every layer ``l`` where ``record[l-1]`` is true (zeros elsewhere).
+
+    weights ``(L, N, N)``, biases ``(L, N)``, x0 ``(N,)``, record ``(L,)`` bool.
+    Returns ``(L, N)``, ascending in each row. ``J`` is accumulated as an explicit product.
+    """
+    if weights.ndim != 3 or weights.shape[1] != weights.shape[2]:
+        raise ValueError(f"weights must be (L, N, N), got shape {weights.shape}")
+    n_layers, width = weights.shape[:2]
+    if biases.shape != (n_layers, width) or x0.shape != (width,):
+        raise ValueError(f"biases must be {(n_layers, width)} and x0 {(width,)}; got "
+                         f"{biases.shape} and {x0.shape}")
+    dphi = jax.grad(lambda h: activation(h))
+
+    def layer(carry, inputs):
+        x, jac = carry
+        w, b, rec = inputs
+        h = w @ x + b
+        jac = (jax.vmap(dphi)(h)[:, None] * w) @ jac
+        eig = jax.lax.cond(rec, lambda j: jnp.linalg.eigvalsh(j @ j.T),
+                           lambda j: jnp.zeros(width, j.dtype), jac)
+        return (activation(h), jac), eig
+
+    eye = jnp.eye(width, dtype=weights.dtype)
+    return jax.lax.scan(layer, (x0, eye), (weights, biases, jnp.asarray(record)))[1]
+
+
+@partial(jax.jit, static_argnames=("weights", "depth", "width", "sigma_w2", "sigma_b2",
+                                   "q_star"))
+def _spectra_of_seeds(keys, record, weights, depth, width, sigma_w2, sigma_b2, q_star):
+    def one(key):
+        k_w, k_b, k_x = jax.random.split(key, 3)
+        w = sample_weights(k_w, weights, depth, width, sigma_w2)
+        b = jax.random.normal(k_b, (depth, width), w.dtype) * np.float32(np.sqrt(sigma_b2))
+        x0 = jnp.tanh(jax.random.normal(k_x, (width,), w.dtype) * np.float32(np.sqrt(q_star)))
+        return jacobian_spectra(w, b, x0, record)
+    return jax.vmap(one)(keys)
+
+
+def run(cfg: Config, ctx) -> dict:
+    cfg.validate()
+    sigma_w2, sigma_b2 = critical_point(cfg.q_star)
+    edge = float(criticality.edge_of_chaos(sigma_b2, "tanh"))
+    q_fixed = float(criticality.q_star(sigma_w2, sigma_b2, "tanh"))
+    depth = max(cfg.depths)
+    record = np.zeros(depth, bool)
+    record[np.asarray(cfg.depths) - 1] = True
+    keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.n_seeds)
+    out = {"sigma_w2": sigma_w2, "sigma_b2": sigma_b2, "edge_of_chaos_sigma_w2": edge,
+           "q_star_of_sigmas": q_fixed,
+           "chi_1": float(criticality.chi_1(sigma_w2, sigma_b2, "tanh")),
+           "depths": list(cfg.depths)}
+    spectra = {}
+    for kind in WEIGHTS:
+        spec = _spectra_of_seeds(keys, record, kind, depth, cfg.width, sigma_w2, sigma_b2,
+                                 cfg.q_star)
+        spec = np.asarray(spec, np.float64)[:, np.asarray(cfg.depths) - 1]  # (S, D, N)
+        spectra[kind] = spec
+        pooled = spec.transpose(1, 0, 2).reshape(len(cfg.depths), -1)
+        out[f"{kind}_mean"] = pooled.mean(1).tolist()
+        out[f"{kind}_variance"] = pooled.var(1).tolist()
+        out[f"{kind}_max_over_mean"] = (spec.max(2) / spec.mean(2)).mean(0).tolist()
+        theory = free_probability_variance(cfg.depths, cfg.q_star, kind)
+        out[f"{kind}_variance_theory"] = theory.tolist()
+        var = np.asarray(out[f"{kind}_variance"])
+        # least-squares ratio of the measured variances to the prediction, over all depths
+        out[f"{kind}_variance_over_theory"] = float(var @ theory / (theory @ theory))
+        out[f"{kind}_variance_slope"] = float(np.polyfit(np.log(cfg.depths), np.log(var), 1)[0])
+    out["orthogonal_over_gaussian_variance"] = (out["orthogonal_variance"][-1]
+                                                / out["gaussian_variance"][-1])
+    out["orthogonal_over_gaussian_theory"] = float(
+        free_probability_variance(depth, cfg.q_star, "orthogonal")
+        / free_probability_variance(depth, cfg.q_star, "gaussian"))
+    out["max_abs_mean_minus_one"] = float(max(
+        np.max(np.abs(np.asarray(out[f"{k}_mean"]) - 1.0)) for k in WEIGHTS))
+    _figures(cfg, out, spectra, ctx)
+    return out
+
+
+def _figures(cfg, m, spectra, ctx) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    depths = np.asarray(cfg.depths)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for kind, mark in zip(WEIGHTS, ("o", "s")):
+        axes[0].loglog(depths, m[f"{kind}_variance"], mark + "-",
+                       label=f"{kind} (slope {m[f'{kind}_variance_slope']:.2f})")
+        axes[0].loglog(depths, m[f"{kind}_variance_theory"], "k:" if kind == "gaussian" else "k--",
+                       lw=1, label=f"{kind}: free probability")
+        axes[1].semilogx(depths, m[f"{kind}_max_over_mean"], mark + "-", label=kind)
+        axes[2].hist(np.log10(np.maximum(spectra[kind][:, -1].ravel(), 1e-12)), bins=60,
+                     density=True, alpha=0.6, label=kind)
+    axes[0].set_xlabel("depth L")
+    axes[0].set_ylabel("variance of squared singular values of J")
+    axes[0].set_title("Gaussian spread grows ~ L; orthogonal stays small")
+    axes[0].legend(fontsize=7)
+    axes[1].set_xlabel("depth L")
+    axes[1].set_ylabel("max / mean squared singular value")
+    axes[1].set_title("Largest squared singular value relative to the mean")
+    axes[1].legend(fontsize=7)
+    axes[2].set_xlabel("log10 squared singular value of J")
+    axes[2].set_ylabel("density")
+    axes[2].set_title(f"Spectrum at depth {depths[-1]} (q* = {cfg.q_star:g}, "
+                      f"width {cfg.width})")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    ctx.save_figure(fig, "dynamical_isometry")
+
+
+def claims(m: dict, cfg: Config) -> list[Claim]:
+    tol, t = cfg.slope_tolerance, cfg.theory_tolerance
+    band = lambda r: bool(1 / (1 + t) <= r <= 1 + t)
+    sg = m["gaussian_variance_slope"]
+    rg, ro = m["gaussian_variance_over_theory"], m["orthogonal_variance_over_theory"]
+    iso = m["orthogonal_over_gaussian_variance"]
+    dev = m["max_abs_mean_minus_one"]
+    return [
+        Claim("gaussian_spread_linear_in_depth",
+              "Gaussian weights: variance of the squared singular values of J ~ L^s",
+              f"s in [{1 - tol:g}, {1 + tol:g}]", sg, bool(abs(sg - 1) <= tol)),
+        Claim("gaussian_spread_free_probability",
+              "Gaussian weights: measured variance / L (mu_2/mu_1^2) (least squares over depths)",
+              f"in [{1 / (1 + t):.3g}, {1 + t:g}]", rg, band(rg)),
+        Claim("orthogonal_spread_free_probability",
+              "orthogonal weights: measured variance / L (mu_2/mu_1^2 - 1) (least squares)",
+              f"in [{1 / (1 + t):.3g}, {1 + t:g}]", ro, band(ro)),
+        Claim("orthogonal_isometry",
+              f"depth {max(cfg.depths)}: orthogonal / Gaussian variance of the squared singular "
+              f"values (free probability: {m['orthogonal_over_gaussian_theory']:.2g})",
+              f"< {cfg.isometry_ratio:g}", iso, bool(iso < cfg.isometry_ratio)),
+        Claim("mean_squared_singular_value_one",
+              "chi = 1: max over depths and ensembles of |mean squared singular value - 1|",
+              f"< {cfg.mean_tolerance:g}", dev, bool(dev < cfg.mean_tolerance)),
+    ]
