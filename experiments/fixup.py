@@ -1,0 +1,346 @@
+"""Fixup: deep residual networks train without normalisation when the branches start small.
+
+Zhang, Dauphin & Ma 2019, "Fixup Initialization: Residual Learning Without Normalization"
+(ICLR 2019, arXiv:1901.09321).
+
+Model: a residual MLP without normalisation, ``L`` blocks of ``m = 2`` layers each
+(pre-activation style, row vectors, width ``n``, ``phi = ReLU``)::
+
+    Y^0 = x W^in + b^in,
+    Y^l = Y^{l-1} + s_l phi(phi(Y^{l-1}) W^l_1 + a_l) W^l_2 + c_l      (l = 1..L),
+    f(x) = Y^L W^out + b^out,
+
+with scalar multipliers ``s_l`` and scalar biases ``a_l, c_l`` (Fixup's replacement for the
+affine part of normalisation). Two initialisations, both with ``W^in ~ N(0, 1)`` (inputs have
+``|x|^2 ~ 1``, so ``Y^0`` has unit-variance coordinates):
+
+- ``he`` (standard): ``W^l_1, W^l_2 ~ N(0, 2/n)``, ``s_l = 1``, ``W^out ~ N(0, 1/n)``, biases 0.
+  Each block doubles the expected squared norm: with ``E phi(z)^2 = E z^2 / 2`` for symmetric
+  ``z`` and the cross term vanishing in expectation, ``E|Y^l|^2 = 2 E|Y^{l-1}|^2``, so
+  ``log(|Y^L| / |Y^0|) ~ (log 2 / 2) L``; the backward pass through ``I + J_branch`` doubles
+  squared gradients the same way, so gradients explode like ``2^{L/2}`` too.
+- ``fixup`` (Zhang et al., Sec. 3): the classifier ``W^out`` and the last layer of every
+  branch ``W^l_2`` start at 0; the other ``m - 1`` branch layers get the standard init scaled
+  by ``L^{-1/(2m-2)}`` (``L^{-1/2}`` here); ``s_l = 1``, biases 0. At init ``Y^L = Y^0`` and only
+  the classifier has a gradient, so output and gradient are O(1) whatever the depth. Their
+  argument for the exponent: once ``W^l_2`` moves by ``O(eta)``, a branch's inner activation is
+  ``O(L^{-(m-1)/(2m-2)}) = O(L^{-1/2})``, its gradient step on ``W^l_2`` changes the branch
+  output by ``eta * (L^{-1/2})^2 = eta / L``, and the ``L`` branches together change ``f`` by
+  ``Theta(eta)``: the per-step function update is depth-independent.
+
+Measured on scikit-learn digits (full-batch gradient descent, softmax cross-entropy) at
+depths ``L`` in ``cfg.depths``: the forward ratio ``|Y^L|_F / |Y^0|_F`` and the gradient norm
+at init (slopes of their logs per block), the per-step function change
+``|f_{t+1} - f_t|_rms / eta`` for steps ``t = 1 .. update_steps - 1`` (step 0 moves only the
+classifier and is depth-independent by construction, so it is left out of the slope), and
+training at one learning rate ``eta`` for both inits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments._init_nets import (DTYPE, cross_entropy, digits_classification, gd_train,
+                                    log_slope)
+from experiments.records import Claim
+
+NAME = "fixup"
+DESCRIPTION = "Zhang, Dauphin & Ma 2019: Fixup trains deep residual MLPs without normalisation"
+INITS = ("he", "fixup")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    depths: tuple[int, ...] = (4, 16, 64)
+    width: int = 64
+    n_train: int = 128
+    lr: float = 0.05
+    n_steps: int = 60
+    log_every: int = 5
+    update_window: int = 25         # per-step updates averaged over logged steps in (0, this]
+    growth_tolerance: float = 0.25  # He: mean per-block squared-norm growth 2 +- this (3 sd)
+    o1_factor: float = 2.0          # "O(1) in depth": within this factor from L_min to L_max
+    update_slope_tolerance: float = 0.15  # |d log(update) / d log L| for Fixup
+    train_ratio: float = 0.5        # Fixup at the largest depth: final / initial loss below this
+    gap_ratio: float = 10.0         # He's best loss / Fixup's final loss above this (largest L)
+    checkpoint_every: int = 10
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls()
+
+    @classmethod
+    def full(cls) -> "Config":
+        return cls(depths=(4, 8, 16, 32, 64, 128), width=128, n_train=512, n_steps=500)
+
+    def validate(self) -> None:
+        if len(self.depths) < 2 or min(self.depths) < 1:
+            raise ValueError(f"depths needs >= 2 positive depths, got {self.depths}")
+        if self.n_steps % self.log_every:
+            raise ValueError(f"n_steps={self.n_steps} must be a multiple of "
+                             f"log_every={self.log_every}")
+        if not self.log_every <= self.update_window <= self.n_steps:
+            raise ValueError(f"update_window={self.update_window} must lie in [log_every, "
+                             f"n_steps] = [{self.log_every}, {self.n_steps}]")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+def fixup_branch_scale(depth: int, layers_per_branch: int) -> float:
+    """Fixup's factor ``L^{-1/(2m-2)}`` for the first ``m - 1`` layers of every branch."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive int, got {depth!r}")
+    if (isinstance(layers_per_branch, bool) or not isinstance(layers_per_branch, int)
+            or layers_per_branch < 2):
+        raise ValueError("layers_per_branch must be an int >= 2 (the exponent 1/(2m-2) needs "
+                         f"m >= 2), got {layers_per_branch!r}")
+    return float(depth) ** (-1.0 / (2 * layers_per_branch - 2))
+
+
+def init_resmlp(rng: np.random.Generator, in_dim: int, width: int, depth: int, out_dim: int,
+                init: str) -> dict:
+    """Parameters of the residual MLP (block weights stacked along a leading ``(L, ...)`` axis)
+    under ``init`` in :data:`INITS` (see the module docstring); Gaussians from NumPy's ``rng``
+    in the order embedding, ``W_1``, ``W_2``, classifier (whatever the init, so both inits
+    share the embedding and ``W_1`` directions at a given seed)."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    he = math.sqrt(2.0 / width)
+    w_in = rng.standard_normal((in_dim, width))
+    w1 = he * rng.standard_normal((depth, width, width))
+    w2 = he * rng.standard_normal((depth, width, width))
+    w_out = rng.standard_normal((width, out_dim)) / math.sqrt(width)
+    if init == "fixup":
+        w1 = w1 * fixup_branch_scale(depth, 2)
+        w2, w_out = np.zeros_like(w2), np.zeros_like(w_out)
+    params = {"input": {"w": w_in, "b": np.zeros(width)},
+              "blocks": {"w1": w1, "w2": w2, "a": np.zeros(depth), "c": np.zeros(depth),
+                         "s": np.ones(depth)},
+              "output": {"w": w_out, "b": np.zeros(out_dim)}}
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float32)), params)
+
+
+def resmlp_streams(params, x, perturbation=None):
+    """The residual stream ``[Y^0, ..., Y^L]`` stacked as ``(L + 1, N, n)``. An optional
+    ``perturbation`` of that shape is added to every ``Y^l`` as it is formed, so the gradient
+    of a loss with respect to it at zero is ``[dLoss/dY^0, ..., dLoss/dY^L]``."""
+    eps = (jnp.zeros((params["blocks"]["s"].shape[0] + 1, x.shape[0],
+                      params["input"]["w"].shape[1]), x.dtype)
+           if perturbation is None else perturbation)
+    y0 = x @ params["input"]["w"] + params["input"]["b"] + eps[0]
+
+    def block(y, inputs):
+        p, e = inputs
+        branch = jax.nn.relu(jax.nn.relu(y) @ p["w1"] + p["a"]) @ p["w2"]
+        y = y + p["s"] * branch + p["c"] + e
+        return y, y
+    _, ys = jax.lax.scan(block, y0, (params["blocks"], eps[1:]))
+    return jnp.concatenate([y0[None], ys])
+
+
+def resmlp_apply(params, x):
+    """Logits ``f(x) = Y^L W^out + b^out``: ``(N, d) -> (N, C)``."""
+    y0 = x @ params["input"]["w"] + params["input"]["b"]
+
+    def block(y, p):
+        branch = jax.nn.relu(jax.nn.relu(y) @ p["w1"] + p["a"]) @ p["w2"]
+        return y + p["s"] * branch + p["c"], None
+    y_last = jax.lax.scan(block, y0, params["blocks"])[0]
+    return y_last @ params["output"]["w"] + params["output"]["b"]
+
+
+def per_block_growth(stream) -> np.ndarray:
+    """``|Z^l|_F^2 / |Z^{l-1}|_F^2`` for ``l = 1..L`` from a stacked ``(L + 1, N, n)`` stream,
+    in float64 (deep He networks overflow float32 squares)."""
+    sq = np.sum(np.asarray(stream, np.float64) ** 2, axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sq[1:] / sq[:-1]
+
+
+def _tree_norm(tree) -> float:
+    return float(np.sqrt(sum(np.sum(np.asarray(v, np.float64) ** 2)
+                             for v in jax.tree.leaves(tree))))
+
+
+def _init_rng(cfg, depth):
+    # one stream per depth, the same for both inits
+    return np.random.default_rng([cfg.seed, depth])
+
+
+def measurements(params, x, y, lr) -> dict:
+    """Everything the study reads at one parameter point (cross-entropy loss on ``(x, y)``):
+
+    - ``loss``; ``stream`` ``[Y^0..Y^L]``, ``stream_grad`` ``[dLoss/dY^0..dLoss/dY^L]``
+      (gradient with respect to a zero perturbation of the stream), ``grad`` (parameters);
+    - one GD step's function change ``|f(theta') - f(theta)|_rms / lr``,
+      ``theta' = theta - lr grad``: ``update`` (all parameters), ``weight_update`` (only the
+      branch weights ``W_1, W_2``, the layers Fixup's Theta(eta) argument scales) and
+      ``scalar_update`` (only the branch multipliers and scalar biases ``s, a, c``).
+    """
+    eps = jnp.zeros((params["blocks"]["s"].shape[0] + 1, x.shape[0],
+                     params["input"]["w"].shape[1]), x.dtype)
+    logits = lambda p, ys: ys[-1] @ p["output"]["w"] + p["output"]["b"]
+
+    def loss(p, e):
+        ys = resmlp_streams(p, x, e)
+        return cross_entropy(logits(p, ys), y), ys
+    (value, ys), (g, g_stream) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+        params, eps)
+    f0 = logits(params, ys)
+    stepped = jax.tree.map(lambda a, b: a - lr * b, params, g)
+
+    def only(names):
+        blocks = {k: (stepped if k in names else params)["blocks"][k] for k in params["blocks"]}
+        return {**params, "blocks": blocks}
+    rms = lambda p: jnp.sqrt(jnp.mean((resmlp_apply(p, x) - f0) ** 2)) / lr
+    return {"loss": value, "stream": ys, "stream_grad": g_stream, "grad": g,
+            "update": rms(stepped), "weight_update": rms(only(("w1", "w2"))),
+            "scalar_update": rms(only(("s", "a", "c")))}
+
+
+def run(cfg: Config, ctx) -> dict:
+    cfg.validate()
+    x, y, _, _ = digits_classification(cfg.n_train, 0, cfg.seed)
+    loss = lambda p: cross_entropy(resmlp_apply(p, x), y)
+
+    measure = jax.jit(lambda p: measurements(p, x, y, cfg.lr))   # one program per depth
+
+    def record(p, t):
+        got = measure(p)
+        return {k: float(got[k]) for k in ("loss", "update", "weight_update", "scalar_update")}
+
+    m = {"depths": list(cfg.depths)}
+    for init in INITS:
+        fwd, bwd, grad_norm, curves, final, best, diverged_at = [], [], [], [], [], [], []
+        for depth in cfg.depths:
+            p0 = init_resmlp(_init_rng(cfg, depth), x.shape[1], cfg.width, depth, y.shape[1],
+                             init)
+            got = measure(p0)
+            fwd.append(per_block_growth(got["stream"]).tolist())
+            # |G^{l-1}|^2 / |G^l|^2 (nan for Fixup at init, whose stream gradient is 0)
+            bwd.append(per_block_growth(np.asarray(got["stream_grad"])[::-1]).tolist()[::-1])
+            grad_norm.append(_tree_norm(got["grad"]))
+            _, hist, _ = gd_train(
+                ctx, f"{init}-L{depth}", p0, loss, lr=cfg.lr, n_steps=cfg.n_steps,
+                chunk=cfg.log_every, record=record,
+                stop=lambda h: not math.isfinite(h["loss"][-1]),
+                checkpoint_every=cfg.checkpoint_every)
+            curves.append(hist)
+            finite = [v for v in hist["loss"] if math.isfinite(v)]
+            final.append(hist["loss"][-1])
+            best.append(min(finite))
+            bad = [s for s, v in zip(hist["step"], hist["loss"]) if not math.isfinite(v)]
+            diverged_at.append(bad[0] if bad else -1)
+        ratio = [float(np.sqrt(np.prod(f))) for f in fwd]   # |Y^L|_F / |Y^0|_F
+        m[init] = {"forward_growth_per_block": fwd, "backward_growth_per_block": bwd,
+                   "mean_forward_growth": [float(np.mean(f)) for f in fwd],
+                   "mean_backward_growth": [float(np.mean(b)) for b in bwd],
+                   "forward_ratio": ratio, "init_grad_norm": grad_norm,
+                   "forward_slope_per_block": log_slope(cfg.depths, ratio),
+                   "grad_slope_per_block": log_slope(cfg.depths, grad_norm),
+                   "curves": curves, "final_loss": final, "best_loss": best,
+                   "nonfinite_at_step": diverged_at}
+        # per-step updates averaged over the early window (logged steps 0 < t <= window;
+        # at t = 0 a Fixup network's blocks have no gradient: the classifier is zero)
+        for key in ("update", "weight_update", "scalar_update"):
+            means = []
+            for h in curves:
+                vals = [v for t, v in zip(h["step"], h[key]) if 0 < t <= cfg.update_window]
+                means.append(float(np.mean(vals)) if vals else float("nan"))
+            m[init][f"early_{key}"] = means
+            ok = all(math.isfinite(v) and v > 0 for v in means)
+            m[init][f"{key}_slope_log_depth"] = (log_slope(np.log(cfg.depths), means) if ok
+                                                 else float("nan"))
+    _figures(cfg, m, ctx)
+    return m
+
+
+def _figures(cfg, m, ctx) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    d = np.array(m["depths"])
+    colors = {"he": "tab:red", "fixup": "tab:blue"}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for init in INITS:
+        axes[0].semilogy(d, m[init]["forward_ratio"], "o-", color=colors[init],
+                         label=f"{init}: |Y^L| / |Y^0|")
+        axes[0].semilogy(d, m[init]["init_grad_norm"], "s--", color=colors[init],
+                         label=f"{init}: |grad loss|")
+    axes[0].semilogy(d, m["he"]["forward_ratio"][0] * 2 ** ((d - d[0]) / 2), "k:",
+                     label="2^(L/2) (theory, He)")
+    axes[0].set_xlabel("residual blocks L")
+    axes[0].set_ylabel("value at initialisation")
+    axes[0].set_title("At init: He explodes with depth, Fixup is O(1)")
+    axes[0].legend(fontsize=7)
+    for key, ls, what in (("update", "o-", "all parameters"),
+                          ("weight_update", "s--", "branch weights W_1, W_2"),
+                          ("scalar_update", "^:", "scalars s, a, c")):
+        v = np.array(m["fixup"][f"early_{key}"], float)
+        axes[1].loglog(d, v, ls, color=colors["fixup"] if key != "scalar_update" else "gray",
+                       label=f"Fixup, {what} (slope {m['fixup'][f'{key}_slope_log_depth']:.2f})")
+    he_up = np.array(m["he"]["early_update"], float)
+    ok = np.isfinite(he_up)
+    axes[1].loglog(d[ok], he_up[ok], "x", color=colors["he"], ms=9,
+                   label="He, all parameters (non-finite beyond)")
+    axes[1].set_xticks(d, [str(v) for v in d])
+    axes[1].minorticks_off()
+    axes[1].set_xlabel("residual blocks L")
+    axes[1].set_ylabel("|f(theta - eta grad) - f(theta)|_rms / eta")
+    axes[1].set_title(f"One-step function change, mean over steps 0 < t <= {cfg.update_window}",
+                      fontsize=10)
+    axes[1].legend(fontsize=7)
+    styles = ("-", "--", ":", "-.")
+    for init in INITS:
+        for i, (depth, c) in enumerate(zip(m["depths"], m[init]["curves"])):
+            loss = np.array(c["loss"], float)
+            label = f"{init} L={depth}"
+            if not np.isfinite(loss).all():
+                label += f" (non-finite at step {c['step'][int(np.argmin(np.isfinite(loss)))]})"
+            axes[2].semilogy(c["step"], np.where(np.isfinite(loss), loss, np.nan),
+                             styles[i % 4], marker="o" if len(loss) < 4 else None,
+                             color=colors[init], label=label)
+    axes[2].set_xlabel(f"full-batch GD step (lr {cfg.lr:g})")
+    axes[2].set_ylabel("training cross-entropy")
+    axes[2].set_title("Same learning rate: Fixup trains at every depth")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    ctx.save_figure(fig, "fixup")
+
+
+def claims(m: dict, cfg: Config) -> list[Claim]:
+    tol = cfg.growth_tolerance
+    he, fx = m["he"], m["fixup"]
+    s_up = fx["weight_update_slope_log_depth"]
+    L, L0 = m["depths"][-1], m["depths"][0]
+    fwd, bwd = he["mean_forward_growth"][-1], he["mean_backward_growth"][-1]
+    grad_ratio = fx["init_grad_norm"][-1] / fx["init_grad_norm"][0]
+    train_ratio = fx["final_loss"][-1] / fx["curves"][-1]["loss"][0]
+    gap = he["best_loss"][-1] / fx["final_loss"][-1]
+    band = f"[{2 - tol:g}, {2 + tol:g}]"
+    return [
+        Claim("he_forward_doubles", f"He init, L = {L}: mean over blocks of "
+              "|Y^l|^2 / |Y^(l-1)|^2 at init (theory: 2, so |Y^L| ~ 2^(L/2))", band, fwd,
+              bool(abs(fwd - 2) <= tol)),
+        Claim("he_backward_doubles", f"He init, L = {L}: mean over blocks of "
+              "|dLoss/dY^(l-1)|^2 / |dLoss/dY^l|^2 at init (theory: 2)", band, bwd,
+              bool(abs(bwd - 2) <= tol)),
+        Claim("fixup_gradient_depth_free", f"Fixup: |grad loss| at init, L = {L} over L = {L0} "
+              f"(He: {he['init_grad_norm'][-1] / he['init_grad_norm'][0]:.3g})",
+              f"[{1 / cfg.o1_factor:g}, {cfg.o1_factor:g}]", grad_ratio,
+              bool(1 / cfg.o1_factor <= grad_ratio <= cfg.o1_factor)),
+        Claim("fixup_update_theta_eta", "Fixup: slope against log L of the function change "
+              "from one GD step on the branch weights, |df|_rms / eta (mean over steps "
+              f"0 < t <= {cfg.update_window})", f"[{-cfg.update_slope_tolerance:g}, "
+              f"{cfg.update_slope_tolerance:g}]", s_up,
+              bool(abs(s_up) <= cfg.update_slope_tolerance)),
+        Claim("fixup_trains_deep", f"Fixup, L = {L}, lr {cfg.lr:g}: final / initial training "
+              "loss", f"< {cfg.train_ratio:g}", train_ratio, bool(train_ratio < cfg.train_ratio)),
+        Claim("he_fails_same_lr", f"L = {L}, lr {cfg.lr:g}: He's best training loss / "
+              "Fixup's final loss", f"> {cfg.gap_ratio:g}", gap, bool(gap > cfg.gap_ratio)),
+    ]
