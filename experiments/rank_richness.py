@@ -248,8 +248,8 @@ def _measures(p0, pt, x, y):
             "ntk_task_alignment_T": diagnostics.kernel_alignment(kt, y)}
 
 
-_measures_nets = jax.jit(jax.vmap(jax.vmap(_measures, in_axes=(0, 0, None, None)),
-                                  in_axes=(0, 0, 0, 0)))
+# vmapped over the inits of one seed; seeds are looped over to bound the memory of the Jacobians
+_measures_inits = jax.jit(jax.vmap(_measures, in_axes=(0, 0, None, None)))
 
 
 def _spearman(x, y) -> float:
@@ -275,7 +275,10 @@ def run(cfg: Config, ctx) -> dict:
         checkpoint_every=cfg.checkpoint_every)
     params = state["params"]
     loss_t = np.asarray(_loss_jit(params, params0, x, y))
-    per = {key: np.asarray(v) for key, v in _measures_nets(params0, params, x, y).items()}
+    rows = [_measures_inits(jax.tree.map(lambda v: v[s], params0),
+                            jax.tree.map(lambda v: v[s], params), x[s], y[s])
+            for s in range(cfg.n_seeds)]
+    per = {key: np.stack([np.asarray(r[key]) for r in rows]) for key in rows[0]}
 
     names = [f"rank {r}" for r in cfg.ranks] + ["aligned"]
     n_r = len(cfg.ranks)
