@@ -110,7 +110,7 @@ class Config:
         # 30 % train, lr 1e-3.
         return cls(alphas=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0), eta0=1.0, n_steps=200_000,
                    log_every=500, kernel_subset=256, adamw_modulus=97, adamw_width=500,
-                   adamw_train_fraction=0.3, adamw_steps=50_000, adamw_log_every=500)
+                   adamw_train_fraction=0.3, adamw_steps=20_000, adamw_log_every=500)
 
     def validate(self) -> None:
         for name in ("modulus", "width", "n_steps", "log_every", "kernel_subset",
