@@ -132,9 +132,11 @@ def sample_params(init_fn, input_shape, rng: np.random.Generator, n_samples: int
     In NTK parametrisation every stax ``Dense`` weight and bias is ``N(0, 1)`` (the scales live
     in ``apply_fn``), so a draw is a standard normal per leaf; numpy's generator makes the
     millions of normals of a wide sweep much faster than a per-width compiled ``init_fn``.
+    Leaves are numpy arrays of JAX's default float dtype.
     """
     shapes = jax.eval_shape(lambda k: init_fn(k, input_shape)[1], jax.random.PRNGKey(0))
-    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal((n_samples,) + s.shape)),
+    dtype = jnp.result_type(float)     # float64 under jax_enable_x64, else float32
+    return jax.tree.map(lambda s: rng.standard_normal((n_samples,) + s.shape).astype(dtype),
                         shapes)
 
 
@@ -224,13 +226,14 @@ def run(cfg: Config, ctx) -> dict:
     init_dev, train_change, train_loss, figure = [], [], [], {}
     for width in cfg.widths:
         init_fn, apply_fn, _ = network(width, cfg.depth, cfg.w_std, cfg.b_std)
-        # one NTK-vector product per init: a vjp at x0, a jvp on the circle
+        # kernel rows Theta(x(gamma), x0) of a stack of inits, (S, n_angles): one NTK-vector
+        # product (a vjp at x0, a jvp on the circle) per init, vmapped over the stack
         entk = ntk.empirical_ntk_fn(apply_fn, vmap_axes=0, implementation="ntvp")
-        row = lambda p: np.asarray(entk(x_circle, x0, p))[:, 0]
+        rows_fn = jax.jit(jax.vmap(lambda p: entk(x_circle, x0, p)[:, 0]))
+        rows = lambda p: np.asarray(rows_fn(p), np.float64)
         params = sample_params(init_fn, (-1, 2), np.random.default_rng([cfg.seed, width]),
                                cfg.n_inits)
-        take = lambda tree, i: jax.tree.map(lambda a: a[i], tree)
-        k0 = np.stack([row(take(params, i)) for i in range(cfg.n_inits)])
+        k0 = rows(params)
         init_dev.append(relative_distance(k0, limit[None]).tolist())
         if width == cfg.widths[-1]:
             largest_k0 = k0
@@ -244,7 +247,7 @@ def run(cfg: Config, ctx) -> dict:
             n_steps=cfg.n_steps, chunk=cfg.log_every,
             record=lambda s, t: {"train_loss": float(_mean_loss(s, x_tr, y_tr, apply_fn))},
             checkpoint_every=cfg.checkpoint_every)
-        kT = np.stack([row(take(state, i)) for i in range(cfg.n_trained)])
+        kT = rows(state)
         train_change.append(relative_distance(kT, k0[:cfg.n_trained]).tolist())
         train_loss.append(hist["train_loss"])
         if width in (cfg.train_widths[0], cfg.train_widths[-1]):
