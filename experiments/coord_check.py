@@ -28,6 +28,9 @@ under an abc-parametrization (:class:`limits.Parametrization`): layer ``l`` comp
    loss-optimal learning rate is the same at every width (it transfers); under SP it drifts
    towards smaller rates as ``n`` grows (the maximal stable rate falls like ``1/n``). The
    drift is the spread ``max - min`` of the per-width argmin, in octaves of learning rate.
+   TP V Fig. 1 also shows that under muP "wider is better": at its own best learning rate
+   every wider network reaches a lower loss (checked as the largest ratio of consecutive
+   best losses, < 1); under SP the widest network can be worse.
 
 Everything is computed by :mod:`limits`; this module picks the sizes, draws the figures
 with limits' plot functions and turns the numbers into claims.
@@ -42,7 +45,7 @@ import numpy as np
 from experiments.records import Claim, atomic_write_bytes
 from limits import parametrization as P
 from limits.coord_check import CoordCheckConfig, coord_check, plot_coord_check
-from limits.transfer import TransferConfig, lr_transfer, plot_transfer
+from limits.transfer import TransferConfig, lr_transfer
 
 NAME = "coord_check"
 DESCRIPTION = ("Yang et al. (Tensor Programs IV/V): coordinate check and learning-rate "
@@ -56,7 +59,7 @@ class Config:
     depth: int = 2
     # coordinate check
     widths: tuple[int, ...] = (64, 256, 1024)
-    n_steps: int = 3
+    n_steps: int = 2
     learning_rate: float = 0.01
     batch: int = 32
     n_coord_seeds: int = 2
@@ -128,6 +131,19 @@ def max_abs_slope(slopes: dict, steps) -> float:
     return float(np.max(np.abs(finite)))
 
 
+def side_by_side(results: dict) -> dict:
+    """Several :func:`limits.coord_check.coord_check` results (same widths and steps) as one,
+    with every layer named ``'<label> <layer>'``, so that
+    :func:`limits.coord_check.plot_coord_check` draws them in the same panels."""
+    first = next(iter(results.values()))
+    merged = {"parametrization": " vs ".join(results), "widths": first["widths"],
+              "steps": first["steps"]}
+    for key in ("size", "update", "size_slope", "update_slope"):
+        merged[key] = {f"{label} {name}": value for label, r in results.items()
+                       for name, value in r[key].items()}
+    return merged
+
+
 def _coord_metrics(r: dict) -> dict:
     """The plain-JSON part of a :func:`limits.coord_check.coord_check` result."""
     return {"size_slope": {k: v.tolist() for k, v in r["size_slope"].items()},
@@ -168,25 +184,56 @@ def run(cfg: Config, ctx) -> dict:
     metrics = {"widths": list(cfg.widths), "steps": list(range(cfg.n_steps + 1)),
                "transfer_widths": list(cfg.transfer_widths),
                "learning_rates": list(cfg.learning_rates), "octaves_per_grid_step": octaves}
-    transfers = []
-    for label, preset in (("sp", sp), ("mup", mup)):
-        cc = coord_check(preset, coord_cfg)
-        _save_png(ctx, f"coord_check_{label}", lambda f: plot_coord_check(
-            cc, f, title=f"Coordinate check, {preset.name}, {cfg.optimizer} lr "
-                         f"{cfg.learning_rate:g} (legend: log-log slope vs width)"))
+    checks, transfers = {}, []
+    for label, preset in (("SP", sp), ("muP", mup)):
+        checks[label] = coord_check(preset, coord_cfg)
         tr = lr_transfer(preset, transfer_cfg)
         transfers.append(tr)
-        metrics[label] = {"parametrization": preset.name, **_coord_metrics(cc),
-                          **_transfer_metrics(tr, octaves)}
-    _save_png(ctx, "lr_transfer", lambda f: plot_transfer(
-        transfers, f, title=f"Learning-rate transfer across width ({cfg.optimizer}, "
-                            f"{cfg.transfer_steps} full-batch steps on digits)"))
+        metrics[label.lower()] = {"parametrization": preset.name,
+                                  **_coord_metrics(checks[label]),
+                                  **_transfer_metrics(tr, octaves)}
+    _save_png(ctx, "coord_check", lambda f: plot_coord_check(
+        side_by_side(checks), f,
+        title=f"Coordinate check, {cfg.optimizer} lr {cfg.learning_rate:g}: SP grows with "
+              "width, muP is flat (legend: log-log slope vs width)"))
+    _transfer_figure(cfg, metrics, ctx)
     steps = range(1, cfg.n_steps + 1)
     metrics["mup_max_abs_slope"] = max(max_abs_slope(metrics["mup"]["size_slope"], steps),
                                        max_abs_slope(metrics["mup"]["update_slope"], steps))
     metrics["sp_output_update_slope_step1"] = metrics["sp"]["update_slope"]["output"][1]
     metrics["mup_output_update_slope_step1"] = metrics["mup"]["update_slope"]["output"][1]
+    for label in ("sp", "mup"):   # "wider is better": best loss of each width over the last
+        best = [min(float(v) for v in curve) for curve in metrics[label]["mean_loss"]]
+        metrics[label]["best_loss"] = best
+        metrics[label]["worst_widening_ratio"] = max(b / a for a, b in zip(best, best[1:]))
     return metrics
+
+
+def _transfer_figure(cfg: Config, m: dict, ctx) -> None:
+    """Final training loss against log2 learning rate, one curve per width, SP and muP side
+    by side; stars mark each width's best rate. Log loss axis: the curves span decades."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    lr = np.log2(m["learning_rates"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(m["transfer_widths"])))
+    for ax, label in zip(axes, ("sp", "mup")):
+        r = m[label]
+        for w, curve, k, col in zip(m["transfer_widths"], r["mean_loss"], r["argmin"], colors):
+            curve = np.array([float(v) for v in curve])
+            curve[~np.isfinite(curve)] = np.nan       # diverged runs leave a gap
+            ax.semilogy(lr, curve, "o-", color=col, ms=3, label=f"width {w}")
+            ax.semilogy(lr[k], curve[k], "*", color=col, ms=14)
+        ax.set_xlabel("log2 learning rate")
+        ax.set_title(f"{r['parametrization']}: best rate moves {r['shift_octaves']:g} "
+                     "octaves", fontsize=9)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel(f"training loss after {cfg.transfer_steps} steps")
+    fig.suptitle(f"Learning-rate transfer across width ({cfg.optimizer}, full-batch "
+                 "cross-entropy on digits): muP's optimum stays, SP's drifts")
+    fig.tight_layout()
+    ctx.save_figure(fig, "lr_transfer")
 
 
 def claims(m: dict, cfg: Config) -> list[Claim]:
@@ -194,6 +241,7 @@ def claims(m: dict, cfg: Config) -> list[Claim]:
     w, tw = m["widths"], m["transfer_widths"]
     mu, sp_slope = m["mup_max_abs_slope"], m["sp_output_update_slope_step1"]
     mu_shift, sp_shift = m["mup"]["shift_octaves"], m["sp"]["shift_octaves"]
+    widen = m["mup"]["worst_widening_ratio"]
     return [
         Claim("mup_coordinates_width_stable",
               f"muP: max |log-log slope vs width| of every layer's mean |h_t| and "
@@ -208,4 +256,8 @@ def claims(m: dict, cfg: Config) -> list[Claim]:
         Claim("sp_learning_rate_drifts",
               f"SP: spread of the loss-optimal learning rate over widths {tw[0]}..{tw[-1]} "
               f"(octaves)", f"> {shift_tol:g}", sp_shift, bool(sp_shift > shift_tol)),
+        Claim("mup_wider_is_better",
+              f"muP: largest ratio best loss(next width) / best loss(width) over widths "
+              f"{tw[0]}..{tw[-1]}, each at its own best learning rate", "< 1", widen,
+              bool(widen < 1)),
     ]
