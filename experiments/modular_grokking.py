@@ -431,7 +431,8 @@ def _figures(cfg, m, ctx) -> None:
     ok = np.isfinite(t_te) & np.isfinite(delay)
     axes[0].loglog(a, t_tr, "o-", label=f"t_train (train accuracy >= {cfg.train_accuracy:g})")
     axes[0].loglog(a[ok], t_te[ok], "s-", label=f"t_test (test accuracy >= {cfg.test_accuracy:g})")
-    axes[0].loglog(a[ok], np.maximum(delay[ok], 1), "k^--", label="delay t_test - t_train")
+    pos = ok & (delay > 0)    # a zero delay has no place on a log axis
+    axes[0].loglog(a[pos], delay[pos], "k^--", label="delay t_test - t_train (> 0)")
     if (~ok).any():
         axes[0].loglog(a[~ok], [cfg.n_steps] * int((~ok).sum()), "rv",
                        label="test accuracy never crossed")
