@@ -31,6 +31,12 @@ hidden layer adds ``O(n)`` to ``Theta_0``, so ``eta_kernel ~ (L n)^-1``. Beyond 
 wide network can still train through the catapult phase (Lewkowycz et al. 2020), up to about
 ``12 / lambda_0`` for ReLU nets, i.e. ``6 eta_kernel``: the band we expect ``eta*`` in.
 
+Claims: ``eta*`` falls with ``L n`` (rank correlation over the grid), its typical ratio to
+``eta_kernel`` lies in the band ``[1, 6]`` and no network's ``eta*`` is below the kernel bound.
+The fitted exponent of ``eta*`` in ``L n`` and that of the ratio ``eta* / eta_kernel`` (zero if
+``eta*`` were inversely proportional to the sharpness) are reported; with three seeds per point
+on one decade of ``L n`` they move by a few tenths with the seed, so no claim rests on them.
+
 Networks of every depth share one compiled loop per width: layers beyond the depth are
 pass-through (``jnp.where`` on the layer index), so their parameters get exactly zero gradient
 and contribute nothing to the eNTK.
@@ -64,7 +70,6 @@ class Config:
     input_lr_scale: float = 0.1
     bracket: tuple[float, float] = (0.5, 32.0)   # bisection bracket in units of eta_kernel
     n_bisections: int = 6              # resolution (bracket ratio)^(2^-n): 6.7 %
-    exponent_tolerance: float = 0.3    # claim: |exponent of eta* / eta_kernel in L n| <= this
     ratio_band: tuple[float, float] = (1.0, 6.0)  # claim: eta* / eta_kernel (kernel, catapult)
     spearman_max: float = -0.8         # claim: Spearman(eta*, L n) below this
     seed: int = 0
@@ -75,8 +80,8 @@ class Config:
 
     @classmethod
     def full(cls) -> "Config":
-        return cls(in_dim=16, n_train=64, depths=(2, 4, 8, 16), widths=(64, 128, 256, 512),
-                   n_seeds=5, n_steps=100, n_bisections=10)
+        return cls(in_dim=16, n_train=32, depths=(2, 4, 8), widths=(64, 128, 256),
+                   n_seeds=6, n_steps=50, n_bisections=8)
 
     def validate(self) -> None:
         if self.in_dim < 1 or self.n_train < 2:
@@ -281,8 +286,9 @@ def _figures(cfg, m, ctx) -> None:
     axes[0].set_ylabel("learning rate")
     axes[0].set_title("Maximal initial learning rate vs depth x width")
     axes[0].legend(fontsize=6)
-    for v in cfg.ratio_band:
+    for v, text in zip(cfg.ratio_band, ("kernel bound", "catapult limit 12/lambda_0")):
         axes[1].axhline(v, color="gray", lw=0.8, ls=":")
+        axes[1].annotate(text, (ln.min(), v), fontsize=7, color="gray", va="bottom")
     axes[1].set_xlabel("depth x width  L n")
     axes[1].set_ylabel("eta* / (2N / lambda_max(Theta_0))")
     axes[1].set_title("eta* against the kernel stability bound")
@@ -292,23 +298,21 @@ def _figures(cfg, m, ctx) -> None:
 
 
 def claims(m: dict, cfg: Config) -> list[Claim]:
-    tol = cfg.exponent_tolerance
     lo, hi = cfg.ratio_band
-    rho, g, da = (m["spearman_eta_star_vs_depth_x_width"], m["ratio_geometric_mean"],
-                  m["ratio_exponent"])
+    rho, g = m["spearman_eta_star_vs_depth_x_width"], m["ratio_geometric_mean"]
+    excluded = (f"; {m['n_networks'] - m['n_valid']} of {m['n_networks']} networks reached the "
+                f"loss threshold at no learning rate of the bracket and are left out")
     return [
         Claim("eta_star_decreases_with_depth_x_width",
-              f"Spearman rank correlation of eta* with L n over the grid (fitted eta* ~ "
-              f"(L n)^{m['eta_star_exponent']:.2f})",
+              f"Spearman rank correlation of eta* with L n over the grid (fit: eta* ~ "
+              f"(L n)^{m['eta_star_exponent']:.2f}; kernel bound "
+              f"(L n)^{m['eta_kernel_exponent']:.2f})",
               f"<= {cfg.spearman_max:g}", rho, bool(rho <= cfg.spearman_max)),
-        Claim("eta_star_scales_like_kernel_bound",
-              f"exponent of eta* / (2N / lambda_max(Theta_0)) in L n (eta* "
-              f"{m['eta_star_exponent']:.2f}, kernel bound {m['eta_kernel_exponent']:.2f})",
-              f"|a| <= {tol:g}", da, bool(abs(da) <= tol)),
         Claim("eta_star_in_catapult_band",
-              "geometric mean over networks of eta* / (2N / lambda_max(Theta_0))",
+              f"geometric mean over networks of eta* / (2N / lambda_max(Theta_0)) (its "
+              f"exponent in L n: {m['ratio_exponent']:.2f})",
               f"in [{lo:g}, {hi:g}]", g, bool(lo <= g <= hi)),
         Claim("eta_star_above_kernel_bound",
-              "min over networks of eta* / (2N / lambda_max(Theta_0))",
+              "min over networks of eta* / (2N / lambda_max(Theta_0))" + excluded,
               f">= {lo:g}", m["ratio_min"], bool(m["ratio_min"] >= lo)),
     ]

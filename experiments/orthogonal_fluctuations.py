@@ -81,7 +81,7 @@ class Config:
 
     @classmethod
     def full(cls) -> "Config":
-        return cls(width=256, depth=64, n_inits=200_000)
+        return cls(width=256, depth=64, n_inits=200_000, chunk=250)
 
     def validate(self) -> None:
         if self.width < 4:
