@@ -93,8 +93,8 @@ class Config:
 
     @classmethod
     def full(cls) -> "Config":
-        return cls(width=256, branch_width=256, depth=32, n_norm_nets=32, n_train=1000,
-                   train_steps=400, chunk=20,
+        return cls(width=256, branch_width=256, depth=16, n_norm_nets=32, n_train=1000,
+                   train_steps=300, chunk=20,
                    learning_rates=(0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03))
 
     def validate(self) -> None:

@@ -3,7 +3,7 @@
 Study: :mod:`experiments.idinit` (its docstring carries the setup and the math).
 Residual MLP on digits (64 -> 128, 8 blocks, no normalisation): norm preservation at init against
 He's 3^l growth, SGD + momentum on 256 digits over a learning-rate grid against He, and the
-rank constraint of zero-padded identities (full: width 256, 32 blocks, 1000 digits, 400 steps).
+rank constraint of zero-padded identities (full: width 256, 16 blocks, 1000 digits, 300 steps).
 """
 from __future__ import annotations
 
