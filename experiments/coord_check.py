@@ -97,11 +97,11 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("widths", "transfer_widths"):
+        for name, least in (("widths", 3), ("transfer_widths", 2)):
             w = getattr(self, name)
-            if (len(w) < 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
-                                  for v in w) or any(b <= a for a, b in zip(w, w[1:]))):
-                raise ValueError(f"{name} needs >= 3 increasing positive ints, got {w}")
+            if (len(w) < least or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                                      for v in w) or any(b <= a for a, b in zip(w, w[1:]))):
+                raise ValueError(f"{name} needs >= {least} increasing positive ints, got {w}")
         lrs = np.asarray(self.learning_rates, float)
         if lrs.size < 3 or np.any(lrs <= 0) or np.any(np.diff(lrs) <= 0):
             raise ValueError(f"learning_rates must be an increasing grid of >= 3 positive "
@@ -244,11 +244,12 @@ def claims(m: dict, cfg: Config) -> list[Claim]:
     widen = m["mup"]["worst_widening_ratio"]
     return [
         Claim("mup_coordinates_width_stable",
-              f"muP: max |log-log slope vs width| of every layer's mean |h_t| and "
-              f"mean |h_t - h_0|, steps 1..{cfg.n_steps}, widths {w[0]}..{w[-1]}",
+              f"muP: largest absolute log-log slope vs width of every layer's coordinate "
+              f"size mean abs(h_t) and update mean abs(h_t - h_0), steps 1..{cfg.n_steps}, "
+              f"widths {w[0]}..{w[-1]}",
               f"<= {tol:g} (theory 0)", mu, bool(mu <= tol)),
         Claim("sp_output_update_grows",
-              f"SP: log-log slope of the output's first update mean |f_1 - f_0| vs width "
+              f"SP: log-log slope of the output's first update mean abs(f_1 - f_0) vs width "
               f"({w[0]}..{w[-1]})", f">= {thr:g} (theory 1)", sp_slope, bool(sp_slope >= thr)),
         Claim("mup_learning_rate_transfers",
               f"muP: spread of the loss-optimal learning rate over widths {tw[0]}..{tw[-1]} "
