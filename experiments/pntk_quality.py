@@ -254,8 +254,7 @@ def run(cfg: Config, ctx) -> dict:
                **{k: v.tolist() for k, v in mean.items()},
                "frobenius_error_per_seed": per_seed["frobenius_error"].tolist(),
                "error_slope": slope, "error_prefactor": prefactor,
-               "flop_ratio": flop_ratio, "implementations_full_over_pntk": impls,
-               "regression_solve_size_ratio": NUM_CLASSES ** 3}
+               "flop_ratio": flop_ratio, "implementations_full_over_pntk": impls}
     _figures(metrics, ctx)
     return metrics
 
