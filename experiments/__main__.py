@@ -52,9 +52,13 @@ def claims_table(claims: list[dict]) -> str:
         if isinstance(x, list):
             return "[" + ", ".join(fmt(v) for v in x) + "]"
         return str(x)
+
+    def cell(x):  # a literal "|" would split the Markdown cell
+        return str(x).replace("|", "\\|")
     lines = ["| id | claim | expected | measured | holds |", "|---|---|---|---|---|"]
     for c in claims:
-        lines.append(f"| {c['id']} | {c['text']} | {c['expected']} | {fmt(c['measured'])} | "
+        lines.append(f"| {c['id']} | {cell(c['text'])} | {cell(c['expected'])} | "
+                     f"{cell(fmt(c['measured']))} | "
                      f"{'yes' if c['holds'] else 'NO'} |")
     return "\n".join(lines)
 

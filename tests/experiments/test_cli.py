@@ -72,3 +72,12 @@ def test_python_dash_m_entry_point(tmp_path):
     assert out.stderr.strip().splitlines() == [
         "ntk-lab: error: STUDY: unknown study 'nope'; known studies: diagonal_linear, "
         "grokking_lazy_rich, lazy_scale, linear_grokking"]
+
+
+def test_claims_table_escapes_pipes():
+    """A claim text with |x| (a norm) stays one Markdown row of five cells."""
+    from experiments.__main__ import claims_table
+    row = claims_table([{"id": "a", "text": "|w_T - w_0|/|w_0| falls", "expected": "< |1|",
+                         "measured": 0.5, "holds": True}]).splitlines()[-1]
+    cells = [c for c in row.replace("\\|", "").split("|")]
+    assert len(cells) == 7 and "\\|w_T - w_0\\|" in row
