@@ -62,11 +62,11 @@ class Config:
     w_std: float = 1.0              # sigma_w
     b_std: float = 0.1              # Jacot's beta
     widths: tuple[int, ...] = (64, 128, 256, 512)
-    n_angles: int = 65              # gamma grid on [-pi, pi]
+    n_angles: int = 33              # gamma grid on [-pi, pi]
     n_inits: int = 24               # initialisations per width for the kernel at t = 0
     n_trained: int = 4              # of those, how many are trained (the kernel change)
     train_widths: tuple[int, ...] = (128, 256, 512)
-    n_train: int = 16               # P training inputs x ~ N(0, I_2), target x1 x2
+    n_train: int = 8                # P training inputs x ~ N(0, I_2), target x1 x2
     learning_rate: float = 1.0
     n_steps: int = 200              # Jacot et al.: t = 200 steps
     log_every: int = 50
@@ -200,17 +200,31 @@ def _loss(params, x, y, apply_fn):
 
 @partial(jax.jit, static_argnames=("apply_fn",))
 def _mean_loss(params, x, y, apply_fn):
-    """``C`` averaged over a stack of networks (leading axis of every leaf)."""
+    """``C`` averaged over a stack of networks."""
     return jnp.mean(jax.vmap(lambda p: _loss(p, x, y, apply_fn))(params))
 
 
 @partial(jax.jit, static_argnames=("apply_fn", "n_steps"))
 def _gd_chunk(params, x, y, lr, apply_fn, n_steps):
-    """``n_steps`` of full-batch GD on ``C`` for a stack of networks."""
+    """``n_steps`` of full-batch GD on ``C`` for a stack of networks (leading axis of every
+    leaf); returns the new stack and ``C`` after the chunk averaged over the stack."""
     def step(p, _):
         g = jax.grad(_loss)(p, x, y, apply_fn)
         return jax.tree.map(lambda w, d: w - lr * d, p, g), None
-    return jax.vmap(lambda p: jax.lax.scan(step, p, None, length=n_steps)[0])(params)
+    new = jax.vmap(lambda p: jax.lax.scan(step, p, None, length=n_steps)[0])(params)
+    return new, jnp.mean(jax.vmap(lambda p: _loss(p, x, y, apply_fn))(new))
+
+
+def _in_batches(fn, stack, batch: int):
+    """``fn`` over a stack of parameter trees in batches of ``batch`` (the last one padded by
+    repetition), concatenated: ``(S, ...)`` float64."""
+    n = jax.tree.leaves(stack)[0].shape[0]
+    out = []
+    for start in range(0, n, batch):
+        idx = np.minimum(np.arange(start, start + batch), n - 1)
+        out.append(np.asarray(fn(jax.tree.map(lambda a: np.asarray(a)[idx], stack)),
+                              np.float64)[:min(batch, n - start)])
+    return np.concatenate(out)
 
 
 # ----------------------------------------------------------------------------- the study
@@ -230,7 +244,7 @@ def run(cfg: Config, ctx) -> dict:
         # product (a vjp at x0, a jvp on the circle) per init, vmapped over the stack
         entk = ntk.empirical_ntk_fn(apply_fn, vmap_axes=0, implementation="ntvp")
         rows_fn = jax.jit(jax.vmap(lambda p: entk(x_circle, x0, p)[:, 0]))
-        rows = lambda p: np.asarray(rows_fn(p), np.float64)
+        rows = partial(_in_batches, rows_fn, batch=cfg.n_trained)   # one compiled batch size
         params = sample_params(init_fn, (-1, 2), np.random.default_rng([cfg.seed, width]),
                                cfg.n_inits)
         k0 = rows(params)
@@ -240,14 +254,15 @@ def run(cfg: Config, ctx) -> dict:
         if width not in cfg.train_widths:
             continue
         trained0 = jax.tree.map(lambda a: a[:cfg.n_trained], params)
-        state, hist, _ = train(
-            ctx, f"width={width}", init_state=lambda: trained0,
-            chunk_fn=lambda s: _gd_chunk(s, x_tr, y_tr, cfg.learning_rate, apply_fn,
+        loss0 = float(_mean_loss(trained0, x_tr, y_tr, apply_fn))
+        state, hist, _ = train(   # state: (stack of params, mean C after the last chunk)
+            ctx, f"width={width}", init_state=lambda: (trained0, loss0),
+            chunk_fn=lambda s: _gd_chunk(s[0], x_tr, y_tr, cfg.learning_rate, apply_fn,
                                          cfg.log_every),
             n_steps=cfg.n_steps, chunk=cfg.log_every,
-            record=lambda s, t: {"train_loss": float(_mean_loss(s, x_tr, y_tr, apply_fn))},
+            record=lambda s, t: {"train_loss": float(s[1])},
             checkpoint_every=cfg.checkpoint_every)
-        kT = rows(state)
+        kT = rows(state[0])
         train_change.append(relative_distance(kT, k0[:cfg.n_trained]).tolist())
         train_loss.append(hist["train_loss"])
         if width in (cfg.train_widths[0], cfg.train_widths[-1]):

@@ -68,7 +68,7 @@ def test_mean_kernel_z_is_order_one_without_bias_and_large_with_it():
 
 
 def test_sample_params_has_the_init_fn_structure_and_unit_normal_leaves():
-    init_fn, _, _ = nf.network(64, depth=3)
+    init_fn, _, _ = nf.network(32, depth=2)
     _, ref = init_fn(jax.random.PRNGKey(0), (-1, 2))
     stack = nf.sample_params(init_fn, (-1, 2), np.random.default_rng(0), 50)
     assert jax.tree.structure(stack) == jax.tree.structure(ref)
@@ -97,22 +97,25 @@ def test_one_hidden_layer_entk_mean_is_the_limit_within_monte_carlo_error():
 
 
 def test_stacked_gd_chunk_equals_plain_gd_per_network():
-    init_fn, apply_fn, _ = nf.network(16, depth=3)
+    init_fn, apply_fn, _ = nf.network(8, depth=2)
     params = nf.sample_params(init_fn, (-1, 2), np.random.default_rng(0), 2)
     cfg = nf.Config(n_train=5)
     x, y = nf._train_data(cfg)
-    out = nf._gd_chunk(params, x, y, 0.7, apply_fn, 3)
+    out, loss = nf._gd_chunk(params, x, y, 0.7, apply_fn, 3)
 
     @jax.jit
     def plain_step(p):   # C = (1/2P) sum (f - y)^2, one network
         g = jax.grad(lambda q: 0.5 * jnp.mean((apply_fn(q, x)[:, 0] - y) ** 2))(p)
         return jax.tree.map(lambda a, b: a - 0.7 * b, p, g)
+    losses = []
     for s in range(2):
         p = jax.tree.map(lambda a: a[s], params)
         for _ in range(3):
             p = plain_step(p)
         for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(out)):
             np.testing.assert_allclose(a, b[s], rtol=1e-12, atol=1e-12)
+        losses.append(0.5 * np.mean((np.asarray(apply_fn(p, x))[:, 0] - np.asarray(y)) ** 2))
+    assert float(loss) == pytest.approx(np.mean(losses), rel=1e-12)
 
 
 @pytest.mark.parametrize("field,value", [("widths", (64, 32, 128)), ("train_widths", (48, 96, 192)),
