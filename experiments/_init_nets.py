@@ -15,7 +15,6 @@ run gives the same numbers under the CLI and under pytest.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Callable
 
 import jax
@@ -98,7 +97,8 @@ def orthogonal_matrix(rng: np.random.Generator, n_in: int, n_out: int, gain: flo
 
 
 def orthogonal_mlp(rng: np.random.Generator, widths, gain: float = 1.0) -> list:
-    """Orthonormal weights (Saxe et al.) ``W^l = gain Q^l`` (:func:`orthogonal_matrix`), ``b = 0``."""
+    """Orthonormal weights (Saxe et al.): ``W^l = gain Q^l`` (:func:`orthogonal_matrix`),
+    ``b^l = 0``."""
     _check_widths(widths)
     return _as_params([{"w": orthogonal_matrix(rng, n_in, n_out, gain), "b": np.zeros(n_out)}
                        for n_in, n_out in zip(widths[:-1], widths[1:])])

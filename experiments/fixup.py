@@ -15,10 +15,15 @@ affine part of normalisation). Two initialisations, both with ``W^in ~ N(0, 1)``
 ``|x|^2 ~ 1``, so ``Y^0`` has unit-variance coordinates):
 
 - ``he`` (standard): ``W^l_1, W^l_2 ~ N(0, 2/n)``, ``s_l = 1``, ``W^out ~ N(0, 1/n)``, biases 0.
-  Each block doubles the expected squared norm: with ``E phi(z)^2 = E z^2 / 2`` for symmetric
-  ``z`` and the cross term vanishing in expectation, ``E|Y^l|^2 = 2 E|Y^{l-1}|^2``, so
-  ``log(|Y^L| / |Y^0|) ~ (log 2 / 2) L``; the backward pass through ``I + J_branch`` doubles
-  squared gradients the same way, so gradients explode like ``2^{L/2}`` too.
+  Given ``Y = Y^{l-1}``, ``z = phi(Y) W_1`` is a centred Gaussian with
+  ``E|phi(z)|^2 = |phi(Y)|^2``, the branch has ``E|branch|^2 = 2 |phi(Y)|^2`` and the cross
+  term vanishes, so ``E[|Y^l|^2 | Y] = |Y|^2 + 2 |phi(Y)|^2 ~ 2 |Y|^2``: every block doubles the
+  squared norm and ``|Y^L| ~ 2^{L/2}``. Backwards, ``dLoss/dY^{l-1} = dLoss/dY^l (I + J_l^T)``
+  doubles squared gradients the same way (under the usual gradient-independence
+  approximation). At finite width the ratios fluctuate and ``E log < log E``, so the log-norm
+  grows a little slower than ``(log 2)/2`` per block; the claims therefore average the
+  per-block ratios ``|Y^l|^2 / |Y^{l-1}|^2`` (expected 2; their mean over 64 blocks has a
+  Monte Carlo standard deviation of about 0.08 at width 64, and the tolerance is 3 of those).
 - ``fixup`` (Zhang et al., Sec. 3): the classifier ``W^out`` and the last layer of every
   branch ``W^l_2`` start at 0; the other ``m - 1`` branch layers get the standard init scaled
   by ``L^{-1/(2m-2)}`` (``L^{-1/2}`` here); ``s_l = 1``, biases 0. At init ``Y^L = Y^0`` and only
@@ -28,12 +33,21 @@ affine part of normalisation). Two initialisations, both with ``W^in ~ N(0, 1)``
   output by ``eta * (L^{-1/2})^2 = eta / L``, and the ``L`` branches together change ``f`` by
   ``Theta(eta)``: the per-step function update is depth-independent.
 
-Measured on scikit-learn digits (full-batch gradient descent, softmax cross-entropy) at
-depths ``L`` in ``cfg.depths``: the forward ratio ``|Y^L|_F / |Y^0|_F`` and the gradient norm
-at init (slopes of their logs per block), the per-step function change
-``|f_{t+1} - f_t|_rms / eta`` for steps ``t = 1 .. update_steps - 1`` (step 0 moves only the
-classifier and is depth-independent by construction, so it is left out of the slope), and
-training at one learning rate ``eta`` for both inits.
+Measured on scikit-learn digits (full-batch gradient descent, softmax cross-entropy, one
+learning rate ``eta`` for both inits) at depths ``L`` in ``cfg.depths``: the per-block growth
+of the stream and of its gradient at init, the parameter-gradient norm at init, training
+curves, and after every ``log_every`` steps the function change of one more GD step,
+``|f(theta - eta grad) - f(theta)|_rms / eta``, for all parameters, for the branch weights
+``W_1, W_2`` alone and for the branch scalars ``s, a, c`` alone. The claim on the update uses
+the branch weights, averaged over the logged steps ``0 < t <= update_window`` and over
+``update_nets`` independently drawn networks per depth (one network's update varies by tens
+of percent from draw to draw). At ``t = 0`` only the classifier moves, which is
+depth-independent by construction; in runs of 100+ steps at width 64 the deepest nets'
+updates kept growing, by about 2x at L = 64, so the claim is about the start of training,
+where the argument lives. The argument covers the weight layers it scales, not the scalars:
+the ``L`` stream biases ``c_l`` all receive the same gradient (the sum of ``dLoss/dY^l``,
+nearly equal across blocks while the branches are small) and move together, so their summed
+effect can grow with ``L``; measured, their update is depth-dependent and noisy in time.
 """
 from __future__ import annotations
 
@@ -44,8 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._init_nets import (DTYPE, cross_entropy, digits_classification, gd_train,
-                                    log_slope)
+from experiments._init_nets import cross_entropy, digits_classification, gd_train, log_slope
 from experiments.records import Claim
 
 NAME = "fixup"
@@ -57,11 +70,12 @@ INITS = ("he", "fixup")
 class Config:
     depths: tuple[int, ...] = (4, 16, 64)
     width: int = 64
-    n_train: int = 128
+    n_train: int = 64
     lr: float = 0.05
-    n_steps: int = 60
+    n_steps: int = 50
     log_every: int = 5
     update_window: int = 25         # per-step updates averaged over logged steps in (0, this]
+    update_nets: int = 3            # ... and over this many independent Fixup nets per depth
     growth_tolerance: float = 0.25  # He: mean per-block squared-norm growth 2 +- this (3 sd)
     o1_factor: float = 2.0          # "O(1) in depth": within this factor from L_min to L_max
     update_slope_tolerance: float = 0.15  # |d log(update) / d log L| for Fixup
@@ -84,9 +98,13 @@ class Config:
         if self.n_steps % self.log_every:
             raise ValueError(f"n_steps={self.n_steps} must be a multiple of "
                              f"log_every={self.log_every}")
-        if not self.log_every <= self.update_window <= self.n_steps:
-            raise ValueError(f"update_window={self.update_window} must lie in [log_every, "
-                             f"n_steps] = [{self.log_every}, {self.n_steps}]")
+        if self.update_nets < 1:
+            raise ValueError(f"update_nets must be >= 1, got {self.update_nets}")
+        if (not self.log_every <= self.update_window <= self.n_steps
+                or self.update_window % self.log_every):
+            raise ValueError(f"update_window={self.update_window} must be a multiple of "
+                             f"log_every in [log_every, n_steps] = [{self.log_every}, "
+                             f"{self.n_steps}]")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
@@ -245,13 +263,27 @@ def run(cfg: Config, ctx) -> dict:
                    "grad_slope_per_block": log_slope(cfg.depths, grad_norm),
                    "curves": curves, "final_loss": final, "best_loss": best,
                    "nonfinite_at_step": diverged_at}
-        # per-step updates averaged over the early window (logged steps 0 < t <= window;
-        # at t = 0 a Fixup network's blocks have no gradient: the classifier is zero)
-        for key in ("update", "weight_update", "scalar_update"):
-            means = []
-            for h in curves:
-                vals = [v for t, v in zip(h["step"], h[key]) if 0 < t <= cfg.update_window]
-                means.append(float(np.mean(vals)) if vals else float("nan"))
+        # per-step updates averaged over the early window (logged steps 0 < t <= window; at
+        # t = 0 a Fixup network's blocks have no gradient: the classifier is zero) and, for
+        # Fixup, over update_nets independent networks per depth (the update of a single
+        # network varies by tens of percent from draw to draw)
+        window = lambda h, key: float(np.mean(
+            [v for t, v in zip(h["step"], h[key]) if 0 < t <= cfg.update_window]))
+        per_net = {key: [[window(h, key)] for h in curves]
+                   for key in ("update", "weight_update", "scalar_update")}
+        if init == "fixup":
+            for i, depth in enumerate(cfg.depths):
+                for k in range(1, cfg.update_nets):
+                    p0 = init_resmlp(np.random.default_rng([cfg.seed, depth, k]), x.shape[1],
+                                     cfg.width, depth, y.shape[1], init)
+                    _, hist, _ = gd_train(ctx, f"{init}-L{depth}-net{k}", p0, loss, lr=cfg.lr,
+                                          n_steps=cfg.update_window, chunk=cfg.log_every,
+                                          record=record, checkpoint_every=cfg.checkpoint_every)
+                    for key in per_net:
+                        per_net[key][i].append(window(hist, key))
+        for key, values in per_net.items():
+            means = [float(np.mean(v)) for v in values]
+            m[init][f"early_{key}_per_net"] = values
             m[init][f"early_{key}"] = means
             ok = all(math.isfinite(v) and v > 0 for v in means)
             m[init][f"{key}_slope_log_depth"] = (log_slope(np.log(cfg.depths), means) if ok
@@ -336,8 +368,8 @@ def claims(m: dict, cfg: Config) -> list[Claim]:
               bool(1 / cfg.o1_factor <= grad_ratio <= cfg.o1_factor)),
         Claim("fixup_update_theta_eta", "Fixup: slope against log L of the function change "
               "from one GD step on the branch weights, |df|_rms / eta (mean over steps "
-              f"0 < t <= {cfg.update_window})", f"[{-cfg.update_slope_tolerance:g}, "
-              f"{cfg.update_slope_tolerance:g}]", s_up,
+              f"0 < t <= {cfg.update_window} and {cfg.update_nets} networks per depth)",
+              f"[{-cfg.update_slope_tolerance:g}, {cfg.update_slope_tolerance:g}]", s_up,
               bool(abs(s_up) <= cfg.update_slope_tolerance)),
         Claim("fixup_trains_deep", f"Fixup, L = {L}, lr {cfg.lr:g}: final / initial training "
               "loss", f"< {cfg.train_ratio:g}", train_ratio, bool(train_ratio < cfg.train_ratio)),

@@ -31,8 +31,8 @@ import math
 import jax
 import numpy as np
 
-from experiments._init_nets import (DTYPE, cross_entropy, digits_classification, gaussian_mlp,
-                                    gd_train, mlp_apply, orthogonal_mlp)
+from experiments._init_nets import (cross_entropy, digits_classification, gaussian_mlp, gd_train,
+                                    mlp_apply, orthogonal_mlp)
 from experiments.records import Claim
 
 NAME = "lsuv"
