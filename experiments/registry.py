@@ -23,6 +23,57 @@ STUDIES: dict[str, tuple[str, str]] = {
         "experiments.diagonal_linear",
         "Woodworth et al. 2020: diagonal linear nets, init scale moves GD from the min-l1 to "
         "the min-l2 interpolant"),
+    "modular_grokking": (
+        "experiments.modular_grokking",
+        "Kumar et al. 2023 Fig. 2: modular addition without weight decay (quadratic net, MSE, "
+        "GD; AdamW variant); the output scale sets the grokking delay"),
+    "rank_richness": (
+        "experiments.rank_richness",
+        "Liu et al. 2024: low-rank initial weights learn richer (weight change, kernel "
+        "alignment) unless aligned with the task"),
+    "ntk_finite_width": (
+        "experiments.ntk_finite_width",
+        "Jacot et al. 2018: empirical NTK against its infinite-width limit as width grows, "
+        "and its change during training"),
+    "linearization": (
+        "experiments.linearization",
+        "Lee et al. 2019: a wide network against its linearisation during GD as width grows"),
+    "dynamical_isometry": (
+        "experiments.dynamical_isometry",
+        "Pennington et al. 2017: input-output Jacobian spectrum of deep tanh nets at "
+        "criticality, orthogonal vs Gaussian weights"),
+    "orthogonal_fluctuations": (
+        "experiments.orthogonal_fluctuations",
+        "Day et al.: orthogonal weights make preactivation fluctuations depth-independent; "
+        "Gaussian: excess kurtosis ~ depth/width"),
+    "max_lr": (
+        "experiments.max_lr",
+        "Iyer, Hanin & Rolnick 2023: maximal initial learning rate against depth x width"),
+    "fixup": (
+        "experiments.fixup",
+        "Zhang, Dauphin & Ma 2019: Fixup initialisation trains deep residual nets without "
+        "normalisation"),
+    "lsuv": (
+        "experiments.lsuv",
+        "Mishkin & Matas 2016: layer-sequential unit-variance initialisation"),
+    "zero_init": (
+        "experiments.zero_init",
+        "Zhao et al. 2022: ZerO initialisation with only zeros, ones and Hadamard transforms"),
+    "idinit": (
+        "experiments.idinit",
+        "Pan et al.: IDInit, padded-identity initialisation of main and sub-stem layers"),
+    "maxout_init": (
+        "experiments.maxout_init",
+        "Tseran & Montufar 2023: maxout initialisation c = 1/E[max_K^2] keeps activation "
+        "length O(1) with depth"),
+    "pntk_quality": (
+        "experiments.pntk_quality",
+        "Mohamadi et al. 2023: pseudo-NTK (sum of logits) against the full eNTK as the "
+        "readout width grows"),
+    "coord_check": (
+        "experiments.coord_check",
+        "Yang et al. (Tensor Programs IV/V): coordinate check and learning-rate transfer "
+        "across width, SP vs muP"),
 }
 
 
