@@ -17,10 +17,10 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/ntk-lab demo --out $(OUT)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 test-all: $(VENV)/.installed
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q -n auto -m "slow or not slow"
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks --out $(OUT)/bench

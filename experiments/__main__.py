@@ -103,26 +103,25 @@ def _cmd_verify(args) -> int:
     return 0 if report["all_hold"] else 1
 
 
+# The tour of ``ntk-lab demo``: one study per room (kernels, lazy vs rich, grokking, limits,
+# initialisation), each in its quick configuration.
+DEMO_STUDIES = ("ntk_finite_width", "lazy_scale", "grokking_lazy_rich", "modular_grokking",
+                "coord_check", "dynamical_isometry")
+
+
 def _cmd_demo(args) -> int:
-    import importlib
+    from experiments import baselines, kernel_tour
     from experiments.runner import run_study
     out = Path(args.out) / "demo"
     written = []
-    for mod_name in ("experiments.kernel_tour", "experiments.baselines"):
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError as err:
-            print(f"[demo] skipping {mod_name}: not available ({err})")
-            continue
-        print(f"[demo] {mod_name} ...", flush=True)
-        mod.main(str(out / mod_name.split(".")[-1]), quick=True)
-        written.append(str(out / mod_name.split(".")[-1]))
-    for study in ("grokking_lazy_rich", "linear_grokking", "lazy_scale", "diagonal_linear"):
-        try:
-            res = run_study(study, quick=True, out=out)
-        except ModuleNotFoundError as err:
-            print(f"[demo] skipping {study}: {err}")
-            continue
+    for mod in (kernel_tour, baselines):
+        name = mod.__name__.split(".")[-1]
+        print(f"[demo] {name} ...", flush=True)
+        mod.main(str(out / name), quick=True)
+        written.append(str(out / name))
+    for study in DEMO_STUDIES:
+        print(f"[demo] {study} ...", flush=True)
+        res = run_study(study, quick=True, out=out)
         folder = out / study / res["run_id"]
         n_ok = sum(c["holds"] for c in res["claims"])
         print(f"[demo] {study}: {n_ok}/{len(res['claims'])} claims hold; figures: "

@@ -69,9 +69,10 @@ def test_python_dash_m_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-m", "experiments", "run", "nope"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
+    from experiments.registry import STUDIES
     assert out.stderr.strip().splitlines() == [
-        "ntk-lab: error: STUDY: unknown study 'nope'; known studies: diagonal_linear, "
-        "grokking_lazy_rich, lazy_scale, linear_grokking"]
+        "ntk-lab: error: STUDY: unknown study 'nope'; known studies: "
+        + ", ".join(sorted(STUDIES))]
 
 
 def test_claims_table_escapes_pipes():
@@ -81,3 +82,9 @@ def test_claims_table_escapes_pipes():
                          "measured": 0.5, "holds": True}]).splitlines()[-1]
     cells = [c for c in row.replace("\\|", "").split("|")]
     assert len(cells) == 7 and "\\|w_T - w_0\\|" in row
+
+
+def test_demo_tours_registered_studies_of_every_room():
+    from experiments.__main__ import DEMO_STUDIES
+    from experiments.registry import STUDIES
+    assert set(DEMO_STUDIES) <= set(STUDIES) and len(set(DEMO_STUDIES)) == len(DEMO_STUDIES)
