@@ -1,4 +1,5 @@
-"""Small fully connected networks shared by the initialisation studies (Fixup, LSUV, ZerO).
+"""Small networks and training loops shared by the initialisation studies (Fixup, LSUV, ZerO,
+IDInit, maxout).
 
 An MLP is a list of layers ``[{"w": (fan_in, fan_out), "b": (fan_out,)}, ...]`` (row-vector
 convention, ``x`` is ``(N, d)``)::
@@ -158,3 +159,49 @@ def gd_train(ctx, task: str, params0, loss_fn: Callable, *, lr: float, n_steps: 
     return train(ctx, task, init_state=lambda: params0,
                  chunk_fn=_gd_chunk(loss_fn, float(lr), int(chunk)), n_steps=n_steps,
                  chunk=chunk, record=record, stop=stop, checkpoint_every=checkpoint_every)
+
+
+@functools.lru_cache(maxsize=64)
+def _heavy_ball_chunk(loss_fn: Callable, momentum: float, chunk: int):
+    """The jitted ``chunk``-step heavy-ball scan for ``loss_fn``; the learning rate is an
+    argument, so every rate (and every network of the same shapes) shares one program."""
+    grad_fn = jax.grad(loss_fn)
+
+    @jax.jit
+    def run_chunk(state, lr):
+        def step(s, _):
+            mom = jax.tree.map(lambda m, g: momentum * m + g, s["momentum"], grad_fn(s["params"]))
+            return {"params": jax.tree.map(lambda p, m: p - lr * m, s["params"], mom),
+                    "momentum": mom}, None
+        return jax.lax.scan(step, state, None, length=chunk)[0]
+    return run_chunk
+
+
+def heavy_ball_train(ctx, task: str, init_params: Callable, loss_fn: Callable, *, lr: float,
+                     momentum: float, n_steps: int, chunk: int, checkpoint_every: int = 1):
+    """Full-batch heavy-ball SGD ``m <- momentum m + grad, theta <- theta - lr m`` (``m_0 = 0``)
+    for ``n_steps`` steps, resumable through :func:`experiments.loop.train`, stopping at the
+    first non-finite loss. ``init_params()`` builds the initial parameters (called only when
+    there is no checkpoint).
+
+    Returns ``(state, losses)``: the final ``{"params", "momentum"}`` and the loss every
+    ``chunk`` steps from step 0, padded with ``inf`` after a divergence to
+    ``n_steps // chunk + 1`` entries.
+    """
+    run_chunk = _heavy_ball_chunk(loss_fn, float(momentum), int(chunk))
+    loss_jit = jax.jit(loss_fn)
+    lr = jnp.asarray(lr, DTYPE)
+
+    def record(state, step):
+        value = float(loss_jit(state["params"]))
+        return {"loss": value if np.isfinite(value) else float("inf")}
+
+    def init_state():
+        params = init_params()
+        return {"params": params, "momentum": jax.tree.map(jnp.zeros_like, params)}
+    state, hist, _ = train(ctx, task, init_state=init_state,
+                           chunk_fn=lambda s: run_chunk(s, lr), n_steps=n_steps, chunk=chunk,
+                           record=record, stop=lambda h: not np.isfinite(h["loss"][-1]),
+                           checkpoint_every=checkpoint_every)
+    n_points = n_steps // chunk + 1
+    return state, hist["loss"] + [float("inf")] * (n_points - len(hist["loss"]))

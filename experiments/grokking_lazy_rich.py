@@ -47,6 +47,7 @@ import numpy as np
 import optax
 
 from experiments.loop import train
+from experiments.fits import censored_rank_correlation
 from experiments.records import Claim
 
 NAME = "grokking_lazy_rich"
@@ -354,16 +355,13 @@ def _figures(cfg, m, ctx) -> None:
 
 
 def claims(m: dict, cfg: Config) -> list[Claim]:
-    from scipy.stats import spearmanr
     alphas = np.array(m["alphas"], float)
     lag = np.array([float(v) for v in m["grokking_lag"]])
     t_test = np.array([float(v) for v in m["t_test"]])
     # grokking: some alpha where both losses cross the threshold and the test lags
     finite = np.isfinite(lag) & np.isfinite(t_test)
     max_lag = float(np.max(lag[finite])) if finite.any() else float("nan")
-    ok = np.isfinite(lag) | (np.isinf(lag) & (lag > 0))   # censored lags rank as largest
-    rho = float(spearmanr(alphas[ok], np.where(np.isinf(lag[ok]), 1e300, lag[ok]))[0]) \
-        if ok.sum() >= 3 else float("nan")
+    rho = censored_rank_correlation(alphas, lag)   # a never-crossing test loss ranks highest
     i_big = int(np.argmax(alphas))
     i_small = int(np.argmin(alphas))
     dist = [float(v) for v in m["net_vs_linearized_rel_dist"]]

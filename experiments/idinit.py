@@ -54,9 +54,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._init_nets import (cross_entropy, digits_classification, log_slope,
-                                    numerical_rank)
-from experiments.loop import train
+from experiments._init_nets import (cross_entropy, digits_classification, heavy_ball_train,
+                                    log_slope, numerical_rank)
 from experiments.records import Claim
 
 NAME = "idinit"
@@ -237,34 +236,13 @@ def _train_study(cfg: Config, ctx, x, y) -> dict:
     def loss_fn(params):
         return cross_entropy(resmlp_apply(params, x), y)
 
-    @jax.jit
-    def chunk_fn(state, lr):
-        """``chunk`` steps of full-batch heavy-ball SGD: ``m <- mu m + g``, ``p <- p - lr m``."""
-        def step(s, _):
-            grads = jax.grad(loss_fn)(s["params"])
-            mom = jax.tree.map(lambda m, g: cfg.momentum * m + g, s["momentum"], grads)
-            return {"params": jax.tree.map(lambda p, m: p - lr * m, s["params"], mom),
-                    "momentum": mom}, None
-        return jax.lax.scan(step, state, None, length=cfg.chunk)[0]
-
-    loss_jit = jax.jit(loss_fn)
     features = jax.jit(lambda p: main_stem(p, x)[-1])
-
-    def record(state, step):
-        value = float(loss_jit(state["params"]))
-        return {"loss": value if np.isfinite(value) else float("inf")}
 
     def train_kind(kind, lr):
         key = jax.random.PRNGKey(1000 + cfg.seed)
-        state, hist, _ = train(
-            ctx, f"{kind}-lr={lr:g}",
-            init_state=lambda: (lambda p: {"params": p, "momentum": jax.tree.map(
-                jnp.zeros_like, p)})(init_resmlp(kind, key, **kw)),
-            chunk_fn=lambda s: chunk_fn(s, jnp.asarray(lr, DTYPE)), n_steps=cfg.train_steps,
-            chunk=cfg.chunk, record=record, stop=lambda h: not np.isfinite(h["loss"][-1]),
-            checkpoint_every=cfg.checkpoint_every)
-        n_points = cfg.train_steps // cfg.chunk + 1
-        return state, hist["loss"] + [float("inf")] * (n_points - len(hist["loss"]))
+        return heavy_ball_train(ctx, f"{kind}-lr={lr:g}", lambda: init_resmlp(kind, key, **kw),
+                                loss_fn, lr=lr, momentum=cfg.momentum, n_steps=cfg.train_steps,
+                                chunk=cfg.chunk, checkpoint_every=cfg.checkpoint_every)
 
     out = {"train_steps": list(range(0, cfg.train_steps + 1, cfg.chunk))}
     finals = {}

@@ -56,8 +56,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate, stats
 
-from experiments._init_nets import cross_entropy, digits_classification, log_slope
-from experiments.loop import train
+from experiments._init_nets import (cross_entropy, digits_classification, heavy_ball_train,
+                                   log_slope)
 from experiments.records import Claim
 
 NAME = "maxout_init"
@@ -325,22 +325,6 @@ def _train_study(cfg: Config, ctx, c_values) -> dict:
     def loss_fn(params):
         return cross_entropy(maxout_apply(params, x_tr, k), y_tr)
 
-    @jax.jit
-    def chunk_fn(state, lr):
-        """``chunk`` steps of full-batch heavy-ball SGD: ``m <- mu m + g``, ``p <- p - lr m``."""
-        def step(s, _):
-            grads = jax.grad(loss_fn)(s["params"])
-            mom = jax.tree.map(lambda m, g: cfg.momentum * m + g, s["momentum"], grads)
-            return {"params": jax.tree.map(lambda p, m: p - lr * m, s["params"], mom),
-                    "momentum": mom}, None
-        return jax.lax.scan(step, state, None, length=cfg.chunk)[0]
-
-    loss_jit = jax.jit(loss_fn)
-
-    def record(state, step):
-        value = float(loss_jit(state["params"]))
-        return {"loss": value if np.isfinite(value) else float("inf")}
-
     curves = []          # [c][lr][seed] -> loss history
     for c in c_values:
         per_lr = []
@@ -348,18 +332,12 @@ def _train_study(cfg: Config, ctx, c_values) -> dict:
             per_seed = []
             for s in range(cfg.n_train_seeds):
                 key = jax.random.PRNGKey(1000 + cfg.seed * 97 + s)
-
-                def init_state(key=key, c=c):
-                    p = init_maxout(key, widths, k, c, readout_dim=y_tr.shape[1])
-                    return {"params": p, "momentum": jax.tree.map(jnp.zeros_like, p)}
-                _, hist, _ = train(
-                    ctx, f"train-c={c:.5g}-lr={lr:g}-seed={s}", init_state=init_state,
-                    chunk_fn=lambda st, lr=lr: chunk_fn(st, jnp.asarray(lr, DTYPE)),
-                    n_steps=cfg.train_steps, chunk=cfg.chunk, record=record,
-                    stop=lambda h: not np.isfinite(h["loss"][-1]),
-                    checkpoint_every=cfg.checkpoint_every)
-                n_points = cfg.train_steps // cfg.chunk + 1
-                loss = hist["loss"] + [float("inf")] * (n_points - len(hist["loss"]))
+                _, loss = heavy_ball_train(
+                    ctx, f"train-c={c:.5g}-lr={lr:g}-seed={s}",
+                    lambda key=key, c=c: init_maxout(key, widths, k, c,
+                                                     readout_dim=y_tr.shape[1]),
+                    loss_fn, lr=lr, momentum=cfg.momentum, n_steps=cfg.train_steps,
+                    chunk=cfg.chunk, checkpoint_every=cfg.checkpoint_every)
                 per_seed.append(loss)
             per_lr.append(per_seed)
         curves.append(per_lr)

@@ -67,6 +67,7 @@ import optax
 import ntk
 from experiments.grokking_lazy_rich import kernel_regression
 from experiments.loop import train
+from experiments.fits import censored_rank_correlation
 from experiments.records import Claim
 
 NAME = "modular_grokking"
@@ -458,16 +459,13 @@ def _figures(cfg, m, ctx) -> None:
 
 # ----------------------------------------------------------------------------- claims
 def claims(m: dict, cfg: Config) -> list[Claim]:
-    from scipy.stats import spearmanr
     alphas = np.array(m["alphas"], float)
     t_test = np.array([float(v) for v in m["t_test"]])
     delay = np.array([float(v) for v in m["grokking_delay"]])
     ratio = np.array([float(v) for v in m["delay_ratio"]])
     groks = np.isfinite(t_test) & np.isfinite(delay)
     max_ratio = float(np.max(ratio[groks])) if groks.any() else float("nan")
-    ok = ~np.isnan(delay)            # never-crossing test accuracy: delay = inf, ranks highest
-    rho = (float(spearmanr(alphas[ok], np.where(np.isinf(delay[ok]), 1e300, delay[ok]))[0])
-           if ok.sum() >= 3 else float("nan"))
+    rho = censored_rank_correlation(alphas, delay)  # never generalising ranks highest
     final = np.array([float(v) for v in m["final_test_accuracy"]])
     min_final = float(np.min(final[groks])) if groks.any() else float("nan")
     chance = float(m["chance_accuracy"])
