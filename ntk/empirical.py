@@ -441,6 +441,7 @@ def _profile(model: _Model, leaves, x, in_axis: int, n_examples: int = 1):
         shape = list(x.shape)
         del shape[in_axis]
         xc = jax.ShapeDtypeStruct(tuple(shape), x.dtype)
+        n_examples = 1   # the traced call is already one example
     avals = [jax.ShapeDtypeStruct(jnp.shape(l), jnp.result_type(l)) for l in leaves]
     closed = jax.make_jaxpr(model.call)(avals, xc)
     analysis = _structured.analyze(closed, len(leaves))
