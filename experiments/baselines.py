@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -65,8 +66,9 @@ class BaselinesConfig:
         return cls(width=1024, n_train=2000, n_test=1000, steps=2000, proj_dim=2048)
 
 
-def load_dataset(name: str, n_train: int, n_test: int, seed: int):
-    """(x_train, labels_train, x_test, labels_test), float32, centered, |x|^2 ~ 1."""
+@functools.lru_cache(maxsize=None)
+def _raw_dataset(name: str):
+    """The bundled data set as read-only (float64 pixels, int labels); read once per process."""
     if name == "digits":
         from sklearn.datasets import load_digits
         data = load_digits()
@@ -76,7 +78,15 @@ def load_dataset(name: str, n_train: int, n_test: int, seed: int):
         x, labels = mnist_data()
     else:
         raise ValueError(f"dataset must be 'digits' or 'mnist', got {name!r}")
-    x = np.asarray(x, np.float64)
+    x, labels = np.array(x, np.float64), np.array(labels)
+    x.setflags(write=False)
+    labels.setflags(write=False)
+    return x, labels
+
+
+def load_dataset(name: str, n_train: int, n_test: int, seed: int):
+    """(x_train, labels_train, x_test, labels_test), float32, centered, |x|^2 ~ 1."""
+    x, labels = _raw_dataset(name)
     if n_train + n_test > len(x):
         raise ValueError(f"{name} has {len(x)} examples; n_train + n_test = "
                          f"{n_train + n_test} is too many")
