@@ -45,6 +45,7 @@ import numpy as np
 
 from experiments.records import Claim
 from limits import criticality
+from limits.scaling import loglog_slope
 
 NAME = "dynamical_isometry"
 DESCRIPTION = ("Pennington et al. 2017: Jacobian singular values of deep tanh nets at "
@@ -203,7 +204,7 @@ def run(cfg: Config, ctx) -> dict:
         var = np.asarray(out[f"{kind}_variance"])
         # least-squares ratio of the measured variances to the prediction, over all depths
         out[f"{kind}_variance_over_theory"] = float(var @ theory / (theory @ theory))
-        out[f"{kind}_variance_slope"] = float(np.polyfit(np.log(cfg.depths), np.log(var), 1)[0])
+        out[f"{kind}_variance_slope"] = float(loglog_slope(cfg.depths, var))
     out["orthogonal_over_gaussian_variance"] = (out["orthogonal_variance"][-1]
                                                 / out["gaussian_variance"][-1])
     out["orthogonal_over_gaussian_theory"] = float(

@@ -53,6 +53,7 @@ import ntk
 from experiments.baselines import load_dataset
 from experiments.records import Claim
 from ntk import approx, predict, stax
+from limits.scaling import loglog_slope
 
 NAME = "pntk_quality"
 DESCRIPTION = ("Mohamadi et al. 2023: pseudo-NTK (sum of logits) against the full eNTK as "
@@ -164,8 +165,8 @@ def loglog_fit(x, y) -> tuple[float, float]:
                          f"{x.shape} and {y.shape}")
     if np.any(x <= 0) or np.any(y <= 0) or not np.all(np.isfinite(y)):
         raise ValueError(f"x and y must be positive and finite, got x={x}, y={y}")
-    slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
-    return float(slope), float(np.exp(intercept))
+    slope = float(loglog_slope(x, y))
+    return slope, float(np.exp(np.mean(np.log(y)) - slope * np.mean(np.log(x))))
 
 
 def extreme_eigenvalues(k) -> tuple[float, float]:
