@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
-    "correlation", "abrelu", "erf", "gelu", "sin", "exp", "gaussian", "sign", "monomial",
+    "angle", "correlation", "abrelu", "erf", "gelu", "sin", "exp", "gaussian", "sign", "monomial",
     "rectified_monomial", "gauss_hermite", "hermite_rule",
 ]
 
@@ -56,9 +56,62 @@ def correlation(q12, q11, q22):
     return jnp.clip(rho, -1.0, 1.0), norm
 
 
+#: ``atan(u) = u + u^3 p(u^2)`` on ``|u| <= tan(pi / 8)``: coefficients of ``p`` from Chebyshev
+#: interpolation of ``(atan(sqrt z) - sqrt z) / z^(3/2)`` on ``[0, tan(pi / 8)^2]`` (50-digit
+#: arithmetic); the error of the rounded evaluation is below one ulp in each precision
+_ATAN_POLY = {
+    8: (-0.3333333333333333, 0.19999999999999804, -0.14285714285659828, 0.11111111105155447,
+        -0.09090908753500877, 0.07692296375032143, -0.06666424885738255, 0.05878928997834775,
+        -0.05230454270650244, 0.04551593220626549, -0.034570561981427744,
+        0.016285756855221028),
+    4: (-0.3333333176116852, 0.19999540483648964, -0.1426395559798464, 0.10743731490791084,
+        -0.06451928208121749),
+}
+_TAN_PI_8 = 0.41421356237309503
+
+
+@jax.custom_jvp
+def angle(y, x):
+    """``theta = atan2(y, x)`` in ``[0, pi]`` for ``y >= 0``; ``pi / 2`` at ``x = y = 0``.
+
+    With ``y = sqrt(q11 q22 - q12^2)`` and ``x = q12`` this is ``arccos(rho)`` without the
+    division by ``sqrt(q11 q22)``. Pure arithmetic (one division and a polynomial), so XLA
+    vectorises it, where ``jnp.arctan2`` is a scalar library call per element (about 10x
+    slower on CPU): with ``a = min(y, |x|)``, ``b = max(y, |x|)``, ``atan(a / b)`` is
+    ``atan(u)`` or ``pi / 4 + atan(u)`` with ``u = a / b`` or ``(a - b) / (a + b)``
+    (``|u| <= tan(pi / 8)``), then reflected into the octant of ``(x, y)``. Accurate to about
+    one ulp in float32 and float64 (tests compare with ``jnp.arctan2``). The derivative is the
+    exact ``(x dy - y dx) / (x^2 + y^2)`` (0 at the origin).
+    """
+    ax = jnp.abs(x)
+    lo, hi = jnp.minimum(y, ax), jnp.maximum(y, ax)
+    reduce = lo > _TAN_PI_8 * hi
+    num = jnp.where(reduce, lo - hi, lo)
+    den = jnp.where(reduce, lo + hi, hi)
+    u = num / jnp.where(den > 0, den, 1.0)
+    z = u * u
+    coef = _ATAN_POLY[8 if u.dtype.itemsize >= 8 else 4]
+    p = jnp.full_like(z, coef[-1])
+    for c in coef[-2::-1]:
+        p = p * z + c
+    t = u + u * z * p
+    t = jnp.where(reduce, t + math.pi / 4, t)
+    t = jnp.where(y > ax, math.pi / 2 - t, t)
+    t = jnp.where(x < 0, math.pi - t, t)
+    return jnp.where(hi > 0, t, math.pi / 2)
+
+
+@angle.defjvp
+def _angle_jvp(primals, tangents):
+    (y, x), (dy, dx) = primals, tangents
+    r2 = x * x + y * y
+    ok = r2 > 0
+    return angle(y, x), jnp.where(ok, (x * dy - y * dx) / jnp.where(ok, r2, 1.0), 0.0)
+
+
 def _angle(rho):
-    """``theta = arccos(rho)`` written as ``arctan2(sqrt(1 - rho^2), rho)`` (finite gradient)."""
-    return jnp.arctan2(safe_sqrt(1.0 - rho * rho), rho)
+    """``theta = arccos(rho)`` for ``rho`` in ``[-1, 1]`` (finite gradient)."""
+    return angle(safe_sqrt(1.0 - rho * rho), rho)
 
 
 # ----------------------------------------------------------------------------------------
@@ -81,10 +134,13 @@ def abrelu(a: float, b: float) -> Dual:
     mean_sq = (a * a + b * b) / 2
 
     def dual(q12, q11, q22, need_dot=True):
-        rho, norm = correlation(q12, q11, q22)
-        theta = _angle(rho)
-        tdot = mean_sq - spread * theta
-        t = norm * (spread * safe_sqrt(1.0 - rho * rho) + tdot * rho)
+        # unnormalised: q12 clipped to [-sqrt(q11 q22), sqrt(q11 q22)] is rho sqrt(q11 q22)
+        prod = q11 * q22
+        norm = safe_sqrt(prod)
+        q12 = jnp.clip(q12, -norm, norm)
+        sin_norm = safe_sqrt(prod - q12 * q12)  # sqrt(q11 q22) sin(theta)
+        tdot = mean_sq - spread * angle(sin_norm, q12)
+        t = spread * sin_norm + tdot * q12
         return t, (tdot if need_dot else None)
 
     return dual

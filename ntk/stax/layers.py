@@ -9,6 +9,7 @@ parameterization"). Biases are ``b_std * N(0, 1)`` (``b_std=None``: no bias).
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Optional, Sequence
 
@@ -124,42 +125,54 @@ def _pads(length: int, window: int, stride: int, padding: str):
     return total // 2, total - total // 2, out
 
 
-def _pad_axes(x, axes, lo, hi):
-    if lo == 0 and hi == 0:
-        return x
-    widths = [(0, 0)] * x.ndim
-    for a in axes:
-        widths[a] = (lo, hi)
-    return jnp.pad(x, widths)
-
-
 def _strided(x, axis, start, count, stride):
     return jax.lax.slice_in_dim(x, start, start + stride * (count - 1) + 1, stride, axis)
 
 
-def _window_mean_paired(x, axis_a, axis_b, window, stride, lo, hi, out):
-    """``y[a, b] = (1/k) sum_o x_pad[a s + o, b s + o]`` over a pair of axes (conv kernels).
+#: most window offsets summed in one fused pass (a 3x3 conv takes 9, a 2x2 pool 16)
+_MAX_OFFSETS = 32
 
-    Written as one 2D convolution of the ``(L, L)`` slices with the ``k x k`` filter
-    ``I / k`` (offsets move along the diagonal together), strides ``(s, s)`` and the layer's
-    zero padding on both axes.
+
+def _window_sum(x, groups):
+    """``y[.., a, ..] = sum_o x_pad[.., a s + o, ..]``: a window sum over several axes at once.
+
+    ``groups`` is a list of ``(axes, window, stride, lo, hi, out)``; every axis of a group moves
+    by the same offset ``o < window`` (a conv kernel slides along the diagonal of a pair of
+    position axes), different groups independently (pooling). ``x_pad`` is ``x`` with
+    ``lo``/``hi`` zeros on the group's axes. The sum is written as strided slices of the padded
+    array added together, which XLA fuses into one pass over the output (the pad included);
+    groups whose offsets multiply past ``_MAX_OFFSETS`` are summed in successive passes.
     """
-    x = jnp.moveaxis(x, (axis_a, axis_b), (-2, -1))
-    lead = x.shape[:-2]
-    flat = x.reshape((-1, 1) + x.shape[-2:])
-    rhs = (jnp.eye(window, dtype=x.dtype) / window)[None, None]
-    y = jax.lax.conv_general_dilated(flat, rhs, (stride, stride), [(lo, hi), (lo, hi)])
-    y = y.reshape(lead + y.shape[-2:])
-    return jnp.moveaxis(y, (-2, -1), (axis_a, axis_b))
+    chunks, current, count = [], [], 1
+    for g in groups:
+        if current and count * g[1] > _MAX_OFFSETS:
+            chunks.append(current)
+            current, count = [], 1
+        current.append(g)
+        count *= g[1]
+    if current:
+        chunks.append(current)
+    for chunk in chunks:
+        widths = [(0, 0)] * x.ndim
+        for axes, _, _, lo, hi, _ in chunk:
+            for a in axes:
+                widths[a] = (lo, hi)
+        xp = jnp.pad(x, widths) if any(w != (0, 0) for w in widths) else x
+        total = None
+        for offsets in itertools.product(*[range(g[1]) for g in chunk]):
+            start, limit, step = [0] * xp.ndim, list(xp.shape), [1] * xp.ndim
+            for (axes, _, stride, _, _, out), o in zip(chunk, offsets):
+                for a in axes:
+                    start[a], limit[a], step[a] = o, o + stride * (out - 1) + 1, stride
+            piece = jax.lax.slice(xp, start, limit, step)
+            total = piece if total is None else total + piece
+        x = total
+    return x
 
 
 def _window_mean(x, axis, window, stride, lo, hi, out, counts=None):
-    """``y[a] = (1/k) sum_o x_pad[a s + o]`` along one axis (pooling; diagonal conv)."""
-    xp = _pad_axes(x, (axis,), lo, hi)
-    total = None
-    for o in range(window):
-        piece = _strided(xp, axis, o, out, stride)
-        total = piece if total is None else total + piece
+    """``y[a] = (1/k) sum_o x_pad[a s + o]`` along one axis (pooling of activations)."""
+    total = _window_sum(x, [((axis,), window, stride, lo, hi, out)])
     if counts is None:
         return total / window
     shape = [1] * total.ndim
@@ -230,6 +243,7 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
             f"b_std={b_std}, {param})")
     letters = "HWDXYZUV"[:n_sp]
     dims = ("N" + letters + "C", letters + "IO", "N" + letters + "C")
+    filter_size = int(np.prod(filter_shape))
 
     def init_fn(key, input_shape):
         check_rank(input_shape, n_sp, name, "input_shape")
@@ -259,13 +273,11 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
     def conv_mean(mat, batch_ndim, geo, full):
         if mat is None:
             return None
+        groups = []
         for i, ((lo, hi, out), k, s) in enumerate(zip(geo, filter_shape, strides)):
-            if full:
-                a = batch_ndim + 2 * i
-                mat = _window_mean_paired(mat, a, a + 1, k, s, lo, hi, out)
-            else:
-                mat = _window_mean(mat, batch_ndim + i, k, s, lo, hi, out)
-        return mat
+            a = batch_ndim + (2 * i if full else i)
+            groups.append(((a, a + 1) if full else (a,), k, s, lo, hi, out))
+        return _window_sum(mat, groups) / filter_size
 
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)
@@ -332,13 +344,20 @@ def AvgPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None
     def pool(mat, batch_ndim, geo, in_shape):
         if mat is None:
             return None
+        groups = []
         for i, ((lo, hi, out), k, s) in enumerate(zip(geo, window_shape, strides)):
-            counts = (_edge_counts(in_shape[1 + i], k, s, lo, hi, out).astype(mat.dtype)
-                      if normalize_edges else None)
             a = batch_ndim + 2 * i
-            mat = _window_mean(mat, a, k, s, lo, hi, out, counts)
-            mat = _window_mean(mat, a + 1, k, s, lo, hi, out, counts)
-        return mat
+            groups += [((a,), k, s, lo, hi, out), ((a + 1,), k, s, lo, hi, out)]
+        total = _window_sum(mat, groups)
+        if not normalize_edges:
+            return total / float(np.prod(window_shape)) ** 2
+        for i, ((lo, hi, out), k, s) in enumerate(zip(geo, window_shape, strides)):
+            counts = _edge_counts(in_shape[1 + i], k, s, lo, hi, out).astype(mat.dtype)
+            for a in (batch_ndim + 2 * i, batch_ndim + 2 * i + 1):
+                shape = [1] * total.ndim
+                shape[a] = out
+                total = total / counts.reshape(shape)
+        return total
 
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)

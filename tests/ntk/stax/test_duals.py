@@ -215,3 +215,33 @@ def test_gauss_hermite_default_derivative_is_autodiff():
 def test_hermite_rule_rejects_bad_degree():
     with pytest.raises(ValueError, match="deg"):
         duals.hermite_rule(0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_angle_matches_arctan2_to_a_few_ulp(dtype):
+    """``duals.angle`` (polynomial atan) against float64 ``np.arctan2`` over many scales."""
+    rng = np.random.RandomState(0)
+    n = 20000
+    scale = rng.choice([1e-6, 1e-2, 1.0, 1e3], n)
+    y = np.abs(rng.randn(n)) * scale
+    x = rng.randn(n) * scale
+    # the octant edges: axes, diagonals and the range-reduction point tan(pi / 8)
+    y = np.concatenate([y, [0.0, 0.0, 1.0, 1.0, 1.0, math.tan(math.pi / 8), 1.0]])
+    x = np.concatenate([x, [1.0, -1.0, 0.0, 1.0, -1.0, 1.0, math.tan(math.pi / 8)]])
+    y, x = y.astype(dtype), x.astype(dtype)
+    got = np.asarray(duals.angle(jnp.asarray(y), jnp.asarray(x)))
+    assert got.dtype == dtype
+    ref = np.arctan2(y.astype(np.float64), x.astype(np.float64))
+    rel = np.abs(got - ref) / np.maximum(ref, np.finfo(dtype).tiny)
+    assert np.max(rel) < 4 * np.finfo(dtype).eps
+
+
+def test_angle_origin_and_exact_derivative():
+    assert float(duals.angle(jnp.float64(0.0), jnp.float64(0.0))) == pytest.approx(math.pi / 2)
+    y, x = jnp.float64(0.7), jnp.float64(-0.3)
+    dy, dx = jax.grad(duals.angle, argnums=(0, 1))(y, x)
+    r2 = 0.7**2 + 0.3**2
+    assert float(dy) == pytest.approx(-0.3 / r2, rel=1e-14)
+    assert float(dx) == pytest.approx(-0.7 / r2, rel=1e-14)
+    g0 = jax.grad(duals.angle, argnums=(0, 1))(jnp.float64(0.0), jnp.float64(0.0))
+    assert all(float(v) == 0.0 for v in g0)

@@ -244,3 +244,73 @@ def test_elementwise_with_nngp_fn_matches_closed_form():
                        stax.Dense(1))[2](x, None)
     ours = stax.serial(stax.Dense(8, 1.3, 0.1), stax.Erf(), stax.Dense(1))[2](x, None)
     np.testing.assert_allclose(user.ntk, ours.ntk, rtol=1e-12)
+
+
+def _selection(length, window, stride, padding):
+    """``S_o[a, h] = 1[h = a s + o - lo]``: one matrix per window offset (zero padding)."""
+    if padding == "VALID":
+        out, lo = (length - window) // stride + 1, 0
+    else:
+        out = -(-length // stride)
+        lo = max((out - 1) * stride + window - length, 0) // 2
+    mats = []
+    for o in range(window):
+        s = np.zeros((out, length))
+        for a in range(out):
+            h = a * stride + o - lo
+            if 0 <= h < length:
+                s[a, h] = 1.0
+        mats.append(s)
+    return mats
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("padding,strides", [("SAME", (1, 1)), ("SAME", (2, 1)),
+                                             ("VALID", (1, 2))])
+def test_conv_and_pool_kernels_equal_explicit_covariance_maps(dtype, padding, strides):
+    """Linear Conv -> AvgPool -> Conv: the kernel as ``(N P) x (N P)`` matrices, each layer
+    ``Sigma' = W^2 / k sum_o S_o Sigma S_o^T + b^2`` (conv) or ``P Sigma P^T`` (pool)."""
+    rng = np.random.RandomState(3)
+    x1 = rng.randn(3, 7, 6, 2).astype(dtype)
+    x2 = rng.randn(2, 7, 6, 2).astype(dtype)
+    w_std, b_std = 1.3, 0.2
+    _, _, kernel_fn = stax.serial(
+        stax.Conv(4, (3, 2), strides, padding, W_std=w_std, b_std=b_std),
+        stax.AvgPool((2, 2), (1, 2), "SAME"),
+        stax.Conv(4, (3, 3), None, "SAME", W_std=w_std, b_std=b_std))
+    got = kernel_fn(x1, x2, ("nngp", "ntk"))
+    assert got.nngp.dtype == dtype
+
+    def conv_map(shape, fs, st, pad):
+        rows = [_selection(shape[i], fs[i], st[i], pad) for i in range(2)]
+        ops = [np.kron(a, b) for a in rows[0] for b in rows[1]]
+        return ops, (rows[0][0].shape[0], rows[1][0].shape[0])
+
+    x = np.concatenate([x1, x2]).astype(np.float64)
+    n, h, w, c = x.shape
+    flat = x.reshape(n, h * w, c)
+    sigma = np.einsum("npc,mqc->npmq", flat, flat) / c
+    ntk = np.zeros_like(sigma)
+    shape = (h, w)
+
+    def apply(ops, mat, scale):
+        return scale * sum(np.einsum("ap,npmq,bq->namb", s, mat, s) for s in ops)
+
+    for kind, fs, st, pad in [("conv", (3, 2), strides, padding),
+                              ("pool", (2, 2), (1, 2), "SAME"),
+                              ("conv", (3, 3), (1, 1), "SAME")]:
+        ops, shape = conv_map(shape, fs, st, pad)
+        if kind == "conv":
+            sigma = apply(ops, sigma, w_std**2 / len(ops)) + b_std**2
+            ntk = sigma + apply(ops, ntk, w_std**2 / len(ops))
+        else:
+            pool = sum(ops) / len(ops)
+            sigma = np.einsum("ap,npmq,bq->namb", pool, sigma, pool)
+            ntk = np.einsum("ap,npmq,bq->namb", pool, ntk, pool)
+    p = shape[0] * shape[1]
+    for name, want in (("nngp", sigma), ("ntk", ntk)):
+        # ours: (N1, N2, X, X', Y, Y') -> (N1, X, Y, N2, X', Y')
+        mine = np.asarray(getattr(got, name), np.float64).transpose(0, 2, 4, 1, 3, 5)
+        mine = mine.reshape(3, p, 2, p)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(mine, want[:3, :, 3:, :], rtol=tol, atol=tol)
