@@ -154,6 +154,7 @@ class KernelFn:
         #: ``None``, or why (and in which layer) the network has no infinite-width kernel
         self.missing = missing
         self._jitted = {}
+        self._out_bytes_cache = {}
 
     def __repr__(self):
         return f"KernelFn({self.name})"
@@ -241,11 +242,7 @@ class KernelFn:
         full = x1.ndim > 2 and self.input_full(out_full)
         per_pair = (pixels * pixels if full else pixels) * item
         n_arrays = _LIVE_ARRAYS if compute_ntk else _LIVE_ARRAYS // 2 + 1
-        out = jax.eval_shape(functools.partial(self._compute, compute_ntk=compute_ntk,
-                                               out_full=out_full), x1, x2)
-        out_bytes = sum(int(np.prod(m.shape)) * m.dtype.itemsize
-                        for k in (out if isinstance(out, list) else [out])
-                        for m in (k.nngp, k.ntk) if m is not None)
+        out_bytes = self._out_bytes(x1, x2, compute_ntk, out_full)
 
         def block_bytes(b1, b2):
             inputs = (b1 + b2) * int(np.prod(x1.shape[1:])) * item
@@ -272,6 +269,20 @@ class KernelFn:
         plan = plan_blocks(n1, n2, block_bytes, out_bytes, memory_budget,
                            what=f"{self.name} kernel (inputs {x1.shape[1:]})", cheaper=cheaper)
         return plan.block1, plan.block2
+
+    def _out_bytes(self, x1, x2, compute_ntk, out_full) -> int:
+        """Bytes of the assembled ``nngp``/``ntk`` (shapes by ``jax.eval_shape``, which traces
+        the whole network: cached per input shapes so a repeated call does not retrace)."""
+        key = (x1.shape, str(x1.dtype), None if x2 is None else (x2.shape, str(x2.dtype)),
+               compute_ntk, out_full)
+        if key not in self._out_bytes_cache:
+            out = jax.eval_shape(functools.partial(self._compute, compute_ntk=compute_ntk,
+                                                   out_full=out_full), x1, x2)
+            self._out_bytes_cache[key] = sum(
+                int(np.prod(m.shape)) * m.dtype.itemsize
+                for k in (out if isinstance(out, list) else [out])
+                for m in (k.nngp, k.ntk) if m is not None)
+        return self._out_bytes_cache[key]
 
     def _blocked(self, fn, x1, x2, plan):
         """Assemble the kernel from ``(b1, b2)`` blocks; each block is an independent call.

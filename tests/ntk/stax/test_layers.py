@@ -314,3 +314,20 @@ def test_conv_and_pool_kernels_equal_explicit_covariance_maps(dtype, padding, st
         mine = mine.reshape(3, p, 2, p)
         tol = 1e-5 if dtype == np.float32 else 1e-12
         np.testing.assert_allclose(mine, want[:3, :, 3:, :], rtol=tol, atol=tol)
+
+
+def test_repeated_call_does_not_retrace():
+    """The memory planner's shape evaluation is cached with the compiled function."""
+    traces = []
+
+    def nngp_fn(q12, q11, q22):
+        traces.append(1)
+        return q12 * 0.5
+
+    _, _, kernel_fn = stax.serial(stax.Dense(8), stax.Elementwise(jnp.tanh, nngp_fn),
+                                  stax.Dense(1))
+    x = np.random.RandomState(0).randn(5, 3)
+    kernel_fn(x, None, "ntk")
+    first = len(traces)
+    kernel_fn(x + 1.0, None, "ntk")
+    assert first > 0 and len(traces) == first
