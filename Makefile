@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 REF := .venv-ref
+PEER := .venv-peer
 OUT ?= results
 
 .PHONY: demo test test-all bench reference golden clean
+.PHONY: peer bench-real
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +35,20 @@ $(REF)/.installed: reference/requirements.txt
 	touch $@
 
 reference: $(REF)/.installed
+
+# PyTorch + TRAK peer for benchmarks/bench_real.py; never imported by the main environment.
+$(PEER)/.installed: benchmarks/peer/requirements.txt
+	test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/python -m pip install -q --upgrade pip
+	$(PEER)/bin/python -m pip install -q --index-url https://download.pytorch.org/whl/cpu torch \
+		|| $(PEER)/bin/python -m pip install -q torch
+	$(PEER)/bin/python -m pip install -q -r benchmarks/peer/requirements.txt
+	touch $@
+
+peer: $(PEER)/.installed
+
+bench-real: $(VENV)/.installed
+	$(PY) -m benchmarks --out $(OUT)/bench --only real
 
 golden: $(REF)/.installed $(VENV)/.installed
 	$(PY) -m reference.make_empirical_golden

@@ -7,7 +7,8 @@ import argparse
 import importlib
 import inspect
 
-MODULES = ("benchmarks.bench_empirical", "benchmarks.bench_stax", "benchmarks.bench_approx")
+MODULES = ("benchmarks.bench_empirical", "benchmarks.bench_stax", "benchmarks.bench_approx",
+           "benchmarks.bench_real")
 
 
 def main(argv=None):

@@ -68,10 +68,10 @@ __all__ = [
     "projected_kernel_fn",
     "features_to_kernel",
     "sketch_matrix",
+    "plan_batch",
 ]
 
 SKETCHES = ("gaussian", "rademacher", "sparse", "srht")
-_DEFAULT_BUDGET = 256 * 2**20  # bytes of per-example gradients held at once
 _SKETCH_BLOCK_ENTRIES = 2**22  # entries of one regenerated sketch block (chunk_size * k)
 
 
@@ -159,12 +159,59 @@ def _n_params(params):
     return int(sum(np.prod(np.shape(lf), dtype=int) for lf in jax.tree_util.tree_leaves(params)))
 
 
-def _batch_size(batch_size, n, rows, n_params, itemsize, budget):
+def _budget(budget):
+    if budget is None:
+        from ntk.budget import default_memory_budget
+        return default_memory_budget()
+    _check_positive_int(budget, "memory_budget")
+    return int(budget)
+
+
+def plan_batch(n: int, per_example_bytes: int, budget: int, fixed_bytes: int = 0,
+               batch_size: Optional[int] = None) -> int:
+    """Examples per batch ``b``: the largest ``b <= n`` with
+    ``fixed_bytes + b * per_example_bytes <= budget`` (at least 1), or ``batch_size`` when
+    given (capped at ``n``).
+
+    ``per_example_bytes`` is what one example of a batch holds (its per-example gradients,
+    ``R P`` numbers, plus its share of activations); ``fixed_bytes`` what a batch holds
+    whatever its size (a regenerated sketch block, the accumulated output).
+    """
     if batch_size is not None:
         _check_positive_int(batch_size, "batch_size")
         return int(min(batch_size, n))
-    per_example = max(1, rows * n_params * itemsize)
-    return int(max(1, min(n, (budget or _DEFAULT_BUDGET) // per_example)))
+    room = budget - fixed_bytes
+    return int(max(1, min(n, room // max(1, per_example_bytes))))
+
+
+def _batch_size(batch_size, n, rows, n_params, itemsize, budget, activation_bytes=0,
+                fixed_bytes=0):
+    per_example = rows * n_params * itemsize + activation_bytes
+    return plan_batch(n, per_example, _budget(budget), fixed_bytes, batch_size)
+
+
+def _activation_bytes(apply_fn, params, x, kwargs, cache):
+    """Bytes of one example's intermediate values in ``apply_fn`` (every equation's outputs in
+    its jaxpr), doubled for the cotangents of the backward pass: the per-example share of a
+    batch's working memory besides its gradients. Cached per input shape and dtype."""
+    key = ("activations", tuple(x.shape[1:]), str(x.dtype), _split_kwargs(kwargs)[1])
+    try:
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in cache:
+        return cache[key]
+    jaxpr = jax.make_jaxpr(lambda p, xi: apply_fn(p, xi, **kwargs))(params, x[:1])
+    total = 0
+    for eqn in jaxpr.jaxpr.eqns:
+        for v in eqn.outvars:
+            aval = getattr(v, "aval", None)
+            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                total += int(np.prod(aval.shape, dtype=int)) * np.dtype(aval.dtype).itemsize
+    total *= 2
+    if key is not None:
+        cache[key] = total
+    return total
 
 
 def _batches(x, b):
@@ -236,47 +283,69 @@ def _gram_fn(output, contraction, transform=None):
 
 
 def _blocked_kernel(block, apply_fn, x1, x2, params, w1, w2, rows, batch_size, budget,
-                    kwargs, cache):
+                    kwargs, cache, symmetric=False):
     """Assemble ``(N1, N2, ...)`` from per-example gradients of example batches.
 
-    Side-2 gradients are computed once and kept when they fit in 4 x the memory budget
-    (else recomputed per row block); side-1 gradients once per row block.
+    Two batches of gradients (a row batch and a column batch) fit ``memory_budget``. All
+    side-2 gradients are computed once and kept when they fit beside one row batch; else
+    they are recomputed per row batch — and when the kernel is symmetric (``x2=None`` and
+    the same map on both sides) only the blocks on and above the diagonal are computed, the
+    others are their transposes.
     """
     grads1, grads2, contract = block
     _check_x(x1, "x1")
+    same = x2 is None
     x2 = x1 if x2 is None else x2
     _check_x(x2, "x2")
     o, dtype = _out_dim(apply_fn, params, x1, kwargs)
     p = _n_params(params)
     itemsize = np.dtype(dtype).itemsize
-    b1 = _batch_size(batch_size, x1.shape[0], rows(o), p, itemsize, budget)
-    b2 = _batch_size(batch_size, x2.shape[0], rows(o), p, itemsize, budget)
+    budget = _budget(budget)
+    act = _activation_bytes(apply_fn, params, x1, kwargs, cache)
+    per_example = rows(o) * p * itemsize + act
+    out_bytes = x1.shape[0] * x2.shape[0] * rows(o) ** 2 * itemsize
+    b1 = plan_batch(x1.shape[0], per_example, budget // 2, out_bytes // 2, batch_size)
+    b2 = plan_batch(x2.shape[0], per_example, budget // 2, out_bytes // 2, batch_size)
     w1 = jnp.zeros((x1.shape[0], o), dtype) if w1 is None else w1
-    w2 = jnp.zeros((x2.shape[0], o), dtype) if w2 is None else w2
+    w2 = (w1 if same else jnp.zeros((x2.shape[0], o), dtype)) if w2 is None else w2
     if o not in cache:
         cache[o] = (
             _Jitted(lambda prm, a, wa, kwargs: grads1(prm, a, wa, apply_fn, o, kwargs)),
             _Jitted(lambda prm, a, wa, kwargs: grads2(prm, a, wa, apply_fn, o, kwargs)),
             jax.jit(contract))
     g1_fn, g2_fn, contract_fn = cache[o]
-    keep = x2.shape[0] * rows(o) * p * itemsize <= 4 * (budget or _DEFAULT_BUDGET)
+    keep = (x2.shape[0] * rows(o) * p * itemsize + b1 * per_example + out_bytes <= budget)
+    symmetric = symmetric and same and not keep and b1 == b2
     side2 = []
     for s2 in range(0, x2.shape[0], b2):
         xb = _pad_rows(x2[s2:s2 + b2], b2)
         wb = _pad_rows(w2[s2:s2 + b2], b2)
         valid = min(b2, x2.shape[0] - s2)
         side2.append((g2_fn(params, xb, wb, kwargs=kwargs) if keep else (xb, wb), valid))
-    rows_out = []
-    for s1 in range(0, x1.shape[0], b1):
+    blocks = {}
+    for i, s1 in enumerate(range(0, x1.shape[0], b1)):
         va = min(b1, x1.shape[0] - s1)
         g1 = g1_fn(params, _pad_rows(x1[s1:s1 + b1], b1), _pad_rows(w1[s1:s1 + b1], b1),
                    kwargs=kwargs)
-        cols = []
-        for item, vb in side2:
-            g2 = item if keep else g2_fn(params, item[0], item[1], kwargs=kwargs)
-            cols.append(contract_fn(g1, g2)[:va, :vb])
-        rows_out.append(jnp.concatenate(cols, axis=1))
-    return jnp.concatenate(rows_out, axis=0)
+        for j, (item, vb) in enumerate(side2):
+            if symmetric and j < i:
+                blk = blocks[(j, i)]
+                blocks[(i, j)] = jnp.swapaxes(blk, 0, 1)
+                if blk.ndim == 4:
+                    blocks[(i, j)] = jnp.swapaxes(blocks[(i, j)], 2, 3)
+                continue
+            if keep:
+                g2 = item
+            elif symmetric and j == i:
+                g2 = g1
+            else:
+                g2 = g2_fn(params, item[0], item[1], kwargs=kwargs)
+            blocks[(i, j)] = contract_fn(g1, g2)[:va, :vb]
+            del g2
+        del g1
+    n_rows, n_cols = -(-x1.shape[0] // b1), len(side2)
+    return jnp.concatenate([jnp.concatenate([blocks[(i, j)] for j in range(n_cols)], axis=1)
+                            for i in range(n_rows)], axis=0)
 
 
 def pntk_fn(apply_fn: Callable, *, implementation: str = "auto",
@@ -316,7 +385,7 @@ def pntk_fn(apply_fn: Callable, *, implementation: str = "auto",
             o, _ = _out_dim(apply_fn, params, x1, apply_kwargs)
             return engine(o)(x1, x2, params, **apply_kwargs)
         return _blocked_kernel(block, apply_fn, x1, x2, params, None, None, lambda o: 1,
-                               batch_size, memory_budget, apply_kwargs, cache)
+                               batch_size, memory_budget, apply_kwargs, cache, symmetric=True)
 
     return fn
 
@@ -344,7 +413,7 @@ def trace_ntk_fn(apply_fn: Callable, *, normalize: bool = False, implementation:
         _check_x(x1, "x1")
         if implementation == "gradients":
             k = _blocked_kernel(block, apply_fn, x1, x2, params, None, None, lambda o: o,
-                                batch_size, memory_budget, apply_kwargs, cache)
+                                batch_size, memory_budget, apply_kwargs, cache, symmetric=True)
         else:
             if not engine:
                 from ntk.empirical import empirical_ntk_fn
@@ -416,7 +485,7 @@ def lpntk_fn(apply_fn: Callable, *, batch_size: Optional[int] = None,
                 raise ValueError("`labels2` is required when `x2` is given.")
             s2 = _label_signs(labels2, o, "labels2", x2.shape[0], dtype)
         return _blocked_kernel(block, apply_fn, x1, x2, params, s1, s2, lambda o: 1,
-                               batch_size, memory_budget, apply_kwargs, cache)
+                               batch_size, memory_budget, apply_kwargs, cache, symmetric=True)
 
     return fn
 
@@ -440,7 +509,7 @@ def sign_kernel_fn(apply_fn: Callable, *, output: Union[str, Callable] = "sum",
     def fn(x1, x2, params, **apply_kwargs):
         return _blocked_kernel(block, apply_fn, x1, x2, params, None, None,
                                (lambda o: o) if output == "each" else (lambda o: 1),
-                               batch_size, memory_budget, apply_kwargs, cache)
+                               batch_size, memory_budget, apply_kwargs, cache, symmetric=True)
 
     return fn
 
@@ -631,8 +700,17 @@ def projected_features_fn(apply_fn: Callable, dim: int, *, sketch: str = "radema
         _check_x(x, "x")
         o, dtype = _out_dim(apply_fn, params, x, apply_kwargs)
         rows = o if output == "each" else 1
-        b = _batch_size(batch_size, x.shape[0], rows, _n_params(params),
-                        np.dtype(dtype).itemsize, memory_budget)
+        itemsize = np.dtype(dtype).itemsize
+        # A batch holds its gradients (plus one padded copy of the largest leaf while it is
+        # sketched) and activations; whatever its size, one regenerated sketch block (its
+        # random words and its values) and the accumulated features.
+        largest = max(int(np.prod(np.shape(lf), dtype=int))
+                      for lf in jax.tree_util.tree_leaves(params))
+        fixed = 2 * chunk * dim * itemsize + x.shape[0] * rows * dim * itemsize
+        b = _batch_size(batch_size, x.shape[0], rows, _n_params(params) + largest, itemsize,
+                        memory_budget,
+                        _activation_bytes(apply_fn, params, x, apply_kwargs, jitted_cache),
+                        fixed)
         if o not in jitted_cache:
             jitted_cache[o] = _Jitted(
                 lambda prm, xb, kk, kwargs: features_block(prm, xb, kk, apply_fn, o, kwargs))
