@@ -234,6 +234,53 @@ def test_projected_memory_has_no_p_times_k_term():
     assert growth < 8 * batch * (p2 - p1) * 8  # a few copies of the per-example gradients
 
 
+@pytest.mark.parametrize("n,per_example,budget,fixed", [
+    (2000, 11_173_962 * 4, 6 * 2**30, 2 * 4096 * 1024 * 4 + 2000 * 1024 * 4),
+    (10, 1000, 3500, 500),
+    (10, 1000, 10**9, 0),
+    (5, 10**9, 10**6, 0),
+])
+def test_plan_batch_is_the_largest_batch_within_the_budget(n, per_example, budget, fixed):
+    b = approx.plan_batch(n, per_example, budget, fixed)
+    assert 1 <= b <= n
+    if b > 1:
+        assert fixed + b * per_example <= budget
+    if b < n:
+        assert fixed + (b + 1) * per_example > budget
+    assert approx.plan_batch(n, per_example, budget, fixed, batch_size=3) == min(3, n)
+
+
+def test_projected_features_of_a_resnet18_sized_model_plan_within_the_default_budget():
+    """N = 2000 projected features (k = 1024) of an 11.2M-parameter network: batches of
+    gradients, one sketch block and the output fit the default budget; no P x k term."""
+    p, k, n, itemsize = 11_173_962, 1024, 2000, 4
+    budget = ntk.budget.default_memory_budget()
+    chunk = approx._chunk(None, k)
+    fixed = 2 * chunk * k * itemsize + n * k * itemsize
+    b = approx._batch_size(None, n, 1, p, itemsize, None, 0, fixed)
+    assert fixed + b * p * itemsize <= budget < p * k * itemsize
+    assert b == min(n, (budget - fixed) // (p * itemsize))
+
+
+@pytest.mark.parametrize("kind", ["pntk", "trace", "sign_each"])
+def test_gram_recomputed_in_symmetric_blocks_under_a_small_budget(problem, kind):
+    """A budget that holds neither side's gradients at once: blocks on and above the
+    diagonal are computed, the others transposed; the kernel equals the unblocked one."""
+    params, x1, _, _, full11 = problem
+    tiny = 20_000  # bytes: a few examples' gradients (P = 612 float64 numbers)
+    if kind == "pntk":
+        make = lambda **kw: approx.pntk_fn(_apply, implementation="gradients", **kw)  # noqa
+        expected = full11.sum((2, 3)) / O
+    elif kind == "trace":
+        make = lambda **kw: approx.trace_ntk_fn(_apply, implementation="gradients", **kw)  # noqa
+        expected = jnp.trace(full11, axis1=2, axis2=3)
+    else:
+        make = lambda **kw: approx.sign_kernel_fn(_apply, output="each", **kw)  # noqa
+        expected = make()(x1, None, params)
+    k = make(memory_budget=tiny)(x1, None, params)
+    np.testing.assert_allclose(k, expected, rtol=1e-10, atol=1e-12)
+
+
 def test_bad_inputs(problem):
     params, x1, _, _, _ = problem
     with pytest.raises(ValueError, match="dim"):
