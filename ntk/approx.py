@@ -43,8 +43,12 @@ Every builder returns a function of ``(x1, x2, params, ...)`` like
 :func:`ntk.empirical_ntk_fn`; ``x2=None`` means ``x2 = x1``. ``apply_fn`` must map a batch
 ``(N, ...)`` to outputs ``(N, ...)`` with independent examples (flattened to ``(N, O)``);
 per-example derivatives are taken by ``vmap`` over single examples. Inputs are processed in
-batches of ``batch_size`` examples (default: as many as fit ``memory_budget`` bytes of
-per-example gradients).
+batches of ``batch_size`` examples; by default :func:`plan_batch` picks the largest batch
+whose per-example gradients and activations (estimated from the jaxpr of one example), plus
+what every batch holds (a regenerated sketch block, the output), fit ``memory_budget``
+bytes (default :func:`ntk.budget.default_memory_budget`). Kernels hold two batches of
+gradients at a time; large batches matter for speed, since a sketch block is regenerated
+once per batch and its product with the gradients is a matrix product of batch-many rows.
 """
 from __future__ import annotations
 
