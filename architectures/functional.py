@@ -76,6 +76,17 @@ class FlaxApply:
                 f"state={sorted(self.state)})")
 
 
+@partial(jax.jit, static_argnums=(0, 3))
+def _init_variables(module, key, x, takes_train):
+    return module.init(key, x, **({"train": False} if takes_train else {}))
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _calibration_step(module, params, state, x):
+    _, updates = module.apply({"params": params, **state}, x, train=True, mutable=list(state))
+    return {**state, **updates}
+
+
 def init(module: nn.Module, key: jax.Array, example_input, *, train: bool = False,
          calibration_steps: int = 8, calibration_batch: int = 16
          ) -> Tuple[Callable, Any]:
@@ -128,25 +139,18 @@ def init(module: nn.Module, key: jax.Array, example_input, *, train: bool = Fals
         raise ValueError(f"example_input must have a leading batch axis, got shape {x.shape}")
 
     takes_train = _takes_train(module)
-    kwargs = {"train": False} if takes_train else {}
     init_key, data_key = jax.random.split(key)
-    variables = dict(jax.jit(partial(module.init, **kwargs))(init_key, x))
+    # module-level jits keyed on the (hashable) module: a second init of an equal module
+    # reuses the compiled programs
+    variables = dict(_init_variables(module, init_key, x, takes_train))
     params = variables.pop("params", {})
     state = variables
 
     if state and takes_train and calibration_steps:
-        collections = list(state)
-
-        @jax.jit
-        def step(st, xb):
-            _, updates = module.apply({"params": params, **st}, xb, train=True,
-                                      mutable=collections)
-            return {**st, **updates}
-
         for k in jax.random.split(data_key, calibration_steps):
             if jnp.issubdtype(x.dtype, jnp.floating):
                 xb = jax.random.normal(k, (calibration_batch,) + x.shape[1:], x.dtype)
             else:
                 xb = x
-            state = step(state, xb)
+            state = _calibration_step(module, params, state, xb)
     return FlaxApply(module, state, train, takes_train), params
