@@ -64,10 +64,11 @@ def test_reference_matches_empirical_ntk_fn(problem):
 
 def test_pntk_is_the_mean_of_all_logit_pairs(problem):
     params, x1, x2, full, full11 = problem
-    k = approx.pntk_fn(_apply)(x1, x2, params)  # via ntk.empirical_ntk_fn
+    k = approx.pntk_fn(_apply)(x1, x2, params)  # per-example gradients
     np.testing.assert_allclose(k, full.sum((2, 3)) / O, rtol=1e-10)
-    k_grad = approx.pntk_fn(_apply, implementation="gradients")(x1, x2, params)
-    np.testing.assert_allclose(k_grad, full.sum((2, 3)) / O, rtol=1e-10)
+    for implementation in ("jacobian", "structured"):  # via ntk.empirical_ntk_fn
+        k_engine = approx.pntk_fn(_apply, implementation=implementation)(x1, x2, params)
+        np.testing.assert_allclose(k_engine, full.sum((2, 3)) / O, rtol=1e-10)
     # blocked over examples, and x2=None
     k11 = approx.pntk_fn(_apply, implementation="gradients", batch_size=3)(x1, None, params)
     np.testing.assert_allclose(k11, full11.sum((2, 3)) / O, rtol=1e-10)
@@ -295,6 +296,8 @@ def test_bad_inputs(problem):
         approx.sign_kernel_fn(_apply, output="max")
     with pytest.raises(TypeError, match="apply_fn"):
         approx.pntk_fn(None)
+    with pytest.raises(ValueError, match="implementation"):
+        approx.pntk_fn(_apply, implementation="fast")
     with pytest.raises(ValueError, match="num_outputs"):
         approx.lift(jnp.eye(2), 0)
     with pytest.raises(ValueError, match="batch axis"):
