@@ -122,7 +122,7 @@ def init(module: nn.Module, key: jax.Array, example_input, *, train: bool = Fals
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a flax.linen.Module, got {type(module).__name__}")
-    if isinstance(train, (bool, jnp.bool_)) is False:
+    if not isinstance(train, bool):
         raise TypeError(f"train must be a bool, got {train!r}")
     for name, value in (("calibration_steps", calibration_steps),
                         ("calibration_batch", calibration_batch)):

@@ -147,8 +147,9 @@ def wide_resnet(depth: int = 16, widen_factor: int = 4, num_classes: int = 10) -
     input where the width changes) -> BN -> ReLU -> global average pool -> Dense``.
     Trainable parameters (C = num_classes, widths ``c_0 = 16, c_i = 16 k 2^(i-1)``)::
 
-        27 * 16 + sum_i [ 2 c_{i-1} + 9 c_{i-1} c_i + 2 c_i + 9 c_i^2 + 1[c_{i-1} != c_i] c_{i-1} c_i
-                          + (n - 1) (4 c_i + 18 c_i^2) ] + 2 c_3 + (c_3 + 1) C
+        27 * 16 + sum_i [ 2 c_{i-1} + 9 c_{i-1} c_i + 2 c_i + 9 c_i^2
+                          + 1[c_{i-1} != c_i] c_{i-1} c_i + (n - 1) (4 c_i + 18 c_i^2) ]
+                + 2 c_3 + (c_3 + 1) C
 
     e.g. WRN-16-4: 2,748,890; WRN-28-10: 36,479,194.
 

@@ -1,4 +1,6 @@
 """ViT and GPT: shapes, the class-token readout, causality and the tied output head."""
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,8 +82,9 @@ def test_gpt_head_is_tied_to_the_token_embedding(gpt):
     def loss(p):
         return jnp.sum(module.apply({"params": p}, tokens) * weights)
 
-    grad = jax.grad(loss)(params)["token_embed"]["embedding"]
-    _, state = module.apply({"params": params}, tokens, capture_intermediates=True)
+    grad = jax.jit(jax.grad(loss))(params)["token_embed"]["embedding"]
+    _, state = jax.jit(partial(module.apply, capture_intermediates=True))({"params": params},
+                                                                          tokens)
     final = state["intermediates"]["LayerNorm_0"]["__call__"][0]       # (N, T, dim)
     # the head's share of the gradient: d/dE of sum w * (h E^T) = w^T h
     head_share = np.einsum("ntv,ntd->vd", weights, final)

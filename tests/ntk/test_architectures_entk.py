@@ -50,8 +50,8 @@ def _latin_square():
     # 'auto' dispatches to one of the three: every mode once, on the cheapest model
     cases += [("myrtle", "auto", mode) for mode in modes if ("myrtle", "auto", mode)
               not in cases]
-    # GPT: the sequence-specific modes with every implementation (its full / trace / diagonal
-    # modes run below without vmap_axes)
+    # GPT: the sequence-specific modes with every implementation (the trace over the vocabulary
+    # with T free runs below without vmap_axes)
     for i, impl in enumerate(IMPLEMENTATIONS):
         cases.append(("gpt", impl, ("trace_vocab_diagonal_time", "diagonal_time")[i % 2]))
     return cases
@@ -60,15 +60,15 @@ def _latin_square():
 CASES = _latin_square()
 
 
-NO_VMAP_CASES = [("myrtle", "jacobian", "trace"), ("vit_tiny", "structured", "diagonal"),
-                 ("gpt", "structured", "full"), ("gpt", "ntvp", "trace"),
-                 ("gpt", "auto", "diagonal")]
+NO_VMAP_CASES = [("myrtle", "jacobian", "trace"), ("gpt", "structured", "full"),
+                 ("gpt", "ntvp", "trace")]
 
 
 def test_the_grid_covers_every_pair():
     pairs = {(impl, mode) for _, impl, mode in CASES}
     assert pairs >= {(i, m) for i in IMPLEMENTATIONS for m in VECTOR_MODES}
-    assert {m for name, _, m in CASES + NO_VMAP_CASES if name == "gpt"} == set(SEQUENCE_MODES)
+    assert {m for name, _, m in CASES + NO_VMAP_CASES if name == "gpt"} >= {
+        "trace", "trace_vocab_diagonal_time", "diagonal_time"}
     assert {(n, i) for n, i, _ in CASES} >= {(n, i) for n in IMAGE_MODELS + ("gpt",)
                                             for i in IMPLEMENTATIONS[:3]}
 
