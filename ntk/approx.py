@@ -17,8 +17,9 @@ For a network with ``O`` outputs the full eNTK on ``N`` inputs is ``N O x N O``
   by a random sketch ``S`` (``P x k``) with ``E[S S^T] = I_P``, so
   ``E[<S^T g(x1), S^T g(x2)>] = <g(x1), g(x2)>`` exactly (unbiased) and the relative error
   falls like ``k^{-1/2}`` (Johnson–Lindenstrauss; TRAK, Park et al. 2023; Engel et al. 2024).
-  ``S`` is never stored: it is split into blocks of ``chunk_size`` parameter rows, each
-  regenerated from ``fold_in(fold_in(key, leaf), chunk)`` when needed, so the extra memory
+  ``S`` is never stored: it is split into blocks of ``chunk_size`` rows of the parameters
+  (all leaves, flattened and side by side), block ``i`` regenerated from
+  ``fold_in(key, i)`` when needed, so the extra memory
   is ``O(B P + chunk_size k + N k)`` for example batches of size ``B`` — no ``P k`` term.
   Sketches: ``'gaussian'`` (``N(0, 1/k)``), ``'rademacher'`` (``+-1/sqrt k``),
   ``'sparse'`` (each parameter hashed to ``nonzeros`` random coordinates with random
@@ -612,37 +613,40 @@ def _apply_block(g, key, kind, k, nonzeros):
 
 
 def _sketch_leaf(g, key, kind, k, chunk, nonzeros):
-    """``g (R, n) -> g S_leaf (R, k)``, ``S_leaf`` regenerated in ``chunk``-row blocks."""
+    """``g (R, n) -> g S (R, k)``, ``S`` regenerated in ``chunk``-row blocks: block ``i``
+    from ``fold_in(key, i)``; a shorter last block when ``chunk`` does not divide ``n``."""
     n = g.shape[1]
     c = min(chunk, n)
-    n_chunks = -(-n // c)
-    if n_chunks * c > n:
-        g = jnp.pad(g, ((0, 0), (0, n_chunks * c - n)))
-    if n_chunks == 1:
+    n_full, tail = divmod(n, c)
+    if n_full == 1 and not tail:
         return _apply_block(g, jax.random.fold_in(key, 0), kind, k, nonzeros)
 
     def body(i, acc):
         gi = lax.dynamic_slice_in_dim(g, i * c, c, axis=1)
         return acc + _apply_block(gi, jax.random.fold_in(key, i), kind, k, nonzeros)
 
-    return lax.fori_loop(0, n_chunks, body, jnp.zeros((g.shape[0], k), g.dtype))
+    acc = lax.fori_loop(0, n_full, body, jnp.zeros((g.shape[0], k), g.dtype))
+    if tail:
+        acc = acc + _apply_block(g[:, n_full * c:], jax.random.fold_in(key, n_full), kind, k,
+                                 nonzeros)
+    return acc
 
 
 def _sketch_grads(grads, key, kind, k, chunk, nonzeros):
-    """Sum over leaves of ``G_l S_l`` -> ``(B, R, k)``."""
-    out = 0.0
-    for li, gl in enumerate(grads):
-        b, r, n = gl.shape
-        sk = _sketch_leaf(gl.reshape(b * r, n), jax.random.fold_in(key, li), kind, k, chunk,
-                          nonzeros)
-        out = out + sk.reshape(b, r, k)
-    return out
+    """``[G_l (B, R, n_l)] -> [G_1 ... G_L] S`` ``(B, R, k)``: the leaves side by side (one
+    copy of the gradients) and one loop over sketch blocks, so that a network with many
+    leaves compiles one block computation rather than one per leaf."""
+    b, r = grads[0].shape[:2]
+    flat = [gl.reshape(b * r, -1) for gl in grads]
+    flat = flat[0] if len(flat) == 1 else jnp.concatenate(flat, axis=1)
+    return _sketch_leaf(flat, key, kind, k, chunk, nonzeros).reshape(b, r, k)
 
 
 def sketch_matrix(params, key, dim: int, *, sketch: str = "rademacher",
                   chunk_size: Optional[int] = None, nonzeros: int = 4):
     """The dense ``(P, dim)`` sketch that :func:`projected_features_fn` applies implicitly
-    (rows in ``jax.tree_util.tree_leaves(params)`` order, each leaf flattened row-major).
+    (rows in ``jax.tree_util.tree_leaves(params)`` order, each leaf flattened row-major,
+    cut into blocks of ``chunk_size`` rows regardless of where leaves end).
 
     For tests and small ``P`` only — the whole point of the projected features is never to
     build this. Computed by sketching the identity leaf by leaf.
@@ -651,13 +655,9 @@ def sketch_matrix(params, key, dim: int, *, sketch: str = "rademacher",
     if sketch not in SKETCHES:
         raise ValueError(f"`sketch` must be one of {SKETCHES}, got {sketch!r}.")
     chunk = _chunk(chunk_size, dim)
-    blocks = []
-    for li, leaf in enumerate(jax.tree_util.tree_leaves(params)):
-        n = int(np.prod(np.shape(leaf), dtype=int))
-        eye = jnp.eye(n, dtype=jnp.result_type(leaf))
-        blocks.append(_sketch_leaf_jit(eye, jax.random.fold_in(key, li), sketch, dim, chunk,
-                                       nonzeros))
-    return jnp.concatenate(blocks, axis=0)
+    leaves = jax.tree_util.tree_leaves(params)
+    eye = jnp.eye(_n_params(params), dtype=jnp.result_type(*leaves))
+    return _sketch_leaf_jit(eye, key, sketch, dim, chunk, nonzeros)
 
 
 _sketch_leaf_jit = jax.jit(_sketch_leaf, static_argnums=(2, 3, 4, 5))
@@ -681,7 +681,7 @@ def projected_features_fn(apply_fn: Callable, dim: int, *, sketch: str = "radema
     ``phi(x1) . phi(x2)`` estimates the pNTK), ``'each'`` — every logit (features
     ``(N, O, dim)``; their inner products estimate the full eNTK, their per-logit traces the
     trNTK), or a function ``(O,) -> scalar`` of one example's outputs. ``S`` is ``(P, dim)``
-    with independent blocks per ``(leaf, chunk)`` drawn from ``key`` and
+    with independent blocks of ``chunk_size`` rows drawn from ``key`` and
     ``E[S S^T] = I_P`` for every ``sketch`` in :data:`SKETCHES`; it is regenerated, never
     stored, so the same ``key`` gives the same features across calls (save them and build
     kernels later with :func:`features_to_kernel`).
@@ -712,13 +712,11 @@ def projected_features_fn(apply_fn: Callable, dim: int, *, sketch: str = "radema
         o, dtype = _out_dim(apply_fn, params, x, apply_kwargs)
         rows = o if output == "each" else 1
         itemsize = np.dtype(dtype).itemsize
-        # A batch holds its gradients (plus one padded copy of the largest leaf while it is
-        # sketched) and activations; whatever its size, one regenerated sketch block (its
-        # random words and its values) and the accumulated features.
-        largest = max(int(np.prod(np.shape(lf), dtype=int))
-                      for lf in jax.tree_util.tree_leaves(params))
+        # A batch holds its gradients twice (per leaf, and the leaves side by side while
+        # they are sketched) and activations; whatever its size, one regenerated sketch
+        # block (its random words and its values) and the accumulated features.
         fixed = 2 * chunk * dim * itemsize + x.shape[0] * rows * dim * itemsize
-        b = _batch_size(batch_size, x.shape[0], rows, _n_params(params) + largest, itemsize,
+        b = _batch_size(batch_size, x.shape[0], rows, 2 * _n_params(params), itemsize,
                         memory_budget,
                         _activation_bytes(apply_fn, params, x, apply_kwargs, jitted_cache),
                         fixed)
