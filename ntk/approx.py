@@ -284,7 +284,8 @@ def _gram_fn(output, contraction, transform=None):
     def contract(g1, g2):
         return sum(jnp.einsum(contraction, a, b) for a, b in zip(g1, g2))
 
-    return side(t1), side(t2), contract
+    one = side(t1)
+    return one, (one if t2 is t1 else side(t2)), contract
 
 
 def _blocked_kernel(block, apply_fn, x1, x2, params, w1, w2, rows, batch_size, budget,
@@ -330,8 +331,11 @@ def _blocked_kernel(block, apply_fn, x1, x2, params, w1, w2, rows, batch_size, b
     blocks = {}
     for i, s1 in enumerate(range(0, x1.shape[0], b1)):
         va = min(b1, x1.shape[0] - s1)
-        g1 = g1_fn(params, _pad_rows(x1[s1:s1 + b1], b1), _pad_rows(w1[s1:s1 + b1], b1),
-                   kwargs=kwargs)
+        if keep and same and b1 == b2 and grads1 is grads2:
+            g1 = side2[i][0]  # x2=None: the kept side-2 batch is this row batch
+        else:
+            g1 = g1_fn(params, _pad_rows(x1[s1:s1 + b1], b1), _pad_rows(w1[s1:s1 + b1], b1),
+                       kwargs=kwargs)
         for j, (item, vb) in enumerate(side2):
             if symmetric and j < i:
                 blk = blocks[(j, i)]
