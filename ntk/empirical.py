@@ -39,9 +39,11 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from ntk import budget as _budget
 from ntk import distributed as _distributed
+from ntk import streaming as _streaming
 from ntk import structured as _structured
 
 
@@ -101,6 +103,10 @@ def _parse_vmap_axes(vmap_axes):
     outputs) or ``(in_axes, out_axes)`` / ``(in_axes, out_axes, kwargs_axes)``."""
     if vmap_axes is None:
         return None
+    if isinstance(vmap_axes, str):
+        if vmap_axes != "auto":
+            raise ValueError(f"vmap_axes={vmap_axes!r}: the only string accepted is 'auto'")
+        return "auto"
     if isinstance(vmap_axes, (int, np.integer)):
         return int(vmap_axes), int(vmap_axes)
     if isinstance(vmap_axes, (tuple, list)) and len(vmap_axes) in (2, 3):
@@ -134,6 +140,12 @@ def _concrete(x):
         return None
 
 
+@jax.jit
+def _count_non_finite(x):
+    # on the device, so that a check costs one scalar transfer, not a copy of the inputs
+    return jnp.sum(~jnp.isfinite(x))
+
+
 def _check_inputs(x1, x2, in_axis: int, same_example_shape: bool = True):
     for name, x in (("x1", x1), ("x2", x2)):
         if x is None and name == "x2":
@@ -144,11 +156,10 @@ def _check_inputs(x1, x2, in_axis: int, same_example_shape: bool = True):
             raise ValueError(f"{name} must have a batch axis, got a scalar")
         if not -x.ndim <= in_axis < x.ndim:
             raise ValueError(f"{name} of shape {tuple(x.shape)} has no batch axis {in_axis}")
-        value = _concrete(x)
-        if value is not None and np.issubdtype(value.dtype, np.inexact):
-            finite = np.isfinite(value)
-            if not finite.all():
-                bad = finite.size - int(finite.sum())
+        if not _is_tracer(x) and jnp.issubdtype(x.dtype, jnp.inexact):
+            with jax.ensure_compile_time_eval():  # concrete x closed over inside a jit
+                bad = int(_count_non_finite(x))
+            if bad:
                 raise ValueError(f"{name} of shape {tuple(x.shape)} has {bad} non-finite "
                                  "entries (NaN or inf)")
     if x2 is not None and same_example_shape:
@@ -229,6 +240,7 @@ class _Layout:
                 self.right.append(b)
                 self.out.extend([a, b])
         self.spare = "".join(letters)
+        self.trace_axes = tuple(trace)
         self.batch_axis = batch_axis
         self.batch_paired = batch_axis in trace or batch_axis in diag
         # number of (output entry, output entry) pairs per pair of inputs
@@ -248,13 +260,44 @@ class _Layout:
         return "".join(self.out)
 
     def contract(self, a, b, extra: int = 0):
-        """sum over the trailing ``extra`` axes shared by ``a`` and ``b``."""
-        e = self.spare[:extra]
-        return jnp.einsum(f"{self.lhs()}{e},{self.rhs()}{e}->{self.result()}", a, b)
+        """sum over the trailing ``extra`` axes shared by ``a`` and ``b``, as one batched
+        matrix product ``(D, Fa, T) x (D, Fb, T) -> (D, Fa, Fb)``: D the diagonal axes, F
+        the free ones, T the traced ones and the trailing ``extra`` (einsum's own lowering
+        of this contraction runs about 2x slower on CPU)."""
+        lhs, rhs = list(self.left), list(self.right)
+        shared = [l for l in lhs if l in rhs]
+        kept = [l for l in shared if l in self.out]
+        summed = [l for l in shared if l not in self.out]
+        free_a = [l for l in lhs if l not in rhs]
+        free_b = [l for l in rhs if l not in lhs]
+        nd = len(lhs)
+        size = dict(zip(lhs, a.shape[:nd]))
+        size.update(zip(rhs, b.shape[:nd]))
+        ta = a.transpose([lhs.index(l) for l in kept + free_a + summed]
+                         + list(range(nd, a.ndim)))
+        tb = b.transpose([rhs.index(l) for l in kept + free_b + summed]
+                         + list(range(nd, b.ndim)))
+        d = int(np.prod([size[l] for l in kept]))
+        fa = int(np.prod([size[l] for l in free_a]))
+        fb = int(np.prod([size[l] for l in free_b]))
+        ta = ta.reshape(d, fa, -1)
+        tb = tb.reshape(d, fb, -1)
+        prod = lax.dot_general(ta, tb, (((2,), (2,)), ((0,), (0,))))
+        prod = prod.reshape([size[l] for l in kept + free_a + free_b])
+        order = kept + free_a + free_b
+        return prod.transpose([order.index(l) for l in self.out])
 
     def reduce_raw(self, raw):
         """Apply trace / diagonal to a raw ``(*S1, *S2)`` kernel."""
         return jnp.einsum(f"{self.lhs()}{self.rhs()}->{self.result()}", raw)
+
+    def swap_permutation(self) -> tuple:
+        """Axes permutation taking ``K(x2, x1)`` to ``K(x1, x2)``: each free axis's two
+        letters trade places."""
+        partner = {}
+        for a, b in zip(self.left, self.right):
+            partner[a], partner[b] = b, a
+        return tuple(self.out.index(partner[letter]) for letter in self.out)
 
     def concat_axis(self, side: int) -> int:
         """Position of the batch axis of input ``side`` (1 or 2) in the result."""
@@ -445,10 +488,31 @@ def _profile(model: _Model, leaves, x, in_axis: int, n_examples: int = 1):
     avals = [jax.ShapeDtypeStruct(jnp.shape(l), jnp.result_type(l)) for l in leaves]
     closed = jax.make_jaxpr(model.call)(avals, xc)
     analysis = _structured.analyze(closed, len(leaves))
+    analysis.max_activation = max(_largest_value(closed.jaxpr) // n_examples, 1)
+    analysis.has_conv = _has_primitive(closed.jaxpr, "conv_general_dilated")
     analysis.flops_forward /= n_examples
     analysis.activation_size //= n_examples
     analysis.n_examples = n_examples
     return analysis
+
+
+def _largest_value(jaxpr) -> int:
+    """Entries of the largest intermediate value of a jaxpr (nested calls included)."""
+    best = 0
+    for eqn in jaxpr.eqns:
+        for sub in _structured.sub_jaxprs(eqn):
+            best = max(best, _largest_value(sub))
+        for v in eqn.outvars:
+            shape = getattr(v.aval, "shape", None)
+            if shape is not None:
+                best = max(best, int(np.prod(shape)))
+    return best
+
+
+def _has_primitive(jaxpr, name: str) -> bool:
+    return any(eqn.primitive.name == name
+               or any(_has_primitive(sub, name) for sub in _structured.sub_jaxprs(eqn))
+               for eqn in jaxpr.eqns)
 
 
 def _tap_dims(tap) -> tuple[int, int, int]:
@@ -467,9 +531,13 @@ def _tap_dims(tap) -> tuple[int, int, int]:
     return pos, c, f
 
 
-def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric):
-    """FLOPs and per-block bytes (as functions of block sizes) of each implementation."""
-    fp = max(analysis.flops_forward, 1.0)
+def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric, examples=1):
+    """FLOPs and per-block bytes (as functions of block sizes) of each implementation.
+
+    ``examples`` is how many examples each derivative pass runs over: 1 with independent
+    examples (vmap), the batch size otherwise (a backward pass per output entry through
+    the whole batch)."""
+    fp = max(analysis.flops_forward, 1.0) * examples
     acts = analysis.activation_size
     sizes = [int(np.prod(jnp.shape(l))) for l in leaves]
     p_active = sum(sizes[i] for i in active)
@@ -478,7 +546,7 @@ def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric):
     nf = n1 if symmetric else n1 + n2
     flops = {
         Implementation.JACOBIAN: nf * o * 3 * fp + n1 * n2 * pairs * p_active,
-        Implementation.NTVP: n2 * o * (3 * fp + 3 * n1 * fp),
+        Implementation.NTVP: n2 * o * (3 * fp + 3 * n1 * fp / examples),
     }
     tap_cost, tap_feat = 0.0, 0
     handled = set()
@@ -518,7 +586,7 @@ def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric):
 
 # ------------------------------------------------------------------------ public API
 
-def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
+def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes="auto",
                      implementation: str | Implementation = "auto", param_scales=None,
                      memory_budget: int | None = None,
                      block_size: int | tuple[int, int] | None = None,
@@ -533,8 +601,11 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
         (neural-tangents semantics). ``()`` gives the full ``(N1, N2, O, O)`` kernel.
       diagonal_axes: output axes on which only matching entries are kept, e.g. ``(-1,)``
         gives ``(N1, N2, O)``; including the batch axis gives per-example diagonals.
-      vmap_axes: ``None`` (no assumption; Jacobians of whole batches) or the batch axis
-        of inputs and outputs, an int or ``(in_axes, out_axes)``, along which examples are
+      vmap_axes: ``'auto'`` (default): find out whether examples along axis 0 are
+        independent (:func:`detect_batch_independence`, once per input shape; ``plan()``
+        reports what was found) and vmap over them if so; ``None``: assume nothing
+        (Jacobians of whole batches, neural-tangents' default); or the batch axis of
+        inputs and outputs, an int or ``(in_axes, out_axes)``, along which examples are
         independent: per-example derivatives are vmapped, which is much cheaper.
       implementation: ``'jacobian'``, ``'ntvp'``, ``'structured'`` or ``'auto'``.
       param_scales: optional pytree of non-negative scalars with the structure of params;
@@ -545,6 +616,14 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
       block_size: force blocks of this many inputs (an int, or a pair for x1 / x2).
       devices: ``None`` (default device), ``'all'`` or a list of devices over which blocks
         of rows are sharded (:mod:`ntk.distributed`).
+
+    The Jacobian implementation is streamed (:mod:`ntk.streaming`): a row block's
+    derivatives are kept while column blocks stream past, a traced or diagonal output axis
+    is processed in chunks and parameter leaves in groups when memory requires, and only
+    blocks on or above the diagonal are computed for ``x2 = None``. ``'auto'`` compares
+    the whole kernel's FLOPs of every implementation under its memory plan, counting what
+    each recomputes. Plans and compiled functions are made once per input shapes, dtypes
+    and settings; a repeated call costs its compiled computation.
 
     Returns:
       ``ntk_fn(x1, x2, params, **apply_kwargs)``; ``x2=None`` means ``x2 = x1`` (and
@@ -578,7 +657,7 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
     return ntk_fn
 
 
-def empirical_nngp_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
+def empirical_nngp_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes="auto",
                       memory_budget: int | None = None,
                       block_size: int | tuple[int, int] | None = None):
     """Empirical NNGP kernel ``K(x1, x2) = f(x1) f(x2)^T`` (output covariance).
@@ -602,7 +681,7 @@ def empirical_nngp_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vm
     return nngp_fn
 
 
-def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
+def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes="auto",
                         implementation: str | Implementation = "auto", param_scales=None,
                         memory_budget: int | None = None):
     """Both empirical kernels: ``kernel_fn(x1, x2, get, params, **kw)`` with ``get`` one of
@@ -627,15 +706,139 @@ def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), 
 
 def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, param_scales,
              memory_budget, block_size, devices, dry_run=False):
-    in_axis = vmap[0] if vmap is not None else 0
-    # without vmap_axes nothing says which input axis is the batch: x1 and x2 need only
-    # give outputs that agree beyond their leading axis
-    _check_inputs(x1, x2, in_axis, same_example_shape=vmap is not None)
+    """Validate, find (or make) the plan for these shapes and settings, and run it."""
+    in_axis = vmap[0] if isinstance(vmap, tuple) else 0
+    _check_inputs(x1, x2, in_axis, same_example_shape=False)
     leaves, treedef = jax.tree_util.tree_flatten(params)
     if not leaves and kind == "ntk":
         raise ValueError("params has no array leaves; the NTK of a parameter-free function "
                          "is zero")
-    scales = _scale_list(param_scales, params, leaves)
+    scales = tuple(_scale_list(param_scales, params, leaves)) if kind == "ntk" else ()
+    key = (kind, apply_fn, _aval(x1), None if x2 is None else _aval(x2), treedef,
+           tuple(_aval(l) for l in leaves), trace, diag, vmap, impl, scales, memory_budget,
+           block_size if not isinstance(block_size, list) else tuple(block_size),
+           _device_key(devices), _kwargs_key(kwargs))
+    plan = _PLANS.get(key) if key[-1] is not None else None
+    if plan is None:
+        plan = _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, diag,
+                          vmap, impl, list(scales), memory_budget, block_size, devices)
+        if key[-1] is not None:
+            _PLANS[key] = plan
+            if len(_PLANS) > _PLANS_MAX:
+                _PLANS.popitem(last=False)
+    else:
+        _PLANS.move_to_end(key)
+    if dry_run:
+        return dict(plan.info)
+    return plan.execute(leaves, x1, x2)
+
+
+def _aval(x):
+    return (tuple(jnp.shape(x)), str(jnp.result_type(x)))
+
+
+def _kwargs_key(kwargs):
+    """A hashable key of the keyword arguments, or ``None`` when one is not hashable (an
+    array): such calls are planned afresh each time."""
+    items = tuple(sorted(kwargs.items()))
+    try:
+        hash(items)
+    except TypeError:
+        return None
+    return ("kw",) + items
+
+
+_PLANS: "collections.OrderedDict" = collections.OrderedDict()
+_PLANS_MAX = 64
+
+
+class _Plan:
+    """What a kernel call does for one set of shapes: ``execute(leaves, x1, x2)`` and the
+    ``info`` that ``kernel_fn.plan`` reports."""
+
+    def __init__(self, execute, info):
+        self.execute, self.info = execute, info
+
+
+def _perturbed(x0):
+    """A different value for one example, in its own domain: its entries reversed (and
+    negated for floats, so that symmetric examples change too)."""
+    flat = jnp.ravel(x0)[::-1]
+    if jnp.issubdtype(x0.dtype, jnp.inexact):
+        flat = -flat + jnp.asarray(0.5, x0.dtype)
+    return flat.reshape(x0.shape)
+
+
+def detect_batch_independence(apply_fn, params, x, kwargs=None) -> tuple[bool, str]:
+    """Whether ``apply_fn``'s examples (axis 0 of inputs and outputs) are independent.
+
+    A probe of up to three examples: (i) changing example 0 must leave every other
+    example's output bitwise unchanged; (ii) each example's output must equal the output of
+    a batch holding that example alone (to float rounding). BatchNorm on batch statistics,
+    attention across the batch or any batch reduction fails (i) or (ii). Traced inputs are
+    replaced by fixed random probes of the same shape (integer inputs by 0 / 1).
+
+    Returns ``(independent, reason)``.
+    """
+    kwargs = kwargs or {}
+    fn = functools.partial(apply_fn, **kwargs)
+    n = x.shape[0] if x.ndim else 0
+    if n == 0:
+        return False, "inputs have no batch axis"
+    concrete = _concrete(x) is not None
+    if concrete:
+        x = jnp.asarray(x)
+    else:
+        key = jax.random.PRNGKey(0)
+        if jnp.issubdtype(x.dtype, jnp.inexact):
+            x = jax.random.normal(key, (min(n, 3),) + tuple(x.shape[1:]), x.dtype)
+        else:
+            x = (jnp.arange(min(n, 3) * int(np.prod(x.shape[1:]))) % 2).astype(x.dtype)
+            x = x.reshape((min(n, 3),) + tuple(x.shape[1:]))
+        n = x.shape[0]
+    if any(_is_tracer(l) for l in jax.tree_util.tree_leaves(params)):
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        keys = jax.random.split(jax.random.PRNGKey(1), max(len(leaves), 1))
+        leaves = [jax.random.normal(k, jnp.shape(l), jnp.result_type(l)) * 0.5
+                  if jnp.issubdtype(jnp.result_type(l), jnp.inexact) else jnp.zeros_like(l)
+                  for k, l in zip(keys, leaves)]
+        params = jax.tree_util.tree_unflatten(treedef, leaves)
+    probe = x[:min(n, 3)]
+    if probe.shape[0] == 1:
+        probe = jnp.concatenate([probe, _perturbed(probe[0])[None]], axis=0)
+    m = probe.shape[0]
+    with jax.ensure_compile_time_eval():
+        out = fn(params, probe)
+        if not hasattr(out, "shape") or out.ndim == 0 or out.shape[0] != m:
+            return False, (f"outputs of shape {getattr(out, 'shape', None)} do not lead with "
+                           f"the batch axis of inputs {tuple(probe.shape)}")
+        changed = probe.at[0].set(_perturbed(probe[0]))
+        out_changed = fn(params, changed)
+        if not bool(jnp.all(out_changed[1:] == out[1:])):
+            return False, "changing one example changes the others' outputs"
+        for i in range(m):
+            alone = fn(params, probe[i:i + 1])
+            scale = float(jnp.max(jnp.abs(out[i]))) + 1e-30
+            err = float(jnp.max(jnp.abs(alone[0] - out[i])))
+            tol = 1e3 * float(jnp.finfo(out.dtype).eps) if jnp.issubdtype(
+                out.dtype, jnp.inexact) else 0.0
+            if err > tol * scale:
+                return False, (f"example {i} alone gives another output than in a batch "
+                               f"(relative difference {err / scale:.2g})")
+    return True, "independent: one example's change leaves the others' outputs unchanged"
+
+
+def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, diag, vmap,
+               impl, scales, memory_budget, block_size, devices):
+    detection = "given by vmap_axes"
+    if vmap == "auto":
+        independent, reason = detect_batch_independence(apply_fn, params, x1, kwargs)
+        vmap = (0, 0) if independent else None
+        detection = ("auto: " + reason + (" (vmap over axis 0)" if independent
+                                          else " (whole-batch derivatives)"))
+    elif vmap is None:
+        detection = "vmap_axes=None: whole-batch derivatives"
+    in_axis = vmap[0] if vmap is not None else 0
     active = [i for i, s in enumerate(scales) if s != 0.0]
 
     if vmap is None:  # no assumption about the batch: shapes of the whole calls
@@ -652,11 +855,18 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
         if len(out2_shape) != len(out_shape):
             raise ValueError(f"apply_fn's outputs for x1 {out_shape} and x2 {out2_shape} "
                              "have different ranks")
-        # blocks split axis 0 of inputs and outputs, so it must be a batch axis
         batch_like = (out_shape[0] == x1.shape[0]
                       and (x2 is None or out2_shape[0] == x2.shape[0]))
     else:
-        probe = jnp.take(x1, jnp.arange(min(1, x1.shape[in_axis])), axis=in_axis)
+        if x2 is not None:
+            f1 = tuple(np.delete(np.array(x1.shape), in_axis % x1.ndim))
+            f2 = tuple(np.delete(np.array(x2.shape), in_axis % x2.ndim))
+            if x1.ndim != x2.ndim or f1 != f2:
+                raise ValueError(f"x1 and x2 must have the same per-example shape: x1 has "
+                                 f"shape {tuple(x1.shape)} and x2 has shape "
+                                 f"{tuple(x2.shape)} (batch axis {in_axis})")
+        probe = jax.ShapeDtypeStruct(
+            tuple(1 if d == in_axis % x1.ndim else s for d, s in enumerate(x1.shape)), x1.dtype)
         out_shape, out_dtype = _output_shape(apply_fn, params, probe, kwargs)
         batch_like = True
     batch_axis = vmap[1] if vmap is not None else 0
@@ -665,8 +875,11 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
                          f"shape {out_shape}")
     batch_axis %= len(out_shape)
     ndim = len(out_shape)
-    tr = _canonical_axes(trace, ndim, "trace_axes", out_shape)
-    dg = _canonical_axes(diag, ndim, "diagonal_axes", out_shape)
+    shown = list(out_shape)  # the batch's output shape, for messages
+    if vmap is not None:
+        shown[batch_axis] = x1.shape[in_axis]
+    tr = _canonical_axes(trace, ndim, "trace_axes", shown)
+    dg = _canonical_axes(diag, ndim, "diagonal_axes", shown)
     if set(tr) & set(dg):
         raise ValueError(f"trace_axes={trace} and diagonal_axes={diag} share axes")
     if vmap is None:
@@ -674,24 +887,15 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
             if out_shape[a] != out2_shape[a]:
                 raise ValueError(f"output axis {a} is traced or diagonal but has size "
                                  f"{out_shape[a]} for x1 and {out2_shape[a]} for x2")
-
-    if vmap is None:
         n1, n2 = out_shape[0], out2_shape[0]
     else:
         n1 = x1.shape[in_axis]
         n2 = n1 if x2 is None else x2.shape[in_axis]
-    if not batch_like:
-        if block_size is not None:
-            raise ValueError("block_size: blocks split the leading axis of inputs and outputs, "
-                             f"but apply_fn maps inputs {tuple(x1.shape)} to outputs "
-                             f"{tuple(out_shape)}; pass vmap_axes to name the batch axes")
-        block_size = (n1, n2)
     batch_mean = batch_axis in tr
     if batch_mean or batch_axis in dg:
         if n1 != n2:
             raise ValueError(f"tracing or taking the diagonal over the batch axis needs as "
                              f"many x1 as x2 inputs, got N1={n1} and N2={n2}")
-        # the trace over inputs is the mean of the diagonal: keep it, average at the end
         tr = tuple(a for a in tr if a != batch_axis)
         dg = tuple(sorted(dg + (batch_axis,)))
 
@@ -699,114 +903,251 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
     full_shape[batch_axis] = n1
     layout = _Layout(full_shape, tr, dg, batch_axis)
     model = _Model(apply_fn, treedef, kwargs, vmap)
-    # outputs per example (the probe holds one example under vmap, the whole batch without)
     per_call_out = int(np.prod(out_shape)) // (out_shape[batch_axis] if batch_like else 1)
     dtype = jnp.result_type(out_dtype, *[jnp.result_type(l) for l in leaves]) if leaves \
         else out_dtype
     itemsize = jnp.dtype(dtype).itemsize
     out_entries = n1 * n2 * layout.pairs if not layout.batch_paired else n1 * layout.pairs
     budget = int(memory_budget or _budget.default_memory_budget())
+    base_info = {"batch_independent": vmap is not None, "batch_detection": detection,
+                 "memory_budget": budget, "output_bytes": out_entries * itemsize}
+
+    def finish(result):
+        if batch_mean:
+            result = jnp.mean(result, axis=layout.concat_axis(1))
+        return result / layout.trace_size
 
     if kind == "nngp":
         def nngp_bytes(b1, b2):
             return (b1 + b2) * per_call_out * 2 + b1 * b2 * layout.pairs
 
-        plan = _budget.plan_blocks(n1, n2, lambda a, b: nngp_bytes(a, b) * itemsize,
-                                   out_entries * itemsize, budget, block_size, "NNGP kernel")
+        if not batch_like:
+            block_size = (n1, n2)
+        bplan = _budget.plan_blocks(n1, n2, lambda a, b: nngp_bytes(a, b) * itemsize,
+                                    out_entries * itemsize, budget, block_size, "NNGP kernel")
 
         def block(lv, xa, xb):
             fa = model.batch(lv, xa)
             fb = fa if xb is None else model.batch(lv, xb)
             return layout.contract(fa, fb)
 
-        key = ("nngp", apply_fn, tuple(out_shape), str(out_dtype), tr, dg, batch_axis, vmap,
-               _device_key(devices), tuple(sorted(kwargs.items())))
-        run = _cached(key, lambda: _distributed.row_sharded(block, devices, in_axis))
-        result = _run_blocks(run, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2)
-        return result / layout.trace_size
+        run = _distributed.row_sharded(block, devices, in_axis)
+        info = dict(base_info, block_size=(bplan.block1, bplan.block2),
+                    bytes_per_block=bplan.bytes_per_block)
+        return _Plan(lambda lv, a, b: finish(_run_blocks(run, lv, a, b, bplan, layout, in_axis,
+                                                         devices, n1, n2)), info)
 
     analysis = _profile(model, leaves, x1, in_axis, n1 if batch_like else 1)
+    examples = 1 if vmap is not None else max(n1 if batch_like else 1, 1)
+    sizes = [int(np.prod(jnp.shape(l))) for l in leaves]
+
+    # -- streamed Jacobian contraction (vmap mode, or batch mode split by output rows)
+    row_axis = batch_axis if vmap is not None else 0
+    streamable = {a: full_shape[a] for a in tr + dg if a != row_axis and full_shape[a] > 1}
+    stream = None
+    if devices is None and (vmap is not None or batch_like or block_size is None):
+        per_row = int(np.prod(full_shape)) // full_shape[row_axis]
+        rows_n1 = n1 if vmap is not None else out_shape[0]
+        rows_n2 = n2 if vmap is not None else out2_shape[0]
+        bs = None if block_size is None else (
+            (block_size, block_size) if isinstance(block_size, int) else tuple(block_size))
+        if bs is not None and (bs[0] <= 0 or bs[1] <= 0):
+            raise ValueError(f"block_size must be positive, got {block_size!r}")
+        stream = _streaming.plan(
+            n1=rows_n1, n2=rows_n2, symmetric=x2 is None, batch_paired=layout.batch_paired,
+            vmap=vmap is not None, n_batch=examples, per_row_out=per_row,
+            streamable=streamable, sizes=sizes, active=active,
+            flops_forward=analysis.flops_forward, activation_size=analysis.activation_size,
+            max_activation=analysis.max_activation, pairs=layout.pairs,
+            output_bytes=out_entries * itemsize, itemsize=itemsize, budget=budget,
+            block_size=bs, row_batch_penalty=3.0 if (analysis.has_conv and
+                                                     jax.default_backend() == "cpu") else 1.0)
+
     flops, block_bytes = _costs(analysis, leaves, active, layout, n1, n2, per_call_out,
-                                symmetric=x2 is None)
+                                symmetric=x2 is None, examples=examples)
+    tile_plans = {}
+    for name in (Implementation.NTVP, Implementation.STRUCTURED, Implementation.JACOBIAN):
+        bs = block_size if batch_like else (n1, n2)
+        try:
+            tile_plans[name] = _budget.plan_blocks(
+                n1, n2, lambda a, b, name=name: block_bytes[name](a, b) * itemsize,
+                out_entries * itemsize, budget, bs, f"empirical NTK ({name.value})")
+        except _budget.MemoryBudgetError as err:
+            tile_plans[name] = err
+    # whole-kernel cost: derivatives recomputed once per tile they appear in
+    for name, tp in tile_plans.items():
+        if isinstance(tp, _budget.BlockPlan):
+            flops[name] = _tile_cost(flops[name], analysis, tp, n1, n2, x2 is None)
+    if stream is not None:
+        flops[Implementation.JACOBIAN] = stream.flops
+
+    def feasible(name):
+        if name is Implementation.JACOBIAN and stream is not None:
+            return True
+        tp = tile_plans[name]
+        if not isinstance(tp, _budget.BlockPlan):
+            return False
+        return batch_like or tp.bytes_per_block + tp.output_bytes <= budget
+
     if impl is Implementation.AUTO:
-        impl = min(flops, key=flops.get)
-
-    def bytes_fn(b1, b2):
-        return block_bytes[impl](b1, b2) * itemsize
-
-    plan = _budget.plan_blocks(n1, n2, bytes_fn, out_entries * itemsize, budget, block_size,
-                               f"empirical NTK ({impl.value})")
-    if not batch_like and plan.bytes_per_block + plan.output_bytes > budget:
+        candidates = [k for k in flops if feasible(k)]
+        if not candidates:
+            err = tile_plans[Implementation.JACOBIAN]
+            raise err if isinstance(err, Exception) else _budget.MemoryBudgetError(
+                "the empirical NTK does not fit memory_budget=" + _budget.format_bytes(budget)
+                + "; " + _budget.CHEAPER_OPTIONS)
+        impl = min(candidates, key=flops.get)
+    elif not feasible(impl):
+        err = tile_plans[impl]
+        if isinstance(err, Exception):
+            raise err
         raise _budget.MemoryBudgetError(
-            f"the empirical NTK needs {_budget.format_bytes(plan.bytes_per_block)} in one "
+            f"the empirical NTK needs {_budget.format_bytes(err.bytes_per_block)} in one "
             f"block but memory_budget={_budget.format_bytes(budget)}, and it cannot be cut "
             "into blocks without vmap_axes (outputs do not lead with the batch axis); "
             + _budget.CHEAPER_OPTIONS)
-    if dry_run:
-        return {"implementation": impl.value,
-                "flops": {k.value: float(v) for k, v in flops.items()},
-                "block_size": (plan.block1, plan.block2),
-                "bytes_per_block": plan.bytes_per_block, "output_bytes": plan.output_bytes,
-                "memory_budget": budget,
-                "structured_leaves": sorted(t.leaf for t in analysis.taps),
-                "fallback_leaves": sorted(analysis.fallback)}
 
+    info = dict(base_info, implementation=impl.value,
+                flops={k.value: float(v) for k, v in flops.items()},
+                flops_forward_per_example=float(analysis.flops_forward),
+                structured_leaves=sorted(t.leaf for t in analysis.taps),
+                fallback_leaves=sorted(analysis.fallback))
+
+    if impl is Implementation.JACOBIAN and stream is not None:
+        info.update(block_size=(stream.row_block, stream.col_block),
+                    bytes_per_block=stream.bytes_per_block,
+                    streamed_axis=stream.chunk_axis, chunk=stream.chunk,
+                    leaf_groups=len(stream.groups))
+        execute = _stream_executor(model, layout, stream, leaves, scales, row_axis, in_axis,
+                                   n1 if vmap is not None else out_shape[0],
+                                   n2 if vmap is not None else out2_shape[0], vmap)
+        return _Plan(lambda lv, a, b: finish(execute(lv, a, b)), info)
+
+    tp = tile_plans[impl]
+    info.update(block_size=(tp.block1, tp.block2), bytes_per_block=tp.bytes_per_block)
     chunk = 0
     if impl is Implementation.NTVP:
-        p_active = sum(int(np.prod(jnp.shape(leaves[i]))) for i in active)
-        per_col = (p_active + analysis.activation_size * plan.block1) * itemsize
+        p_active = sum(sizes[i] for i in active)
+        per_col = (p_active + analysis.activation_size * tp.block1) * itemsize
         chunk = int(max(1, min(1024, (budget // 4) // max(per_col, 1))))
+    if impl is Implementation.JACOBIAN:
+        part = functools.partial(_jacobian_block, model, layout, scales=scales, active=active)
+    elif impl is Implementation.NTVP:
+        part = functools.partial(_ntvp_block, model, layout, scales=scales, active=active,
+                                 chunk=chunk)
+    else:
+        feature_fn = _structured_feature_fn(model, leaves, active)
+        part = functools.partial(_structured_block, model, layout, scales=scales,
+                                 active=active, feature_fn=feature_fn)
 
-    def build():
-        if impl is Implementation.JACOBIAN:
-            part = functools.partial(_jacobian_block, model, layout, scales=scales,
-                                     active=active)
-        elif impl is Implementation.NTVP:
-            part = functools.partial(_ntvp_block, model, layout, scales=scales, active=active,
-                                     chunk=chunk)
+    def block(lv, xa, xb):
+        return part(lv, x1=xa, x2=xb)
+
+    run = _distributed.row_sharded(block, devices, in_axis)
+    return _Plan(lambda lv, a, b: finish(_run_blocks(run, lv, a, b, tp, layout, in_axis,
+                                                     devices, n1, n2)), info)
+
+
+def _tile_cost(flops, analysis, tp, n1, n2, symmetric):
+    """Scale the derivative part of a tile-based implementation's FLOPs by how often its
+    blocks recompute derivatives (each tile derives both of its sides)."""
+    if tp.block1 >= n1 and tp.block2 >= n2:
+        return flops
+    computed = n1 * math.ceil(n2 / tp.block2) + n2 * math.ceil(n1 / tp.block1)
+    once = n1 if symmetric else n1 + n2
+    return flops * computed / max(once, 1)
+
+
+def _stream_executor(model, layout, stream, leaves, scales, row_axis, in_axis, n1, n2, vmap):
+    """``execute(leaves, x1, x2)`` for a :class:`ntk.streaming.StreamPlan`."""
+    groups = stream.groups
+    chunk_axis = stream.chunk_axis
+    full_ndim = layout.ndim
+    if vmap is not None and chunk_axis is not None:
+        call_axis = chunk_axis - (1 if chunk_axis > row_axis else 0)
+    else:
+        call_axis = chunk_axis
+    cache = {}
+
+    def make_features(g, size):
+        group = groups[g]
+
+        def with_group(lv, values):
+            full = list(lv)
+            for i, v in zip(group, values):
+                full[i] = v
+            return full
+
+        if vmap is not None:
+            def per_call(lv, xc, c0):
+                def f(values):
+                    out = model.call(with_group(lv, values), xc)
+                    if call_axis is not None:
+                        out = lax.dynamic_slice_in_dim(out, c0, stream.chunk, axis=call_axis)
+                    return out
+                return jax.jacrev(f)([lv[i] for i in group])
+
+            def features(lv, x, start, c0):
+                xb = lax.dynamic_slice_in_dim(x, start, size, axis=in_axis)
+                jac = jax.vmap(per_call, in_axes=(None, in_axis, None))(lv, xb, c0)
+                return [jnp.moveaxis(j, 0, row_axis) for j in jac]
         else:
-            feature_fn = _structured_feature_fn(model, leaves, active)
-            part = functools.partial(_structured_block, model, layout, scales=scales,
-                                     active=active, feature_fn=feature_fn)
+            def features(lv, x, start, c0):
+                def f(values):
+                    out = model.call(with_group(lv, values), x)
+                    out = lax.dynamic_slice_in_dim(out, start, size, axis=0)
+                    if call_axis is not None:
+                        out = lax.dynamic_slice_in_dim(out, c0, stream.chunk, axis=call_axis)
+                    return out
+                return jax.jacrev(f)([lv[i] for i in group])
+        return jax.jit(features)
 
-        def block(lv, xa, xb):
-            return part(lv, x1=xa, x2=xb)
-        return _distributed.row_sharded(block, devices, in_axis)
+    def features(lv, x, start, size, g, c0):
+        fn = cache.get((g, size))
+        if fn is None:
+            fn = cache[(g, size)] = make_features(g, size)
+        return fn(lv, x, start, c0)
 
-    avals = tuple((tuple(jnp.shape(l)), str(jnp.result_type(l))) for l in leaves)
-    key = ("ntk", apply_fn, treedef, avals, tuple(out_shape), str(out_dtype), tr, dg, batch_axis, vmap,
-           impl, tuple(scales), chunk, _device_key(devices), tuple(sorted(kwargs.items())))
-    run = _cached(key, build)
-    result = _run_blocks(run, leaves, x1, x2, plan, layout, in_axis, devices, n1, n2)
-    if batch_mean:
-        result = jnp.mean(result, axis=layout.concat_axis(1))
-    return result / layout.trace_size
+    grams = {}
 
+    def gram(g, fa, fb):
+        fn = grams.get(g)
+        if fn is None:
+            group = groups[g]
 
-_RUNNERS: "collections.OrderedDict" = collections.OrderedDict()
-_RUNNERS_MAX = 32
+            def contract(a, b):
+                total = 0.0
+                for k, i in enumerate(group):
+                    total = total + scales[i] * layout.contract(a[k], b[k], a[k].ndim - full_ndim)
+                return total
+            fn = grams[g] = jax.jit(contract)
+        return fn(fa, fb)
+
+    perm = layout.swap_permutation()
+
+    def swap(t):
+        return jnp.transpose(t, perm)
+
+    def drop(t, axis, skip):
+        return t if skip == 0 else lax.slice_in_dim(t, skip, t.shape[axis], axis=axis)
+
+    chunk_result_axis = None
+    if chunk_axis is not None and chunk_axis not in layout.trace_axes:
+        chunk_result_axis = layout.out.index(layout.left[chunk_axis])
+
+    def execute(lv, x1, x2):
+        return _streaming.run(stream, features=features, gram=gram, leaves=lv, x1=x1, x2=x2,
+                              n1=n1, n2=n2 if x2 is not None else n1, symmetric=x2 is None,
+                              batch_paired=layout.batch_paired,
+                              concat1=layout.concat_axis(1), concat2=layout.concat_axis(2),
+                              chunk_result_axis=chunk_result_axis, swap=swap, drop=drop)
+    return execute
 
 
 def _device_key(devices):
     if devices is None or isinstance(devices, str):
         return devices
     return tuple(d.id for d in devices)
-
-
-def _cached(key, build):
-    """Reuse compiled block functions across calls with the same model and settings (a
-    notebook calling the same kernel function again must not recompile)."""
-    try:
-        hash(key)
-    except TypeError:  # unhashable keyword arguments: no reuse
-        return build()
-    if key in _RUNNERS:
-        _RUNNERS.move_to_end(key)
-        return _RUNNERS[key]
-    run = _RUNNERS[key] = build()
-    if len(_RUNNERS) > _RUNNERS_MAX:
-        _RUNNERS.popitem(last=False)
-    return run
 
 
 def _structured_feature_fn(model: _Model, leaves, active):

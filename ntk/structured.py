@@ -65,6 +65,8 @@ class Analysis:
     flops_forward: float  # flops of one forward pass of the traced call
     activation_size: int  # total size of intermediate values (entries)
     n_examples: int = 1  # examples in the traced call
+    max_activation: int = 1  # entries of the largest intermediate value
+    has_conv: bool = False  # the traced call convolves
 
     @property
     def tap_paths(self):
@@ -91,7 +93,7 @@ def _eqn_flops(eqn) -> float:
     return 0.0
 
 
-def _sub_jaxprs(eqn):
+def sub_jaxprs(eqn):
     for value in eqn.params.values():
         items = value if isinstance(value, (tuple, list)) else (value,)
         for item in items:
@@ -104,7 +106,7 @@ def _sub_jaxprs(eqn):
 def _cost(jaxpr) -> tuple[float, int]:
     flops, acts = 0.0, 0
     for eqn in jaxpr.eqns:
-        subs = list(_sub_jaxprs(eqn))
+        subs = list(sub_jaxprs(eqn))
         if subs:
             for sub in subs:
                 f, a = _cost(sub)
