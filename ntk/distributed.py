@@ -32,6 +32,9 @@ def row_sharded(block: Callable, devices, in_axis: int = 0) -> Callable:
     """Jit ``block(leaves, x1, x2) -> kernel`` (kernel rows follow x1's batch axis, which
     must be the result's leading axis when sharded) and, with several devices, shard x1's
     rows over them. x1 is padded to a multiple of the device count and the padding cut off.
+
+    The sharded function is built and jitted once here, so repeated calls with the same
+    shapes reuse its compilation.
     """
     devs = resolve_devices(devices)
     jitted = jax.jit(block)
@@ -39,6 +42,19 @@ def row_sharded(block: Callable, devices, in_axis: int = 0) -> Callable:
         return jitted
     mesh = Mesh(np.array(devs), ("rows",))
     n_dev = len(devs)
+    compiled = {}
+
+    def sharded_fn(ndim: int):
+        if ndim not in compiled:
+            spec_x1 = [None] * ndim
+            spec_x1[in_axis] = "rows"
+            # check_vma=False: derivatives with respect to the replicated parameters taken
+            # inside the body are per-device quantities; vma tracking would psum them.
+            compiled[ndim] = jax.jit(jax.shard_map(
+                block, mesh=mesh,
+                in_specs=(PartitionSpec(), PartitionSpec(*spec_x1), PartitionSpec()),
+                out_specs=PartitionSpec("rows"), check_vma=False))
+        return compiled[ndim]
 
     def run(leaves, x1, x2):
         n = x1.shape[in_axis]
@@ -49,16 +65,8 @@ def row_sharded(block: Callable, devices, in_axis: int = 0) -> Callable:
             x1p = jnp.pad(x1, widths, mode="edge")
         else:
             x1p = x1
-        x2_full = x1 if x2 is None else x2
-        spec_x1 = [None] * x1.ndim
-        spec_x1[in_axis] = "rows"
-        # check_vma=False: derivatives with respect to the replicated parameters taken
-        # inside the body are per-device quantities; vma tracking would psum them.
-        sharded = jax.shard_map(
-            lambda lv, a, b: block(lv, a, b), mesh=mesh,
-            in_specs=(PartitionSpec(), PartitionSpec(*spec_x1), PartitionSpec()),
-            out_specs=PartitionSpec("rows"), check_vma=False)
-        out = jax.jit(sharded)(leaves, x1p, x2_full)
+        # each device's rows against every column: x2 = x1 (whole) when x2 is None
+        out = sharded_fn(x1.ndim)(leaves, x1p, x1 if x2 is None else x2)
         return out[:n]
 
     return run

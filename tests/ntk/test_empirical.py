@@ -252,12 +252,24 @@ def test_sharded_blocks_equal_single_device():
         apply_fn, params, shape = models.cnn(jax.random.PRNGKey(0))
         x1 = jax.random.normal(jax.random.PRNGKey(1), (7,) + shape)
         x2 = jax.random.normal(jax.random.PRNGKey(2), (5,) + shape)
-        for impl in ("ntvp", "structured"):
+        traces = []
+        def counted(p, x):
+            traces.append(1)
+            return apply_fn(p, x)
+        for impl in ("jacobian", "ntvp", "structured"):
             one = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0,
                                        implementation=impl)(x1, x2, params)
-            four = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0,
-                                        implementation=impl, devices="all")(x1, x2, params)
+            fn = ntk.empirical_ntk_fn(counted, trace_axes=(), vmap_axes=0,
+                                      implementation=impl, devices="all")
+            four = fn(x1, x2, params)
             np.testing.assert_allclose(four, one, atol=1e-10)
+            np.testing.assert_allclose(fn(x1, None, params), ntk.empirical_ntk_fn(
+                apply_fn, trace_axes=(), vmap_axes=0, implementation=impl)(x1, None, params),
+                atol=1e-10)
+            count = len(traces)
+            fn(x1 * 2.0, x2, params)  # same shapes: compiled once, no new trace
+            fn(x1, None, params)
+            assert len(traces) == count, (impl, count, len(traces))
         print("OK")
     """)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
