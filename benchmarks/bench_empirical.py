@@ -28,6 +28,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_PYTHON = os.path.join(ROOT, ".venv-ref", "bin", "python")
 OURS = ("jacobian", "ntvp", "structured")
 NT = {"jacobian": 1, "ntvp": 2, "structured": 3}
+# what a newcomer writes: no vmap_axes (detected), implementation 'auto', no jax.jit
+DEFAULT = "default"
 
 
 # ------------------------------------------------------------ models (both JAX versions)
@@ -92,12 +94,15 @@ def measure_one(spec: dict, lib: str, implementation: str, repeat: int) -> dict:
         import neural_tangents as nt
         fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=trace_axes, vmap_axes=0,
                                          implementation=NT[implementation]))
+    elif implementation == DEFAULT:
+        import ntk
+        fn = ntk.empirical_ntk_fn(apply_fn, trace_axes=trace_axes)
     else:
         import ntk
         kernel_fn = ntk.empirical_ntk_fn(apply_fn, trace_axes=trace_axes, vmap_axes=0,
                                          implementation=implementation)
-        fn = jax.jit(kernel_fn)  # like neural-tangents' jitted function: no per-call planning
-    flops = _xla_flops(fn, x, params)
+        fn = jax.jit(kernel_fn)  # like neural-tangents' jitted function
+    flops = _xla_flops(fn, x, params) if implementation != DEFAULT else None
     before = _rss("VmRSS")
     t0 = time.perf_counter()
     k = jax.block_until_ready(fn(x, None, params))
@@ -147,7 +152,8 @@ def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
 
 def suite(quick: bool) -> list[dict]:
     fcn = {"model": "fcn", "input": 3072, "width": 2048, "depth": 3, "out": 8, "n": 16}
-    cases = [dict(fcn, name="fcn (Novak et al.)")]
+    cases = [dict(fcn, name="fcn (Novak et al.)"),
+             dict(fcn, width=512, name="fcn (Novak et al.) W=512")]
     sweep = [(256, 1), (1024, 8)] if quick else \
         [(256, 1), (256, 8), (256, 32), (1024, 1), (1024, 8), (1024, 32), (2048, 1), (2048, 8)]
     for w, o in sweep:
@@ -156,6 +162,26 @@ def suite(quick: bool) -> list[dict]:
     cases.append({"model": "cnn", "channels": 32, "depth": 3, "side": 8 if quick else 16,
                   "out": 10, "n": 16, "name": "cnn (3 conv + GAP)"})
     return cases
+
+
+def call_overhead(repeat: int = 200) -> dict:
+    """Seconds per call of a small kernel (MLP 5-64-3, N = 8, float32) through the kernel
+    function as is, and through ``jax.jit`` of it: what planning and checks cost a call."""
+    import jax
+    import ntk
+
+    apply_fn, params, x = make_model({"model": "fcn", "input": 5, "width": 64, "depth": 1,
+                                      "out": 3, "n": 8})
+    fn = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0)
+    jitted = jax.jit(fn)
+    out = {}
+    for name, f in (("kernel_fn", fn), ("jax.jit(kernel_fn)", jitted)):
+        jax.block_until_ready(f(x, None, params))
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            jax.block_until_ready(f(x, None, params))
+        out[name] = (time.perf_counter() - t0) / repeat
+    return out
 
 
 def run_subprocess(python: str, spec: dict, lib: str, implementation: str, repeat: int,
@@ -183,6 +209,8 @@ def main(out_dir: str, quick: bool = False, repeat: int = 3, timeout: int = 600)
     rows = []
     for spec in suite(quick):
         row = {"name": spec.pop("name"), "spec": spec}
+        row[f"default/{DEFAULT}"] = run_subprocess(sys.executable, spec, "ours", DEFAULT,
+                                                   repeat, timeout)
         for impl in OURS:
             row[f"ours/{impl}"] = run_subprocess(sys.executable, spec, "ours", impl, repeat,
                                                  timeout)
@@ -192,7 +220,7 @@ def main(out_dir: str, quick: bool = False, repeat: int = 3, timeout: int = 600)
         rows.append(row)
         print(_row_line(row, peak), flush=True)
     report = {"matmul_flops_per_s": peak, "rows": rows, "quick": quick,
-              "neural_tangents": have_nt}
+              "neural_tangents": have_nt, "call_overhead": call_overhead()}
     with open(os.path.join(out_dir, "empirical.json"), "w") as f:
         json.dump(report, f, indent=1)
     table = markdown(report)
@@ -229,10 +257,10 @@ def markdown(report: dict) -> str:
              "of repeated calls after compilation; memory is the peak resident memory the "
              "call added. Ratio = neural-tangents' best time / our best time (> 1: we are "
              "faster).", "",
-             "| model | ours: jacobian | ours: ntvp | ours: structured | nt: jacobian | "
-             "nt: ntvp | nt: structured | best ours / best nt | speed-up | our best GFLOP/s "
-             "(XLA count; % of matmul) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | ours: default call | ours: jacobian | ours: ntvp | ours: structured | "
+             "nt: jacobian | nt: ntvp | nt: structured | best ours / best nt | speed-up | "
+             "default call / best nt | our best GFLOP/s (XLA count; % of matmul) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         ours_name, ours = _best(row, "ours")
         nt_name, nt = _best(row, "nt")
@@ -241,10 +269,17 @@ def markdown(report: dict) -> str:
         if ours and ours.get("flops"):
             r = ours["flops"] / ours["seconds"]
             rate = f"{r / 1e9:.1f} ({100 * r / peak:.0f}%)"
-        cells = [_fmt_time(row.get(f"ours/{i}")) for i in OURS] + \
+        default = row.get(f"default/{DEFAULT}")
+        default_ratio = (f"{default['seconds'] / nt['seconds']:.2f}x"
+                         if nt and default and "seconds" in default else "-")
+        cells = [_fmt_time(default)] + [_fmt_time(row.get(f"ours/{i}")) for i in OURS] + \
                 [_fmt_time(row.get(f"nt/{i}")) for i in OURS]
         lines.append(f"| {row['name']} | " + " | ".join(cells) +
-                     f" | {ours_name} / {nt_name} | {ratio} | {rate} |")
+                     f" | {ours_name} / {nt_name} | {ratio} | {default_ratio} | {rate} |")
+    overhead = report.get("call_overhead")
+    if overhead:
+        lines += ["", "Per-call cost of a small kernel (MLP 5-64-3, N = 8): " + ", ".join(
+            f"{k} {v * 1e3:.2f} ms" for k, v in overhead.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
