@@ -56,3 +56,10 @@ golden: $(REF)/.installed $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(REF) build *.egg-info
+
+# GPU benchmark (benchmarks/bench_gpu.py): one call, a few minutes on an NVIDIA GPU; without
+# one it writes a note and exits 0. No venv stamp dependency: a GPU machine may be offline
+# (any Python whose jax sees the GPU works: `make bench-gpu PY=python3`).
+.PHONY: bench-gpu
+bench-gpu:
+	$(PY) -m benchmarks --gpu --out $(OUT)/bench

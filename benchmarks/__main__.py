@@ -2,6 +2,9 @@
 
 Each writes its JSON and Markdown tables under DIR; neural-tangents columns appear when the
 reference environment (``make reference``) exists.
+
+``python -m benchmarks --gpu [--out DIR] [--allow-cpu]`` runs only :mod:`benchmarks.bench_gpu`
+(``make bench-gpu``): a few minutes on an NVIDIA GPU; without one it writes a note and exits 0.
 """
 import argparse
 import importlib
@@ -16,7 +19,15 @@ def main(argv=None):
     parser.add_argument("--out", default="results/bench")
     parser.add_argument("--quick", action="store_true", help="smaller cases")
     parser.add_argument("--only", choices=[m.split("_")[-1] for m in MODULES])
+    parser.add_argument("--gpu", action="store_true",
+                        help="only the GPU benchmark (benchmarks/bench_gpu.py)")
+    parser.add_argument("--allow-cpu", action="store_true",
+                        help="with --gpu and no GPU: run its cases at tiny sizes")
     args = parser.parse_args(argv)
+    if args.gpu:
+        from benchmarks import bench_gpu
+        bench_gpu.main(args.out, allow_cpu=args.allow_cpu)
+        return
     for name in MODULES:
         if args.only and not name.endswith(args.only):
             continue
