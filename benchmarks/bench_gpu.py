@@ -16,9 +16,11 @@ CUDA version ``nvidia-smi`` reports for the driver must be at least the plugin's
     .venv/bin/pip install "jax[cuda12]==$V"
     .venv/bin/python -c "import jax; print(jax.default_backend())"   # gpu
 
-Without internet, use whatever jax the machine has: every case needs only ``jax``, ``numpy``
-and (for the ResNet-18 cases) ``flax``, with ``ntk`` and ``architectures`` imported from the
-repository root; e.g. ``make bench-gpu PY=python3``. When ``jax.default_backend()`` is not
+Without internet (or without the ``.venv`` on that machine), use whatever Python there has a
+CUDA jax: every case needs only ``jax``, ``numpy`` and ``flax`` (for the ResNet-18), with
+``ntk`` and ``architectures`` imported from the repository root, e.g.
+``python3 -m benchmarks --gpu --out DIR`` or ``make bench-gpu PY=python3``; the report
+records the jax version and the interpreter. When ``jax.default_backend()`` is not
 ``'gpu'`` the benchmark says so (on stdout and in the report) and exits 0; ``--allow-cpu``
 runs the same cases at tiny sizes instead (a smoke test of this script, not a measurement).
 
@@ -246,8 +248,9 @@ def _environment(tiny: bool) -> dict:
     device = jax.devices()[0]
     env = {"backend": jax.default_backend(), "device": device.device_kind,
            "device_count": jax.device_count(), "jax": jax.__version__,
-           "python": platform.python_version(), "tiny_sizes": tiny,
-           "matmul_precision": str(jax.config.jax_default_matmul_precision)}
+           "python": platform.python_version(), "executable": sys.executable,
+           "tiny_sizes": tiny,
+           "matmul_precision": str(getattr(jax.config, "jax_default_matmul_precision", None))}
     try:
         import jaxlib
         env["jaxlib"] = jaxlib.__version__
