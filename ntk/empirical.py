@@ -772,59 +772,63 @@ def _perturbed(x0):
 def detect_batch_independence(apply_fn, params, x, kwargs=None) -> tuple[bool, str]:
     """Whether ``apply_fn``'s examples (axis 0 of inputs and outputs) are independent.
 
-    A probe of up to three examples: (i) changing example 0 must leave every other
-    example's output bitwise unchanged; (ii) each example's output must equal the output of
-    a batch holding that example alone (to float rounding). BatchNorm on batch statistics,
-    attention across the batch or any batch reduction fails (i) or (ii). Traced inputs are
-    replaced by fixed random probes of the same shape (integer inputs by 0 / 1).
+    A probe of two examples: (i) changing example 0 must leave example 1's output bitwise
+    unchanged; (ii) each example's output must equal the output of a batch holding that
+    example alone (to float rounding). BatchNorm on batch statistics, attention across the
+    batch or any batch reduction fails (i) or (ii). Traced inputs or parameters (under
+    ``jax.jit``) are replaced by fixed random probes of the same shape (integer inputs by
+    0 / 1); a model that cannot be probed (it closes over traced values) is reported
+    coupled, which is always exact.
 
     Returns ``(independent, reason)``.
     """
-    kwargs = kwargs or {}
-    fn = functools.partial(apply_fn, **kwargs)
+    try:
+        with jax.ensure_compile_time_eval():
+            return _probe_independence(functools.partial(apply_fn, **(kwargs or {})),
+                                       params, x)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+            jax.errors.TracerArrayConversionError) as err:
+        return False, f"could not probe the batch ({type(err).__name__})"
+
+
+def _probe_independence(fn, params, x):
     n = x.shape[0] if x.ndim else 0
     if n == 0:
         return False, "inputs have no batch axis"
-    concrete = _concrete(x) is not None
-    if concrete:
-        x = jnp.asarray(x)
+    m = min(n, 2)
+    if _concrete(x) is not None:
+        x = jnp.asarray(x)[:m]
     else:
         key = jax.random.PRNGKey(0)
+        shape = (m,) + tuple(x.shape[1:])
         if jnp.issubdtype(x.dtype, jnp.inexact):
-            x = jax.random.normal(key, (min(n, 3),) + tuple(x.shape[1:]), x.dtype)
+            x = jax.random.normal(key, shape, x.dtype)
         else:
-            x = (jnp.arange(min(n, 3) * int(np.prod(x.shape[1:]))) % 2).astype(x.dtype)
-            x = x.reshape((min(n, 3),) + tuple(x.shape[1:]))
-        n = x.shape[0]
-    if any(_is_tracer(l) for l in jax.tree_util.tree_leaves(params)):
-        leaves, treedef = jax.tree_util.tree_flatten(params)
+            x = (jnp.arange(int(np.prod(shape))) % 2).astype(x.dtype).reshape(shape)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    if any(_is_tracer(l) for l in leaves):
         keys = jax.random.split(jax.random.PRNGKey(1), max(len(leaves), 1))
         leaves = [jax.random.normal(k, jnp.shape(l), jnp.result_type(l)) * 0.5
                   if jnp.issubdtype(jnp.result_type(l), jnp.inexact) else jnp.zeros_like(l)
                   for k, l in zip(keys, leaves)]
         params = jax.tree_util.tree_unflatten(treedef, leaves)
-    probe = x[:min(n, 3)]
-    if probe.shape[0] == 1:
-        probe = jnp.concatenate([probe, _perturbed(probe[0])[None]], axis=0)
-    m = probe.shape[0]
-    with jax.ensure_compile_time_eval():
-        out = fn(params, probe)
-        if not hasattr(out, "shape") or out.ndim == 0 or out.shape[0] != m:
-            return False, (f"outputs of shape {getattr(out, 'shape', None)} do not lead with "
-                           f"the batch axis of inputs {tuple(probe.shape)}")
-        changed = probe.at[0].set(_perturbed(probe[0]))
-        out_changed = fn(params, changed)
-        if not bool(jnp.all(out_changed[1:] == out[1:])):
-            return False, "changing one example changes the others' outputs"
-        for i in range(m):
-            alone = fn(params, probe[i:i + 1])
-            scale = float(jnp.max(jnp.abs(out[i]))) + 1e-30
-            err = float(jnp.max(jnp.abs(alone[0] - out[i])))
-            tol = 1e3 * float(jnp.finfo(out.dtype).eps) if jnp.issubdtype(
-                out.dtype, jnp.inexact) else 0.0
-            if err > tol * scale:
-                return False, (f"example {i} alone gives another output than in a batch "
-                               f"(relative difference {err / scale:.2g})")
+    probe = x if m == 2 else jnp.concatenate([x, _perturbed(x[0])[None]], axis=0)
+    out = fn(params, probe)
+    if not hasattr(out, "shape") or out.ndim == 0 or out.shape[0] != 2:
+        return False, (f"outputs of shape {getattr(out, 'shape', None)} do not lead with "
+                       f"the batch axis of inputs {tuple(probe.shape)}")
+    out_changed = fn(params, probe.at[0].set(_perturbed(probe[0])))
+    if not bool(jnp.all(out_changed[1] == out[1])):
+        return False, "changing one example changes the others' outputs"
+    tol = 1e3 * float(jnp.finfo(out.dtype).eps) if jnp.issubdtype(out.dtype, jnp.inexact) \
+        else 0.0
+    for i in range(2):
+        alone = fn(params, probe[i:i + 1])
+        scale = float(jnp.max(jnp.abs(out[i]))) + 1e-30
+        err = float(jnp.max(jnp.abs(alone[0] - out[i])))
+        if err > tol * scale:
+            return False, (f"example {i} alone gives another output than in a batch "
+                           f"(relative difference {err / scale:.2g})")
     return True, "independent: one example's change leaves the others' outputs unchanged"
 
 

@@ -19,6 +19,7 @@ def test_without_gpu_writes_a_note_and_exits_cleanly(tmp_path):
     assert "no GPU" in (tmp_path / "bench_gpu.md").read_text()
 
 
+@pytest.mark.slow  # about 30 s of CPU: every GPU case compiled at tiny size
 def test_allow_cpu_runs_every_case_and_writes_tables(tmp_path):
     bench_main.main(["--gpu", "--allow-cpu", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "bench_gpu.json").read_text())

@@ -43,7 +43,7 @@ def test_detects_independent_and_coupled_batches():
     # example) is caught by comparing each example alone with its batch
     def max_coupled(p, x):
         return mlp(p, x) + jnp.max(x[:, :1], axis=0)
-    x_big = x.at[2, 0].set(10.0)
+    x_big = x.at[1, 0].set(10.0)
     assert not detect_batch_independence(max_coupled, p_mlp, x_big)[0]
     # outputs without a leading batch axis
     assert not detect_batch_independence(lambda p, x: mlp(p, x).T, p_mlp, x)[0]
@@ -53,6 +53,19 @@ def test_detects_independent_and_coupled_batches():
     assert detect_batch_independence(lambda t, ids: t[ids].sum(1), table, tokens)[0]
     assert not detect_batch_independence(lambda t, ids: t[ids].sum((0, 1)) + t[ids].sum(1),
                                          table, tokens)[0]
+
+
+def test_auto_default_under_jit():
+    """Under jax.jit the probe runs on fixed random stand-ins for traced inputs / params."""
+    for build, independent in ((models.mlp, True), (coupled, False)):
+        apply_fn, params, shape = build(jax.random.PRNGKey(7))
+        x1, x2 = inputs(shape, n1=4, n2=3)
+        fn = ntk.empirical_ntk_fn(apply_fn, trace_axes=())
+        want = jnp.einsum("namb->nmab", explicit_raw_kernel(apply_fn, params, x1, x2))
+        np.testing.assert_allclose(jax.jit(fn)(x1, x2, params), want, atol=1e-10)
+        assert detect_batch_independence(apply_fn, params, x1)[0] is independent
+        jax.jit(lambda p, x: jnp.sum(fn(x, x2, p)) + detect_batch_independence(
+            apply_fn, p, x)[0] * 0.0)(params, x1)
 
 
 @pytest.mark.parametrize("mode", list(REDUCE))
