@@ -20,6 +20,16 @@ __all__ = ["ResNet", "WideResNet", "resnet18", "wide_resnet"]
 _he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
+def _conv_and_norm(block, train: bool):
+    """The blocks' bias-free He-initialised convolution and BatchNorm (running averages in
+    inference mode, batch statistics in training mode), in the block's dtypes."""
+    conv = partial(nn.Conv, use_bias=False, kernel_init=_he_normal, dtype=block.dtype,
+                   param_dtype=block.param_dtype)
+    norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                   dtype=block.dtype, param_dtype=block.param_dtype)
+    return conv, norm
+
+
 class BasicBlock(nn.Module):
     """Post-activation basic block (He et al. 2016):
     ``relu(BN(conv3x3(relu(BN(conv3x3_s(x))))) + shortcut(x))`` with shortcut
@@ -31,10 +41,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        conv = partial(nn.Conv, use_bias=False, kernel_init=_he_normal, dtype=self.dtype,
-                       param_dtype=self.param_dtype)
-        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                       epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype)
+        conv, norm = _conv_and_norm(self, train)
         s = (self.strides, self.strides)
         y = conv(self.features, (3, 3), s, padding=((1, 1), (1, 1)))(x)
         y = nn.relu(norm()(y))
@@ -99,10 +106,7 @@ class WideBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        conv = partial(nn.Conv, use_bias=False, kernel_init=_he_normal, dtype=self.dtype,
-                       param_dtype=self.param_dtype)
-        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                       epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype)
+        conv, norm = _conv_and_norm(self, train)
         s = (self.strides, self.strides)
         a = nn.relu(norm()(x))
         y = conv(self.features, (3, 3), s, padding=((1, 1), (1, 1)))(a)
