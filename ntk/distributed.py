@@ -6,7 +6,7 @@ The result equals the single-device one (tests check it on 4 forced host devices
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

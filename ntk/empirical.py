@@ -34,7 +34,7 @@ import enum
 import functools
 import math
 import string
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp

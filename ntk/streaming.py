@@ -32,10 +32,7 @@ import dataclasses
 import math
 from typing import Callable, Sequence
 
-import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 
 
 @dataclasses.dataclass(frozen=True)
