@@ -1014,7 +1014,7 @@ def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, d
                     bytes_per_block=stream.bytes_per_block,
                     streamed_axis=stream.chunk_axis, chunk=stream.chunk,
                     leaf_groups=len(stream.groups))
-        execute = _stream_executor(model, layout, stream, leaves, scales, row_axis, in_axis,
+        execute = _stream_executor(model, layout, stream, scales, row_axis, in_axis,
                                    n1 if vmap is not None else out_shape[0],
                                    n2 if vmap is not None else out2_shape[0], vmap)
         return _Plan(lambda lv, a, b: finish(execute(lv, a, b)), info)
@@ -1062,7 +1062,7 @@ def _tile_cost(flops, analysis, tp, n1, n2, symmetric):
     return flops * computed / max(once, 1)
 
 
-def _stream_executor(model, layout, stream, leaves, scales, row_axis, in_axis, n1, n2, vmap):
+def _stream_executor(model, layout, stream, scales, row_axis, in_axis, n1, n2, vmap):
     """``execute(leaves, x1, x2)`` for a :class:`ntk.streaming.StreamPlan`."""
     groups = stream.groups
     chunk_axis = stream.chunk_axis
