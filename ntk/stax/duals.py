@@ -48,12 +48,28 @@ def _safe_sqrt_jvp(primals, tangents):
     return y, jnp.where(positive, dx / (2 * jnp.where(positive, y, 1.0)), 0.0)
 
 
+@jax.custom_jvp
+def clip_rounding(x, lo, hi):
+    """``clip(x, lo, hi)`` for values that leave ``[lo, hi]`` only by rounding (a
+    correlation of equal inputs computed as ``1 + eps``): the value is clipped, the
+    derivative is that of ``x`` (``jnp.clip``'s is 1/2 on the boundary, 0 past it, which
+    halves the curvature of a kernel in its inputs at ``x1 == x2``)."""
+    return jnp.clip(x, lo, hi)
+
+
+@clip_rounding.defjvp
+def _clip_rounding_jvp(primals, tangents):
+    x, lo, hi = primals
+    return jnp.clip(x, lo, hi), tangents[0]
+
+
 def correlation(q12, q11, q22):
-    """``(rho, sqrt(q11 q22))`` with ``rho`` clipped to [-1, 1] and 0 where a variance is 0."""
+    """``(rho, sqrt(q11 q22))`` with ``rho`` clipped to [-1, 1] (:func:`clip_rounding`) and
+    0 where a variance is 0."""
     norm = safe_sqrt(q11 * q22)
     ok = norm > 0
     rho = jnp.where(ok, q12 / jnp.where(ok, norm, 1.0), 0.0)
-    return jnp.clip(rho, -1.0, 1.0), norm
+    return clip_rounding(rho, -1.0, 1.0), norm
 
 
 #: ``atan(u) = u + u^3 p(u^2)`` on ``|u| <= tan(pi / 8)``: coefficients of ``p`` from Chebyshev
@@ -137,7 +153,7 @@ def abrelu(a: float, b: float) -> Dual:
         # unnormalised: q12 clipped to [-sqrt(q11 q22), sqrt(q11 q22)] is rho sqrt(q11 q22)
         prod = q11 * q22
         norm = safe_sqrt(prod)
-        q12 = jnp.clip(q12, -norm, norm)
+        q12 = clip_rounding(q12, -norm, norm)
         sin_norm = safe_sqrt(prod - q12 * q12)  # sqrt(q11 q22) sin(theta)
         tdot = mean_sq - spread * angle(sin_norm, q12)
         t = spread * sin_norm + tdot * q12
@@ -162,7 +178,7 @@ def erf(a: float, b: float, c: float) -> Dual:
         rho, norm = correlation(q12, q11, q22)
         p11, p22, pnorm = b * b * q11, b * b * q22, b * b * norm
         denom = jnp.sqrt((1 + 2 * p11) * (1 + 2 * p22))
-        t = a * a * (2 / math.pi) * jnp.arcsin(jnp.clip(2 * pnorm * rho / denom, -1, 1)) + c * c
+        t = a * a * (2 / math.pi) * jnp.arcsin(clip_rounding(2 * pnorm * rho / denom, -1.0, 1.0)) + c * c
         if not need_dot:
             return t, None
         inner = 1 + 2 * p11 + 2 * p22 + 4 * p11 * p22 * (1 - rho * rho)
