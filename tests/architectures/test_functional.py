@@ -15,6 +15,7 @@ def resnet():
     return module, x
 
 
+@pytest.mark.slow  # a second ResNet-18 init and compile
 def test_init_twice_gives_the_same_function(resnet):
     module, x = resnet
     fn_a, params_a = architectures.init(module, jax.random.PRNGKey(0), x)

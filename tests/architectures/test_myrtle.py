@@ -70,6 +70,7 @@ def test_flax_myrtle_computes_the_stax_network():
                                rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # 48 finite networks
 def test_nngp_matches_monte_carlo_over_finite_networks():
     """E_theta[f(x1) f(x2)^T] / C over random initialisations converges to the analytic NNGP
     (finite-width bias O(1/width), about 1% at width 64; checked to 4 standard errors)."""
