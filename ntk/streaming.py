@@ -46,12 +46,7 @@ class StreamPlan:
     groups: tuple  # tuples of leaf indices differentiated together
     flops: float
     bytes_per_block: int
-
-    @property
-    def n_chunks(self) -> int:
-        return 1 if self.chunk_axis is None else self._axis_size // self.chunk
-
-    _axis_size: int = 1
+    n_chunks: int  # passes over the streamed axis (1 without streaming)
 
 
 def divisors(n: int) -> list:
@@ -166,7 +161,7 @@ def plan(*, n1: int, n2: int, symmetric: bool, batch_paired: bool, vmap: bool, n
                                                      if vmap and row_out > 1 else 1.0))
                     if best is None or flops < best.flops:
                         best = StreamPlan(b1, b2, axis, chunk, groups, flops, int(need),
-                                          _axis_size=axis_size)
+                                          axis_size // chunk)
         if best is not None:
             return best  # more leaf groups only recompute more
     return None
