@@ -98,13 +98,18 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str:
-    """Save a matplotlib figure as PNG atomically and close it; returns the path."""
-    import io
+    """Save a matplotlib figure as PNG atomically; returns the path.
 
-    import matplotlib.pyplot as plt
+    Works on a bare ``matplotlib.figure.Figure`` (no pyplot, no backend chosen); a figure
+    that pyplot manages is closed after saving.
+    """
+    import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    number = getattr(fig, "number", None)
+    if pyplot is not None and number is not None and pyplot.fignum_exists(number):
+        pyplot.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return str(path)
 

@@ -5,7 +5,11 @@ finds the same folder and resumes from its checkpoints (a finished task is not r
 ``fresh=True`` (``--fresh``) deletes the checkpoints first.
 
 Folder contents: ``config.json`` (written first), ``checkpoints/*.pkl`` (during training),
-``*.png`` figures and ``results.json`` (written last; its presence means the run finished).
+``*.png`` figures (drawn by the study's ``figures(results)`` from the results alone, so
+:func:`redraw` can draw them again) and ``results.json`` (written last; its presence means the
+run finished). Claims are checked from the metrics by :func:`check_claims`, with the
+thresholds in the study's ``CLAIMS``: a changed threshold re-checks stored results without
+running anything.
 """
 from __future__ import annotations
 
@@ -19,8 +23,74 @@ from typing import Any, Iterable
 from experiments import config as configlib
 from experiments.checkpoint import Checkpoint
 from experiments.loop import RunInterrupted
+from experiments.claims import check
 from experiments.records import Claim, atomic_write_json, environment, jsonable, save_figure
 from experiments.registry import load_study
+
+
+def read_results(run_dir: str | os.PathLike) -> dict:
+    """The ``results.json`` of a finished run (ValueError naming the file if absent or bad)."""
+    import json
+    path = Path(run_dir) / "results.json"
+    try:
+        with open(path) as fh:
+            results = json.load(fh)
+    except FileNotFoundError:
+        raise ValueError(f"RUN_DIR {run_dir}: no results.json (the run has not finished)") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"RUN_DIR {run_dir}: cannot read results.json: {err}") from None
+    for key in ("study", "config", "metrics"):
+        if key not in results:
+            raise ValueError(f"{path}: not a study results file (no {key!r})")
+    return results
+
+
+def _config_of(module, results: dict):
+    fields = configlib.field_types(module.Config)
+    values = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in results["config"].items() if k in fields}
+    return module.Config(**values)
+
+
+def check_claims(module, results: dict) -> list[dict]:
+    """The study's claims evaluated on ``results["metrics"]`` (its current thresholds)."""
+    if hasattr(module, "CLAIMS"):
+        return check(module.CLAIMS, results["metrics"])
+    legacy = module.claims(results["metrics"], _config_of(module, results))
+    return [c.to_dict() if isinstance(c, Claim) else c for c in legacy]
+
+
+def draw_figures(module, results: dict, run_dir: Path) -> list[str]:
+    """Draw the study's figures from ``results`` into ``run_dir``; returns the file names."""
+    names = []
+    for name, fig in (module.figures(results) or {}).items():
+        path = run_dir / (name if name.endswith(".png") else name + ".png")
+        save_figure(fig, path)
+        names.append(path.name)
+    return names
+
+
+def redraw(run_dir: str | os.PathLike) -> list[str]:
+    """Redraw every figure of a finished run from its ``results.json`` (no computation)."""
+    run_dir = Path(run_dir)
+    results = read_results(run_dir)
+    module = load_study(results["study"])
+    if not hasattr(module, "figures"):
+        raise ValueError(f"study {results['study']!r} draws its figures while it runs")
+    names = draw_figures(module, results, run_dir)
+    results["figures"] = sorted(set(results.get("figures", [])) | set(names))
+    atomic_write_json(run_dir / "results.json", results)
+    return [str(run_dir / n) for n in names]
+
+
+def default_run_id(cfg, *, quick: bool) -> str:
+    """``<quick|full>-seed<N>-<config hash>``: the same config finds the same folder."""
+    return f"{'quick' if quick else 'full'}-seed{cfg.seed}-{configlib.config_hash(cfg)}"
+
+
+def run_dir_for(name: str, cfg, *, quick: bool, out: str | os.PathLike = "results") -> Path:
+    """Where ``run_study(name, cfg=cfg, quick=quick, out=out)`` writes (default run id)."""
+    return Path(out) / name / default_run_id(cfg, quick=quick)
 
 
 class OutputError(ValueError):
@@ -100,7 +170,7 @@ def run_study(name: str, *, quick: bool = True, seed: int | None = None,
     module, cfg = make_config(name, quick=quick, seed=seed, overrides=overrides, cfg=cfg)
     key = configlib.config_hash(cfg)
     if run_id is None:
-        run_id = f"{'quick' if quick else 'full'}-seed{cfg.seed}-{key}"
+        run_id = default_run_id(cfg, quick=quick)
     run_dir = _prepare_dir(out, name, run_id)
     if fresh and (run_dir / "checkpoints").exists():
         shutil.rmtree(run_dir / "checkpoints")
@@ -111,12 +181,14 @@ def run_study(name: str, *, quick: bool = True, seed: int | None = None,
                      interrupt_after_steps=interrupt_after_steps)
     start = time.perf_counter()
     metrics = module.run(cfg, ctx)
-    claims = [c.to_dict() if isinstance(c, Claim) else c for c in module.claims(metrics, cfg)]
     results = jsonable({
-        "study": name, "run_id": run_id, "config": config_dict, "metrics": metrics,
-        "claims": claims, "figures": ctx.figures, "resumed_tasks": ctx.resumed,
+        "study": name, "run_id": run_id, "quick": quick, "config": config_dict,
+        "metrics": metrics, "claims": [], "figures": list(ctx.figures), "resumed_tasks": ctx.resumed,
         "environment": environment(cfg.seed),
         "elapsed_s": time.perf_counter() - start,
     })
+    results["claims"] = check_claims(module, results)
+    if hasattr(module, "figures"):
+        results["figures"] += draw_figures(module, results, run_dir)
     atomic_write_json(run_dir / "results.json", results)
     return results

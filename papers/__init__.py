@@ -1,97 +1,103 @@
-"""One module per reproduced paper: its citation, the studies it needs and its claims.
+"""Papers: what a published paper claims, checked by the studies that reproduce it.
 
-A paper module defines ``CITATION`` (str), ``configs(quick) -> {key: (study_name, cfg)}`` and
-``claims(results) -> list[Claim]`` where ``results[key]`` is that study run's results dict.
-``ntk-lab verify PAPER`` runs the configs and prints the claims table (see :func:`verify`).
+A paper checked by one study needs no file of its own: the study module names it
+(``PAPER = "chizat2019lazy"``, ``CITATION = "..."``). A paper that needs several studies is a
+module here defining ``CITATION``, ``SUMMARY`` and ``STUDIES`` (study names, in order); its
+claims are its studies' claims, each checked on that study's run.
+
+The registry is derived (study modules and the modules here, read with :mod:`ast`), so
+listing papers imports nothing heavy. ``ntk-lab verify PAPER`` runs a paper's studies and
+checks its claims (:func:`verify`); ``--from-results`` re-checks the claims on stored runs
+without computing anything.
 """
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+import ast
+import functools
+from pathlib import Path
 
-PAPERS: dict[str, tuple[str, str]] = {
-    "kumar2023grokking": ("papers.kumar2023grokking",
-                          "Kumar, Bordelon, Gershman & Pehlevan 2023: grokking as lazy -> rich"),
-    "levi2023linear": ("papers.levi2023linear",
-                       "Levi, Beck & Bar-Sinai 2023: grokking in linear estimators"),
-    "chizat2019lazy": ("papers.chizat2019lazy",
-                       "Chizat, Oyallon & Bach 2019: on lazy training"),
-    "woodworth2020kernel": ("papers.woodworth2020kernel",
-                            "Woodworth et al. 2020: kernel and rich regimes"),
-    "liu2024connectivity": ("papers.liu2024connectivity",
-                            "Liu et al. 2024: connectivity structure shapes rich and lazy learning"),
-    "jacot2018ntk": ("papers.jacot2018ntk",
-                     "Jacot, Gabriel & Hongler 2018: neural tangent kernel"),
-    "lee2019wide": ("papers.lee2019wide",
-                    "Lee et al. 2019: wide networks evolve as linear models"),
-    "pennington2017isometry": ("papers.pennington2017isometry",
-                               "Pennington, Schoenholz & Ganguli 2017: dynamical isometry"),
-    "day2025orthogonal": ("papers.day2025orthogonal",
-                          "Day, Kahn & Roberts 2025: orthogonal weights, depth-independent noise"),
-    "iyer2023maxlr": ("papers.iyer2023maxlr",
-                      "Iyer, Hanin & Rolnick 2023: maximal initial learning rates"),
-    "zhang2019fixup": ("papers.zhang2019fixup",
-                       "Zhang, Dauphin & Ma 2019: Fixup initialisation"),
-    "mishkin2016lsuv": ("papers.mishkin2016lsuv",
-                        "Mishkin & Matas 2016: all you need is a good init (LSUV)"),
-    "zhao2022zero": ("papers.zhao2022zero",
-                     "Zhao, Schaefer & Anandkumar 2022: ZerO initialisation"),
-    "pan2025idinit": ("papers.pan2025idinit",
-                      "Pan et al.: IDInit, identical initialisation"),
-    "tseran2023maxout": ("papers.tseran2023maxout",
-                         "Tseran & Montufar 2023: expected gradients of maxout networks"),
-    "mohamadi2023pntk": ("papers.mohamadi2023pntk",
-                         "Mohamadi, Bae & Sutherland 2023: pseudo-NTK approximation"),
-    "yang2021tp5": ("papers.yang2021tp5",
-                    "Yang et al. 2021: Tensor Programs V, muP coordinate check and HP transfer"),
-}
+from experiments import registry
+
+_HERE = Path(__file__).resolve().parent
 
 
-def single_study(study_module: ModuleType):
-    """``(configs, claims)`` of a paper checked by one study: the study's own quick / full
-    config, and the study's ``claims(metrics, cfg)`` recomputed from the run's results."""
-    name = study_module.__name__.rsplit(".", 1)[-1]
+def _module_constants(path: Path) -> dict:
+    out = {}
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    try:
+                        out[t.id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        pass
+    return out
 
-    def configs(quick: bool = True) -> dict:
-        """The study runs this paper needs: {key: (study name, config)}."""
-        cfg = study_module.Config.quick() if quick else study_module.Config.full()
-        return {"main": (name, cfg)}
 
-    def claims(results: dict) -> list:
-        """The paper's claims checked on results["main"] (a results.json dict)."""
-        res = results["main"]
-        cfg = study_module.Config(**{k: tuple(v) if isinstance(v, list) else v
-                                     for k, v in res["config"].items()})
-        return study_module.claims(res["metrics"], cfg)
-
-    return configs, claims
+@functools.lru_cache(maxsize=1)
+def papers() -> dict[str, dict]:
+    """``{name: {"citation", "summary", "studies": (study names)}}`` for every paper."""
+    found: dict[str, dict] = {}
+    for study, info in registry.studies().items():
+        if info["paper"]:
+            if not info["citation"]:
+                raise TypeError(f"study {study!r} names PAPER {info['paper']!r} but no CITATION")
+            found[info["paper"]] = {"citation": info["citation"], "summary": info["summary"],
+                                    "studies": (study,)}
+    for path in sorted(_HERE.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        consts = _module_constants(path)
+        if path.stem in found:
+            raise TypeError(f"paper {path.stem!r} is defined by papers/{path.name} and by study "
+                            f"{found[path.stem]['studies'][0]!r}")
+        studies = tuple(consts.get("STUDIES", (consts["STUDY"],) if "STUDY" in consts else ()))
+        unknown = [s for s in studies if s not in registry.studies()]
+        if not studies or unknown or "CITATION" not in consts:
+            raise TypeError(f"papers/{path.name}: needs CITATION and STUDIES naming known "
+                            f"studies (unknown: {unknown})")
+        found[path.stem] = {"citation": consts["CITATION"],
+                            "summary": consts.get("SUMMARY", consts["CITATION"]),
+                            "studies": studies}
+    return dict(sorted(found.items()))
 
 
 def paper_names() -> list[str]:
-    return sorted(PAPERS)
+    return list(papers())
 
 
-def load_paper(name: str) -> ModuleType:
-    if not isinstance(name, str) or name not in PAPERS:
+def check_paper_name(name: str) -> str:
+    if not isinstance(name, str) or name not in papers():
         raise ValueError(f"PAPER: unknown paper {name!r}; known papers: {', '.join(paper_names())}")
-    return importlib.import_module(PAPERS[name][0])
+    return name
 
 
-def verify(name: str, *, quick: bool = True, out="results", progress: bool = True) -> dict:
-    """Run the paper's studies and check its claims.
+def verify(name: str, *, quick: bool = True, out="results", progress: bool = True,
+           from_results: bool = False) -> dict:
+    """Run the paper's studies (or, with ``from_results``, read their stored runs) and check
+    its claims with the thresholds in the study modules now.
 
-    Returns ``{"paper", "citation", "quick", "runs": {key: run folder}, "claims": [...],
-    "all_hold": bool}``.
+    Returns ``{"paper", "citation", "quick", "runs": {study: run folder}, "claims": [...],
+    "all_hold"}``; each claim carries ``study`` and ``run`` (where its measurement came from).
     """
-    from experiments.records import Claim
-    from experiments.runner import run_study
+    from experiments.runner import check_claims, make_config, read_results, run_dir_for, run_study
 
-    paper = load_paper(name)
-    results, runs = {}, {}
-    for key, (study, cfg) in paper.configs(quick).items():
-        res = run_study(study, cfg=cfg, quick=quick, out=out, progress=progress)
-        results[key] = res
-        runs[key] = f"{out}/{study}/{res['run_id']}"
-    claims = [c.to_dict() if isinstance(c, Claim) else c for c in paper.claims(results)]
-    return {"paper": name, "citation": paper.CITATION, "quick": quick, "runs": runs,
-            "claims": claims, "all_hold": all(c["holds"] for c in claims)}
+    info = papers()[check_paper_name(name)]
+    runs, claims = {}, []
+    for study in info["studies"]:
+        module, cfg = make_config(study, quick=quick)
+        run_dir = run_dir_for(study, cfg, quick=quick, out=out)
+        if from_results:
+            if not (run_dir / "results.json").exists():
+                raise ValueError(
+                    f"--from-results: no stored run of {study!r} at {run_dir}; run "
+                    f"`ntk-lab verify {name}{' --quick' if quick else ''} --out {out}` first")
+            res = read_results(run_dir)
+            checked = check_claims(module, res)
+        else:
+            res = run_study(study, cfg=cfg, quick=quick, out=out, progress=progress)
+            checked = res["claims"]
+        runs[study] = str(run_dir)
+        claims += [{**c, "study": study, "run": str(run_dir)} for c in checked]
+    return {"paper": name, "citation": info["citation"], "quick": quick, "runs": runs,
+            "claims": claims, "all_hold": bool(claims) and all(c["holds"] for c in claims)}

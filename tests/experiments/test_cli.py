@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.__main__ import main
+from ntk_lab.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,7 +58,7 @@ def test_run_writes_results_in_design_schema(tmp_path, capsys, tiny_grokking):
     assert res["config"]["seed"] == 3 and res["config"]["width"] == 32
     assert res["environment"]["seed"] == 3 and res["environment"]["versions"]["jax"]
     for c in res["claims"]:
-        assert set(c) == {"id", "text", "expected", "measured", "holds"}
+        assert {"id", "text", "expected", "measured", "holds"} <= set(c)
     for fig in res["figures"]:
         assert (run_dir / fig).stat().st_size > 1000
     assert json.loads((run_dir / "config.json").read_text())["config"] == res["config"]
@@ -66,18 +66,18 @@ def test_run_writes_results_in_design_schema(tmp_path, capsys, tiny_grokking):
 
 
 def test_python_dash_m_entry_point(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "experiments", "run", "nope"], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "ntk_lab", "run", "nope"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    from experiments.registry import STUDIES
+    from experiments.registry import study_names
     assert out.stderr.strip().splitlines() == [
         "ntk-lab: error: STUDY: unknown study 'nope'; known studies: "
-        + ", ".join(sorted(STUDIES))]
+        + ", ".join(study_names())]
 
 
 def test_claims_table_escapes_pipes():
     """A claim text with |x| (a norm) stays one Markdown row of five cells."""
-    from experiments.__main__ import claims_table
+    from ntk_lab.cli import claims_table
     row = claims_table([{"id": "a", "text": "|w_T - w_0|/|w_0| falls", "expected": "< |1|",
                          "measured": 0.5, "holds": True}]).splitlines()[-1]
     cells = [c for c in row.replace("\\|", "").split("|")]
@@ -85,6 +85,6 @@ def test_claims_table_escapes_pipes():
 
 
 def test_demo_tours_registered_studies_of_every_room():
-    from experiments.__main__ import DEMO_STUDIES
-    from experiments.registry import STUDIES
-    assert set(DEMO_STUDIES) <= set(STUDIES) and len(set(DEMO_STUDIES)) == len(DEMO_STUDIES)
+    from experiments.registry import study_names
+    from ntk_lab.cli import DEMO_STUDIES
+    assert set(DEMO_STUDIES) <= set(study_names()) and len(set(DEMO_STUDIES)) == len(DEMO_STUDIES)

@@ -1,12 +1,15 @@
-"""``ntk-lab`` (also ``python -m experiments``): list, run, verify, demo.
+"""``ntk-lab`` (also ``python -m ntk_lab``): list, run, verify, plot, report, demo.
 
     ntk-lab list
     ntk-lab run STUDY [--quick] [--seed N] [--out DIR] [--set key=value ...] [--fresh]
-    ntk-lab verify PAPER [--quick] [--json] [--out DIR]
+    ntk-lab verify PAPER [--quick] [--json] [--out DIR] [--from-results]
+    ntk-lab plot RUN_DIR
+    ntk-lab report [--out DIR] [--results DIR]
     ntk-lab demo [--out DIR]
 
 Runs compute in float64 (the entry point switches ``jax_enable_x64`` on; importing the
-package never does). Errors in the arguments print one line ``ntk-lab: error: ...`` and exit 2.
+packages never does) and draw with matplotlib's Agg backend (chosen here, nowhere else).
+Errors in the arguments print one line ``ntk-lab: error: ...`` and exit 2.
 """
 from __future__ import annotations
 
@@ -14,6 +17,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+
+class UsageError(ValueError):
+    """A bad argument: printed as one line, exit status 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,42 +44,47 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--quick", action="store_true")
     v.add_argument("--json", action="store_true", help="print the claims as JSON")
     v.add_argument("--out", default="results")
+    v.add_argument("--from-results", action="store_true",
+                   help="re-check the claims on the stored runs in --out (no computation)")
     v.add_argument("--no-progress", action="store_true")
 
-    d = sub.add_parser("demo", help="a quick tour that writes figures")
+    pl = sub.add_parser("plot", help="redraw a finished run's figures from its results.json")
+    pl.add_argument("run_dir")
+
+    rep = sub.add_parser("report", help="write the claims report (static HTML)")
+    rep.add_argument("--out", default="results/report", help="folder for index.html")
+    rep.add_argument("--results", default="results", help="folder holding the runs")
+
+    d = sub.add_parser("demo", help="a quick tour that writes figures and the report")
     d.add_argument("--out", default="results")
     return p
 
 
 def claims_table(claims: list[dict]) -> str:
-    """A Markdown table: claim | expected | measured | holds."""
-    def fmt(x):
-        if isinstance(x, float):
-            return f"{x:.4g}"
-        if isinstance(x, list):
-            return "[" + ", ".join(fmt(v) for v in x) + "]"
-        return str(x)
+    """A Markdown table: id | claim | expected | measured | holds."""
+    from ntk_lab.report import format_measured
 
     def cell(x):  # a literal "|" would split the Markdown cell
         return str(x).replace("|", "\\|")
     lines = ["| id | claim | expected | measured | holds |", "|---|---|---|---|---|"]
     for c in claims:
         lines.append(f"| {c['id']} | {cell(c['text'])} | {cell(c['expected'])} | "
-                     f"{cell(fmt(c['measured']))} | "
+                     f"{cell(format_measured(c['measured']))} | "
                      f"{'yes' if c['holds'] else 'NO'} |")
     return "\n".join(lines)
 
 
 def _cmd_list() -> int:
-    from experiments.registry import STUDIES
-    from papers import PAPERS
-    width = max(map(len, [*STUDIES, *PAPERS]))
+    from experiments.registry import studies
+    from papers import papers
+    st, pa = studies(), papers()
+    width = max(map(len, [*st, *pa]))
     print("Studies (ntk-lab run STUDY [--quick]):")
-    for name in sorted(STUDIES):
-        print(f"  {name:{width}s}  {STUDIES[name][1]}")
+    for name, info in st.items():
+        print(f"  {name:{width}s}  {info['summary']}")
     print("Papers (ntk-lab verify PAPER [--quick]):")
-    for name in sorted(PAPERS):
-        print(f"  {name:{width}s}  {PAPERS[name][1]}")
+    for name, info in pa.items():
+        print(f"  {name:{width}s}  {info['summary']}  [{', '.join(info['studies'])}]")
     return 0
 
 
@@ -89,36 +101,46 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from papers import load_paper, verify
-    load_paper(args.paper)  # fail fast on an unknown name
-    report = verify(args.paper, quick=args.quick, out=args.out, progress=not args.no_progress)
+    from papers import check_paper_name, verify
+    check_paper_name(args.paper)  # fail fast on an unknown name
+    report = verify(args.paper, quick=args.quick, out=args.out, progress=not args.no_progress,
+                    from_results=args.from_results)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"{report['citation']}\n")
         print(claims_table(report["claims"]))
         n_ok = sum(c["holds"] for c in report["claims"])
+        how = "re-checked on stored runs" if args.from_results else "runs"
         print(f"\n{n_ok}/{len(report['claims'])} claims hold"
-              f" ({'quick' if args.quick else 'full'} configs; runs in {args.out}/)")
+              f" ({'quick' if args.quick else 'full'} configs; {how} in {args.out}/)")
     return 0 if report["all_hold"] else 1
 
 
-# The tour of ``ntk-lab demo``: one study per room (kernels, lazy vs rich, grokking, limits,
-# initialisation), each in its quick configuration.
-DEMO_STUDIES = ("ntk_finite_width", "lazy_scale", "grokking_lazy_rich", "modular_grokking",
-                "coord_check", "dynamical_isometry")
+def _cmd_plot(args) -> int:
+    from experiments.runner import redraw
+    for path in redraw(args.run_dir):
+        print(path)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from ntk_lab.report import write_report
+    print(write_report(args.out, results=args.results))
+    return 0
+
+
+# The tour of ``ntk-lab demo``: the kernel tour and baselines, then one study per room
+# (kernels, lazy vs rich, grokking, limits, initialisation), each in its quick configuration.
+DEMO_STUDIES = ("kernel_tour", "baselines", "ntk_finite_width", "lazy_scale",
+                "grokking_lazy_rich", "modular_grokking", "coord_check", "dynamical_isometry")
 
 
 def _cmd_demo(args) -> int:
-    from experiments import baselines, kernel_tour
     from experiments.runner import run_study
+    from ntk_lab.report import write_report
     out = Path(args.out) / "demo"
     written = []
-    for mod in (kernel_tour, baselines):
-        name = mod.__name__.split(".")[-1]
-        print(f"[demo] {name} ...", flush=True)
-        mod.main(str(out / name), quick=True)
-        written.append(str(out / name))
     for study in DEMO_STUDIES:
         print(f"[demo] {study} ...", flush=True)
         res = run_study(study, quick=True, out=out)
@@ -127,7 +149,9 @@ def _cmd_demo(args) -> int:
         print(f"[demo] {study}: {n_ok}/{len(res['claims'])} claims hold; figures: "
               + ", ".join(str(folder / f) for f in res["figures"]))
         written.append(str(folder))
+    page = write_report(out / "report", results=out)
     print("\n[demo] wrote:\n  " + "\n  ".join(written))
+    print(f"[demo] claims report: {page}")
     return 0
 
 
@@ -135,14 +159,37 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "list":
         return _cmd_list()
+    import matplotlib
+    matplotlib.use("Agg")
     import jax
     jax.config.update("jax_enable_x64", True)
+    from experiments.runner import OutputError
+    commands = {"run": _cmd_run, "verify": _cmd_verify, "plot": _cmd_plot,
+                "report": _cmd_report, "demo": _cmd_demo}
     try:
-        return {"run": _cmd_run, "verify": _cmd_verify, "demo": _cmd_demo}[args.command](args)
+        return commands[args.command](args)
+    except (UsageError, OutputError) as err:
+        print(f"ntk-lab: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError, OSError) as err:
+        # Argument errors are raised before anything runs; an error from inside a study is a
+        # bug and keeps its traceback.
+        if getattr(err, "__traceback__", None) is not None and _raised_inside_study(err):
+            raise
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"ntk-lab: error: {msg}", file=sys.stderr)
         return 2
+
+
+def _raised_inside_study(err: BaseException) -> bool:
+    """Whether ``err`` came from a study's own ``run`` / ``figures`` (a bug, not bad input)."""
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name in ("run", "figures") and \
+                tb.tb_frame.f_globals.get("__name__", "").startswith("experiments."):
+            return tb.tb_frame.f_globals.get("__name__") not in ("experiments.runner",)
+        tb = tb.tb_next
+    return False
 
 
 if __name__ == "__main__":
