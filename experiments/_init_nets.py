@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.baselines import load_dataset
+import tasks
 from experiments.loop import train
 from limits.networks import activation_fn
 
@@ -30,9 +30,9 @@ DTYPE = jnp.float32
 
 
 def digits_classification(n_train: int, n_test: int, seed: int):
-    """scikit-learn digits via :func:`experiments.baselines.load_dataset` (per-pixel
+    """scikit-learn digits via :func:`tasks.load` (per-pixel
     centered, ``|x|^2 ~ 1``): ``(x_train (N, 64), y_train (N, 10) one-hot, x_test, y_test)``."""
-    x_tr, l_tr, x_te, l_te = load_dataset("digits", n_train, n_test, seed)
+    x_tr, l_tr, x_te, l_te = tasks.load("digits", n_train, n_test, seed)
     eye = np.eye(10, dtype=np.float32)
     return (jnp.asarray(x_tr, DTYPE), jnp.asarray(eye[l_tr]), jnp.asarray(x_te, DTYPE),
             jnp.asarray(eye[l_te]))

@@ -67,10 +67,10 @@ def apply_mlp(params, x):
 
 def load_digits(n_train: int, n_test: int, seed: int):
     """scikit-learn's digits as ``(x_train, y_train, x_test, y_test, labels_train)`` with
-    one-hot targets; inputs normalised as in :func:`experiments.baselines.load_dataset`."""
-    from experiments.baselines import load_dataset
+    one-hot targets; inputs normalised as in :func:`tasks.load`."""
+    import tasks
 
-    x_tr, l_tr, x_te, l_te = load_dataset("digits", n_train, n_test, seed)
+    x_tr, l_tr, x_te, l_te = tasks.load("digits", n_train, n_test, seed)
     eye = np.eye(10, dtype=np.float32)
     return x_tr, eye[l_tr], x_te, eye[l_te], l_tr
 

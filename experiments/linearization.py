@@ -128,8 +128,8 @@ def linearize(apply_fn, params0):
 
 def load_data(cfg: Config):
     """Digits, parity target ``+-1``; inputs with ``|x|^2 = d`` on average over the train set."""
-    from experiments.baselines import load_dataset
-    x_tr, l_tr, x_te, l_te = load_dataset("digits", cfg.n_train, cfg.n_test, cfg.seed)
+    import tasks
+    x_tr, l_tr, x_te, l_te = tasks.load("digits", cfg.n_train, cfg.n_test, cfg.seed)
     scale = np.sqrt(x_tr.shape[1])
     target = lambda labels: np.where(np.asarray(labels) % 2 == 0, 1.0, -1.0)
     return (jnp.asarray(x_tr * scale), jnp.asarray(target(l_tr)),

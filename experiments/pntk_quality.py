@@ -25,7 +25,7 @@ smallest eigenvalue stays well above the error. Using the pNTK saves a factor ``
 kernel memory, a factor ``O^3`` in the regression solve, and at least ``O`` in computing the
 kernel (one backward pass per example instead of ``O``).
 
-Setup (scaled down): scikit-learn digits through :func:`experiments.baselines.load_dataset`
+Setup (scaled down): scikit-learn digits through :func:`tasks.load`
 (centred pixels, ``|x|^2 ~ 1``; targets centred one-hot, ``O = 10``); a ReLU MLP in NTK
 parametrisation built with :mod:`ntk.stax`, ``D -> hidden_width -> ... -> n -> O``, whose
 earlier hidden layers stay at ``hidden_width`` while the last (readout) width ``n`` sweeps
@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ntk
-from experiments.baselines import load_dataset
+import tasks
 from experiments.records import Claim
 from ntk import approx, predict, stax
 from limits.scaling import loglog_slope
@@ -208,7 +208,7 @@ def _plan_flops(kernel_fn, x, params):
 
 def run(cfg: Config, ctx) -> dict:
     cfg.validate()
-    x_tr, l_tr, x_te, l_te = load_dataset(cfg.dataset, cfg.n_train, cfg.n_test, cfg.seed)
+    x_tr, l_tr, x_te, l_te = tasks.load(cfg.dataset, cfg.n_train, cfg.n_test, cfg.seed)
     x_tr, x_te = jnp.asarray(x_tr), jnp.asarray(x_te)
     y_tr = predict.one_hot(jnp.asarray(l_tr), NUM_CLASSES, centered=True, dtype=x_tr.dtype)
     l_te = jnp.asarray(l_te)

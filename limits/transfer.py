@@ -55,24 +55,16 @@ class TransferConfig:
 
 
 def load_task(dataset: str = "digits", n_train: int = 512, seed: int = 0):
-    """``(x, y_onehot)``: ``'digits'`` (scikit-learn, standardised pixels, 10 classes) or
-    ``'synthetic'`` (Gaussian inputs in 16 dims, labels of a random 2-layer teacher)."""
-    if dataset == "digits":
-        from sklearn.datasets import load_digits
-
-        data = load_digits()
-        x = data.data.astype(float)
-        x = (x - x.mean(0)) / (x.std(0) + 1e-8)
-        order = np.random.default_rng(seed).permutation(len(x))[:n_train]
-        x, labels = x[order], data.target[order]
-    elif dataset == "synthetic":
-        rng = np.random.default_rng(seed)
-        x = rng.standard_normal((n_train, 16))
-        teacher = np.tanh(x @ rng.standard_normal((16, 32)) / 4) @ rng.standard_normal((32, 10))
-        labels = teacher.argmax(1)
-    else:
-        raise ValueError(f"dataset must be 'digits' or 'synthetic', got {dataset!r}")
-    return jnp.asarray(x), jnp.asarray(np.eye(10)[labels])
+    """``(x, y_onehot)`` from :func:`tasks.load`: ``'digits'`` (scikit-learn's 8x8 digits),
+    ``'mnist'`` or ``'synthetic'`` (its ``'teacher'`` task: Gaussian inputs in 16 dimensions,
+    labels of a random two-layer teacher), 10 classes, inputs normalised as there."""
+    import tasks
+    names = {"digits": "digits", "mnist": "mnist", "synthetic": "teacher"}
+    if dataset not in names:
+        raise ValueError(f"dataset must be one of {sorted(names)}, got {dataset!r}")
+    split = tasks.load(names[dataset], n_train, 0, seed, dtype=np.float64)
+    return jnp.asarray(split.x_train), jnp.asarray(tasks.one_hot(split.labels_train,
+                                                                 dtype=np.float64))
 
 
 def lr_transfer(parametrization: Parametrization, config: TransferConfig | None = None,
