@@ -238,17 +238,16 @@ def coord_check(parametrization: Parametrization, config: CoordCheckConfig | Non
             "loss": np.stack(losses, axis=1)}
 
 
-def plot_coord_check(result: dict, path, *, title: str | None = None):
-    """Write the coordinate-check figure (one panel per step: ``mean |h_t|`` and
-    ``mean |h_t - h_0|`` against width, log-log) to ``path`` (PNG).  Returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_coord_check(result: dict, path=None, *, title: str | None = None):
+    """The coordinate-check figure: one panel per step, ``mean |h_t|`` and ``mean |h_t - h_0|``
+    against width, log-log. Returns a ``matplotlib.figure.Figure`` (no backend is chosen);
+    with ``path`` it is also written there as PNG. ``result`` is :func:`coord_check`'s output
+    or its JSON round trip (lists for arrays)."""
+    from matplotlib.figure import Figure
 
     steps, widths = result["steps"], result["widths"]
-    fig, axes = plt.subplots(2, len(steps), figsize=(3.2 * len(steps), 6.4), squeeze=False,
-                             sharex=True)
+    fig = Figure(figsize=(3.2 * len(steps), 6.4))
+    axes = fig.subplots(2, len(steps), squeeze=False, sharex=True)
     for row, key in enumerate(("size", "update")):
         for t in steps:
             ax = axes[row, t]
@@ -257,7 +256,8 @@ def plot_coord_check(result: dict, path, *, title: str | None = None):
                 continue
             for name, arr in result[key].items():
                 slope = result[f"{key}_slope"][name][t]
-                ax.plot(widths, arr.mean(0)[:, t], "o-", label=f"{name} ({slope:+.2f})")
+                ax.plot(widths, np.asarray(arr).mean(0)[:, t], "o-",
+                        label=f"{name} ({slope:+.2f})")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_title(f"{'mean |h_t|' if key == 'size' else 'mean |h_t - h_0|'}, t = {t}",
@@ -267,9 +267,9 @@ def plot_coord_check(result: dict, path, *, title: str | None = None):
     fig.suptitle(title or f"Coordinate check: {result['parametrization']} "
                  "(flat in width = width-stable; slope in legend)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
 
 
 def depth_update_sizes(parametrization: Parametrization, depths, *, width: int = 128,

@@ -262,16 +262,15 @@ def phase_diagram(activation="tanh", sigma_w2=None, sigma_b2=None) -> dict:
             "critical_sigma_w2": edge_of_chaos(sigma_b2, activation)}
 
 
-def plot_phase_diagram(path, activations=("tanh", "erf"), sigma_w2=None, sigma_b2=None):
+def plot_phase_diagram(activations=("tanh", "erf"), sigma_w2=None, sigma_b2=None, *,
+                       path=None):
     """Order/chaos phase diagram: ``log chi_1`` over ``(sigma_w^2, sigma_b^2)`` with the
-    edge of chaos of each activation.  Writes a PNG to ``path`` and returns ``path``."""
-    import matplotlib
+    edge of chaos of each activation, one panel each. Returns a ``matplotlib.figure.Figure``
+    (no backend is chosen); with ``path`` it is also written there as PNG."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(activations), figsize=(5 * len(activations), 4),
-                             squeeze=False)
+    fig = Figure(figsize=(5 * len(activations), 4))
+    axes = fig.subplots(1, len(activations), squeeze=False)
     for ax, act in zip(axes[0], activations):
         d = phase_diagram(act, sigma_w2, sigma_b2)
         mesh = ax.pcolormesh(d["sigma_w2"], d["sigma_b2"], np.log(d["chi_1"]), cmap="RdBu_r",
@@ -283,9 +282,9 @@ def plot_phase_diagram(path, activations=("tanh", "erf"), sigma_w2=None, sigma_b
         ax.legend(loc="upper left")
         fig.colorbar(mesh, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
 
 
 def simulate_deep_network(sigma_w2, sigma_b2, activation="tanh", *, width: int = 512,

@@ -168,21 +168,22 @@ def _sweep(build, sizes, lrs, config):
             "argmin_shift": int(argmin.max() - argmin.min())}
 
 
-def plot_transfer(results, path, *, title: str | None = None):
+def plot_transfer(results, path=None, *, title: str | None = None):
     """Training loss against ``log2`` learning rate, one curve per width, one panel per
-    result (e.g. SP and muP side by side); stars mark each width's best rate.  Writes a
-    PNG to ``path`` and returns ``path``."""
+    result (e.g. SP and muP side by side); stars mark each width's best rate. Returns a
+    ``matplotlib.figure.Figure`` (no backend is chosen); with ``path`` it is also written
+    there as PNG."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     results = [results] if isinstance(results, dict) else list(results)
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    fig = Figure(figsize=(5 * len(results), 4))
+    axes = fig.subplots(1, len(results), squeeze=False)
     for ax, r in zip(axes[0], results):
-        lr = np.log2(r["learning_rates"])
-        colors = plt.cm.viridis(np.linspace(0, 0.9, len(r["widths"])))
-        finite = np.where(np.isfinite(r["mean_loss"]), r["mean_loss"], np.nan)
+        lr = np.log2(np.asarray(r["learning_rates"], float))
+        colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(r["widths"])))
+        loss = np.asarray(r["mean_loss"], float)
+        finite = np.where(np.isfinite(loss), loss, np.nan)
         label = "depth" if "depths" in r else "width"
         for w, curve, k, col in zip(r["widths"], finite, r["argmin"], colors):
             ax.plot(lr, curve, "o-", color=col, ms=3, label=f"{label} {w}")
@@ -196,6 +197,6 @@ def plot_transfer(results, path, *, title: str | None = None):
         ax.legend(fontsize=7)
     fig.suptitle(title or "Learning-rate transfer across width (TP V Fig. 1)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

@@ -38,8 +38,10 @@ def test_coord_check_mup_is_flat(mup_zero_readout, tmp_path):
     for name in ("layer_1", "layer_2"):
         assert np.all(np.abs(r["size_slope"][name]) < 0.1)
     assert np.all(np.isfinite(r["loss"]))
-    path = plot_coord_check(r, tmp_path / "coord_mup.png")
+    path = tmp_path / "coord_mup.png"
+    fig = plot_coord_check(r, path)
     assert path.exists() and path.stat().st_size > 10_000
+    assert len(fig.axes) == 2 * len(r["steps"])
 
 
 def test_coord_check_mup_output_at_init_shrinks_like_inverse_sqrt_width():

@@ -131,9 +131,11 @@ def test_tanh_critical_length_decays_like_one_over_2l():
 def test_phase_diagram_figure(tmp_path):
     d = C.phase_diagram("tanh", np.linspace(0.5, 3, 6), np.array([0.0, 0.1]))
     assert d["chi_1"].shape == (2, 6)
-    path = C.plot_phase_diagram(tmp_path / "phase.png", sigma_w2=np.linspace(0.5, 3, 6),
-                                sigma_b2=np.array([0.0, 0.1, 0.2]))
+    path = tmp_path / "phase.png"
+    fig = C.plot_phase_diagram(sigma_w2=np.linspace(0.5, 3, 6),
+                               sigma_b2=np.array([0.0, 0.1, 0.2]), path=path)
     assert path.exists() and path.stat().st_size > 5_000
+    assert len(fig.axes) == 4     # two panels and their colour bars
 
 
 @pytest.mark.parametrize("call,match", [

@@ -32,8 +32,18 @@ def test_muP_at_base_width_is_the_sp_curve(sweeps):
 
 
 def test_transfer_figure(sweeps, tmp_path):
-    path = plot_transfer([sweeps["sp"], sweeps["mup"]], tmp_path / "transfer.png")
+    import json
+
+    import matplotlib
+    backend = matplotlib.get_backend()
+    path = tmp_path / "transfer.png"
+    fig = plot_transfer([sweeps["sp"], sweeps["mup"]], path)
     assert path.exists() and path.stat().st_size > 10_000
+    assert len(fig.axes) == 2 and matplotlib.get_backend() == backend   # backend untouched
+    # the same figure from the sweeps' JSON round trip (how a study redraws from results)
+    plain = json.loads(json.dumps([sweeps["sp"], sweeps["mup"]], default=lambda a: a.tolist()))
+    again = plot_transfer(plain)
+    assert [ax.get_title() for ax in again.axes] == [ax.get_title() for ax in fig.axes]
 
 
 def test_bad_input():
