@@ -123,3 +123,41 @@ def test_stacked_gd_chunk_equals_plain_gd_per_network():
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(nf.Config(), **{field: value}).validate()
+
+
+def _fake_results():
+    """A results dict shaped like a quick run's (no training), as read back from JSON."""
+    import json
+    from experiments import config as configlib
+    from experiments.records import jsonable
+    cfg = nf.Config()
+    gamma, _ = nf.circle_inputs(cfg.n_angles)
+    limit = 1.0 + np.cos(gamma)
+    rng = np.random.default_rng(0)
+    kernels = {str(w): {"init": (limit + 0.1 * rng.standard_normal((2, len(gamma)))).tolist(),
+                        "trained": (limit + 0.1 * rng.standard_normal((2, len(gamma)))).tolist()}
+               for w in (cfg.train_widths[0], cfg.train_widths[-1])}
+    metrics = {"widths": list(cfg.widths), "train_widths": list(cfg.train_widths),
+               "n_steps": cfg.n_steps, "gamma": gamma, "limit_ntk": limit,
+               "init_relative_deviation": np.full((len(cfg.widths), cfg.n_inits), 0.1),
+               "init_rms_relative_deviation": np.array(cfg.widths, float) ** -0.5,
+               "init_deviation_slope": -0.5,
+               "train_rms_relative_change": 1.0 / np.array(cfg.train_widths, float),
+               "train_change_slope": float("nan"), "largest_width_mean_z": 1.2,
+               "figure_kernels": kernels}
+    results = {"study": "ntk_finite_width", "config": configlib.to_dict(cfg), "metrics": metrics}
+    return json.loads(json.dumps(jsonable(results)))
+
+
+def test_figures_redraw_from_json_results_and_claims_read_metrics_only():
+    from matplotlib.figure import Figure
+    from experiments.runner import check_claims
+    results = _fake_results()
+    figs = nf.figures(results)
+    assert list(figs) == ["ntk_finite_width"] and all(isinstance(f, Figure) for f in figs.values())
+    checked = {c["id"]: c for c in check_claims(nf, results)}
+    assert [c.id for c in nf.CLAIMS] == list(checked)
+    assert checked["init_deviation_sqrt_width"]["holds"]
+    assert checked["largest_width_mean_is_limit"]["holds"]
+    assert not checked["training_change_shrinks"]["holds"]          # NaN never holds
+    assert "200 GD steps" in checked["training_change_shrinks"]["text"]
