@@ -1,11 +1,17 @@
 """Maximal-learning-rate study: bisection, kernel bound, masked depth, per-layer scales."""
+import dataclasses
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 import ntk
 from experiments import max_lr as ml
+from experiments.records import jsonable
+from experiments.runner import check_claims
 
 
 def test_bisection_finds_the_divergence_threshold_of_a_quadratic():
@@ -118,3 +124,31 @@ def test_config_validation_names_the_field():
         ml.Config(bracket=(2.0, 1.0)).validate()
     with pytest.raises(ValueError, match="loss_threshold"):
         ml.Config(loss_threshold=1.5).validate()
+
+
+def _results_from_a_made_up_grid():
+    """Results as run() would return them for eta_kernel = 1 / (L n) and eta* = 3 eta_kernel
+    (two seeds per point), through the JSON round trip of results.json."""
+    cfg = ml.Config(n_seeds=2)
+    grid = {k: [] for k in ("depth", "width", "eta_star", "eta_kernel", "ok_low", "ok_high")}
+    for n in cfg.widths:
+        for L in np.repeat(cfg.depths, cfg.n_seeds):
+            grid["depth"].append(int(L))
+            grid["width"].append(n)
+            grid["eta_kernel"].append(1.0 / (L * n))
+            grid["eta_star"].append(3.0 / (L * n))
+            grid["ok_low"].append(True)
+            grid["ok_high"].append(False)
+    results = {"study": "max_lr", "config": dataclasses.asdict(cfg),
+               "metrics": ml._summarise(cfg, grid)}
+    return json.loads(json.dumps(jsonable(results)))
+
+
+def test_claims_and_figures_from_stored_results():
+    results = _results_from_a_made_up_grid()
+    checked = {c["id"]: c for c in check_claims(ml, results)}
+    assert checked["eta_star_decreases_with_depth_x_width"]["measured"] == pytest.approx(-1.0)
+    assert checked["eta_star_in_catapult_band"]["measured"] == pytest.approx(3.0)
+    assert all(c["holds"] for c in checked.values())
+    figs = ml.figures(results)
+    assert list(figs) == ["max_lr"] and all(isinstance(f, Figure) for f in figs.values())
