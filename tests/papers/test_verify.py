@@ -1,44 +1,83 @@
-"""``ntk-lab verify PAPER --quick`` for every paper: all claims hold, exit status 0."""
+"""``ntk-lab verify PAPER --quick`` for every paper: all claims hold, exit status 0, and the
+claims report shows the paper's claims and figures in a real browser."""
+import dataclasses
 import json
+import re
 
 import pytest
 
-from experiments.__main__ import main
-from papers import PAPERS, load_paper
+from experiments import claims as claimlib
+from experiments.registry import load_study
+from ntk_lab.cli import main
+from ntk_lab.report import write_report
+from papers import papers
+from tests.browser import rendered_dom
 
 
-@pytest.mark.parametrize("paper", sorted(PAPERS))
-def test_verify_quick(paper, tmp_path, capsys):
+def _paper_section(dom: str, paper: str) -> str:
+    match = re.search(rf'<section class="paper" id="{paper}">(.*?)</section>', dom, re.S)
+    assert match, f"no section for {paper}"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("paper", list(papers()))
+def test_verify_quick_and_its_report_page(paper, tmp_path, capsys):
     rc = main(["verify", paper, "--quick", "--json", "--no-progress", "--out", str(tmp_path)])
     report = json.loads(capsys.readouterr().out)
     table = {c["id"]: (c["measured"], c["holds"]) for c in report["claims"]}
     assert rc == 0, f"claims failed: {table}"
-    assert report["all_hold"] and len(report["claims"]) >= 3
+    assert report["all_hold"] and len(report["claims"]) >= 2
+    assert set(report["runs"]) == set(papers()[paper]["studies"])
     for c in report["claims"]:
-        assert isinstance(c["measured"], (int, float)), c   # claims are numbers
-    mod = load_paper(paper)
-    assert mod.CITATION and mod.STUDY in report["runs"]["main"]
+        assert c["run"] in report["runs"].values() and c["expected"] and c["text"]
+
+    page = write_report(tmp_path / "report", results=tmp_path)
+    dom = rendered_dom(page)
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    n_img = len(re.findall(r"<img ", dom))
+    assert n_img >= 1, f"{paper}: the report shows no figure"
+    assert f'data-figures-loaded="{n_img}"' in body and 'data-figures-broken="0"' in body, body
+    section = _paper_section(dom, paper)
+    rows = re.findall(r'<tr class="claim [a-z]+" data-id="([^"]+)" data-holds="(true|false)"',
+                      section)
+    assert [r[0] for r in rows] == [c["id"] for c in report["claims"]]
+    assert all(h == "true" for _, h in rows)
 
 
-def test_verify_table_and_failing_exit_status(tmp_path, capsys, monkeypatch):
-    """A claim that does not hold is shown as NO and makes the exit status 1."""
-    mod = load_paper("woodworth2020kernel")
-    real = mod.claims
-
-    def one_fails(results):
-        out = real(results)
-        out[0].holds = False
-        return out
-    monkeypatch.setattr(mod, "claims", one_fails)
-    rc = main(["verify", "woodworth2020kernel", "--quick", "--no-progress",
-               "--out", str(tmp_path)])
+def test_a_changed_threshold_is_rechecked_from_results_without_running(tmp_path, capsys,
+                                                                        monkeypatch):
+    """Tighten one bound after the run: --from-results re-checks the stored metrics (exit 1,
+    the claim shown as NO) and trains nothing; the run id does not change."""
+    paper = "chizat2019lazy"
+    assert main(["verify", paper, "--quick", "--no-progress", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    runs = sorted(p.name for p in (tmp_path / "lazy_scale").iterdir())
+    module = load_study("lazy_scale")
+    first = module.CLAIMS[0]
+    measured = claimlib.check([first], json.loads(
+        (tmp_path / "lazy_scale" / runs[0] / "results.json").read_text())["metrics"])[0]
+    value = measured["measured"]
+    tight = claimlib.less(-abs(value) - 1.0) if isinstance(value, float) else claimlib.greater(2.0)
+    monkeypatch.setattr(module, "CLAIMS",
+                        (dataclasses.replace(first, bound=tight), *module.CLAIMS[1:]))
+    monkeypatch.setattr(module, "run", lambda cfg, ctx: pytest.fail("--from-results trained"))
+    rc = main(["verify", paper, "--quick", "--from-results", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 1
-    assert "| q_alpha |" in out and "| NO |" in out and "3/4 claims hold" in out
+    assert f"| {first.id} |" in out and "| NO |" in out and "re-checked on stored runs" in out
+    assert sorted(p.name for p in (tmp_path / "lazy_scale").iterdir()) == runs
+
+
+def test_from_results_without_a_stored_run_is_a_clear_error(tmp_path, capsys):
+    rc = main(["verify", "chizat2019lazy", "--quick", "--from-results",
+               "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "--from-results" in err and "lazy_scale" in err and "verify" in err
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("paper", sorted(PAPERS))
+@pytest.mark.parametrize("paper", list(papers()))
 def test_verify_full(paper, tmp_path, request):
     if "slow" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("full-size reproduction: select it with -m slow")
