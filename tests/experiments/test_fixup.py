@@ -1,11 +1,16 @@
 """Fixup study pieces: the branch-scaling exponent, He's per-block doubling, Fixup at init."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from experiments import fixup as fx
 from experiments._init_nets import cross_entropy
+from experiments.records import jsonable
+from experiments.runner import check_claims
 
 # one compiled program for both tests below (same shapes): x (6, 7), width 16, 9 blocks, 3 classes
 _measure = jax.jit(lambda p, x, y: (fx.measurements(p, x, y, 0.1), fx.resmlp_apply(p, x)))
@@ -99,3 +104,40 @@ def test_per_block_growth_and_config_validation():
         fx.Config(depths=(4,)).validate()
     with pytest.raises(ValueError, match="update_window"):
         fx.Config(update_window=1000).validate()
+
+
+def _made_up_results():
+    """Metrics shaped as run() returns them (two depths; He diverges at the deeper one), through
+    the JSON round trip of results.json (non-finite numbers become strings there)."""
+    steps = [0, 5, 10]
+    per_init = {
+        "he": dict(growth=2.1, grad=[1.0, 300.0], updates=[2.0, float("nan")],
+                   curves=[[2.3, 1.0, 0.5], [40.0, float("inf"), float("nan")]]),
+        "fixup": dict(growth=1.0, grad=[1.0, 1.2], updates=[0.5, 0.52],
+                      curves=[[2.3, 1.0, 0.4], [2.3, 0.9, 0.3]]),
+    }
+    m = {"depths": [4, 16], "lr": 0.05, "update_window": 10, "update_nets": 2}
+    for init, v in per_init.items():
+        curves = [{"step": steps, "loss": c} for c in v["curves"]]
+        m[init] = {"mean_forward_growth": [v["growth"]] * 2,
+                   "mean_backward_growth": [v["growth"]] * 2,
+                   "forward_ratio": [v["growth"] ** 2, v["growth"] ** 8],
+                   "init_grad_norm": v["grad"], "curves": curves,
+                   "final_loss": [c[-1] for c in v["curves"]],
+                   "best_loss": [min(x for x in c if np.isfinite(x)) for c in v["curves"]]}
+        for key in ("update", "weight_update", "scalar_update"):
+            m[init][f"early_{key}"] = v["updates"]
+            m[init][f"{key}_slope_log_depth"] = (
+                float(np.polyfit(np.log([4, 16]), np.log(v["updates"]), 1)[0])
+                if np.all(np.isfinite(v["updates"])) else float("nan"))
+    return json.loads(json.dumps(jsonable({"study": "fixup", "config": {}, "metrics": m})))
+
+
+def test_claims_and_figures_from_stored_results():
+    results = _made_up_results()
+    checked = {c["id"]: c for c in check_claims(fx, results)}
+    assert checked["fixup_gradient_depth_free"]["measured"] == pytest.approx(1.2)
+    assert checked["he_fails_same_lr"]["measured"] == pytest.approx(40.0 / 0.3)
+    assert all(c["holds"] for c in checked.values())
+    figs = fx.figures(results)
+    assert list(figs) == ["fixup"] and all(isinstance(f, Figure) for f in figs.values())
