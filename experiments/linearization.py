@@ -36,6 +36,9 @@ What theory predicts as the width ``n`` grows (GD for a fixed time):
   ``f_0(x) + Theta_inf(x, X) Theta_inf^{-1} (I - (I - eta Theta_inf / P)^t) (Y - f_0(X))`` from
   its own initial outputs ``f_0``; averaged over initialisations (``E f_0 = 0``) this is the
   NTK-GP mean of Lee et al. (eq. 16 at time t).
+
+Scaled down: one hidden ReLU layer, 64 training digits (parity target), widths 64..1024, 3
+inits, 200 GD steps (full: two hidden layers, 128 digits, widths 128..2048, 4 inits, 1000 steps).
 """
 from __future__ import annotations
 
@@ -46,14 +49,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.claims import claim, close_to, less, within
 from experiments.grokking_lazy_rich import linearized_gd_prediction
 from experiments.loop import train
 from experiments.ntk_finite_width import sample_params, width_slope
-from experiments.records import Claim
 from ntk import predict, stax
 
-NAME = "linearization"
-DESCRIPTION = "Lee et al. 2019: a wide network against its linearisation during GD as width grows"
+SUMMARY = "Lee et al. 2019: a wide network against its linearisation during GD as width grows"
+PAPER = "lee2019wide"
+CITATION = ("Lee, J., Xiao, L., Schoenholz, S. S., Bahri, Y., Novak, R., Sohl-Dickstein, J. & "
+            "Pennington, J. (2019). Wide Neural Networks of Any Depth Evolve as Linear Models "
+            "Under Gradient Descent. NeurIPS 2019, arXiv:1902.06720.")
 
 _ACTIVATIONS = {"relu": stax.Relu, "erf": stax.Erf}
 
@@ -71,8 +77,6 @@ class Config:
     lr_fraction: float = 0.5            # of the infinite-width maximum 2P / lambda_max
     n_steps: int = 200
     log_every: int = 50
-    slope_tolerance: float = 0.15       # claims: fitted slopes within this of the prediction
-    loss_gap_tolerance: float = 0.05    # claim: |L_net - L_lin| / L_lin at the largest width
     checkpoint_every: int = 4
     seed: int = 0
 
@@ -240,8 +244,8 @@ def run(cfg: Config, ctx) -> dict:
                "weight_change_slope": width_slope(w, out["weight_change"]),
                "limit_distance_slope": width_slope(w, out["distance_to_limit_dynamics"]),
                "largest_width_history": history,
-               "ntk_gp_test_loss": float(0.5 * np.mean((ntk_gp_mean - yte_np) ** 2))}
-    _figures(cfg, metrics, ctx)
+               "ntk_gp_test_loss": float(0.5 * np.mean((ntk_gp_mean - yte_np) ** 2)),
+               "predicted_relative_weight_change_slope": predicted_weight_change_slope(cfg)}
     return metrics
 
 
@@ -259,69 +263,81 @@ def predicted_weight_change_slope(cfg: Config) -> float:
     return width_slope(cfg.widths, [parameter_count(n, cfg) ** -0.5 for n in cfg.widths])
 
 
-def _figures(cfg, m, ctx) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    w = np.array(m["widths"], float)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.0), gridspec_kw={"wspace": 0.32})
+def figures(results: dict) -> dict:
+    """Distances against width (log-log), test losses against width, and the gap during
+    training at the largest width."""
+    from matplotlib.figure import Figure
+    m = results["metrics"]
+    w = np.asarray(m["widths"], float)
+    curve = lambda key: np.asarray(m[key], float)
+    fig = Figure(figsize=(15, 4.0))
+    axes = fig.subplots(1, 3, gridspec_kw={"wspace": 0.32})
     ax = axes[0]
-    ax.loglog(w, m["rms_diff_end"], "o-", label=f"RMS_test(f - f_lin), end (slope "
-                                                f"{m['rms_diff_end_slope']:.2f})")
-    ax.loglog(w, m["rms_diff_max"], "s--", label=f"RMS_test(f - f_lin), max over t (slope "
-                                                 f"{m['rms_diff_max_slope']:.2f})")
-    ax.loglog(w, m["relative_weight_change"], "^-",
-              label=f"|w_T - w_0| / |w_0| (slope {m['relative_weight_change_slope']:.2f})")
-    ax.loglog(w, m["distance_to_limit_dynamics"], "d-", color="tab:purple",
-              label=f"|f - f_inf| / |f_inf| (slope {m['limit_distance_slope']:.2f})")
-    ax.loglog(w, m["rms_diff_end"][0] * np.sqrt(w[0] / w), "k:", label="n^-1/2")
-    ax.loglog(w, m["rms_diff_end"][0] * w[0] / w, "k--", lw=0.8, label="n^-1")
+    ax.loglog(w, curve("rms_diff_end"), "o-", label=f"RMS_test(f - f_lin), end (slope "
+                                                    f"{float(m['rms_diff_end_slope']):.2f})")
+    ax.loglog(w, curve("rms_diff_max"), "s--", label=f"RMS_test(f - f_lin), max over t (slope "
+                                                     f"{float(m['rms_diff_max_slope']):.2f})")
+    ax.loglog(w, curve("relative_weight_change"), "^-",
+              label=f"|w_T - w_0| / |w_0| (slope "
+                    f"{float(m['relative_weight_change_slope']):.2f})")
+    ax.loglog(w, curve("distance_to_limit_dynamics"), "d-", color="tab:purple",
+              label=f"|f - f_inf| / |f_inf| (slope {float(m['limit_distance_slope']):.2f})")
+    ax.loglog(w, curve("rms_diff_end")[0] * np.sqrt(w[0] / w), "k:", label="n^-1/2")
+    ax.loglog(w, curve("rms_diff_end")[0] * w[0] / w, "k--", lw=0.8, label="n^-1")
     ax.set_xlabel("hidden width n")
     ax.set_ylabel("distance (see legend)")
     ax.set_title("Network vs its linearisation and n = inf")
     ax.legend(fontsize=7)
     ax = axes[1]
-    ax.semilogx(w, m["test_loss"], "o-", label="network")
-    ax.semilogx(w, m["linearized_test_loss"], "k--", label="linearised network")
-    ax.axhline(m["ntk_gp_test_loss"], color="gray", ls=":", label="NTK-GP mean (n = inf)")
+    ax.semilogx(w, curve("test_loss"), "o-", label="network")
+    ax.semilogx(w, curve("linearized_test_loss"), "k--", label="linearised network")
+    ax.axhline(float(m["ntk_gp_test_loss"]), color="gray", ls=":", label="NTK-GP mean (n = inf)")
     ax.set_xlabel("hidden width n")
     ax.set_ylabel("test loss (1/2) mean (f - y)^2")
     ax.set_title("Test loss: network vs linear model")
     ax.legend(fontsize=7)
     ax = axes[2]
     h = m["largest_width_history"]
-    ax.plot(h["step"], h["test_rms_diff"], "o-")
+    ax.plot(np.asarray(h["step"], float), np.asarray(h["test_rms_diff"], float), "o-")
     ax.set_xlabel("GD step")
     ax.set_ylabel("RMS_test(f - f_lin)")
     ax.set_title(f"Width {m['widths'][-1]}: gap during training")
-    ctx.save_figure(fig, "linearization")
+    return {"linearization": fig}
 
 
-def claims(m: dict, cfg: Config) -> list[Claim]:
-    tol = cfg.slope_tolerance
-    s_end, s_max = m["rms_diff_end_slope"], m["rms_diff_max_slope"]
-    s_w, s_pred = m["relative_weight_change_slope"], predicted_weight_change_slope(cfg)
-    gap = abs(m["test_loss"][-1] - m["linearized_test_loss"][-1]) / m["linearized_test_loss"][-1]
-    s_lim = m["limit_distance_slope"]
-    between = f"s in [{-1 - tol:g}, {-0.5 + tol:g}]"
-    in_range = lambda s: bool(-1 - tol <= s <= -0.5 + tol)
-    widths = f"widths {cfg.widths[0]}..{cfg.widths[-1]}"
-    return [
-        Claim("linearization_gap_end", f"RMS over test points of f - f_lin after "
-              f"{cfg.n_steps} GD steps ~ width^s ({widths}; O(n^-1/2) bound, O(1/n) "
-              "perturbative rate)", between, s_end, in_range(s_end)),
-        Claim("linearization_gap_max", f"max over training of RMS_test(f - f_lin) ~ width^s "
-              f"({widths})", between, s_max, in_range(s_max)),
-        Claim("relative_weight_change", f"|w_T - w_0| / |w_0| ~ width^s ({cfg.hidden_layers} "
-              f"hidden layer(s); predicted: |w_T - w_0| = O(1), |w_0| = sqrt(#params))",
-              f"s in [{s_pred - tol:.3g}, {s_pred + tol:.3g}]", s_w,
-              bool(abs(s_w - s_pred) <= tol)),
-        Claim("test_loss_matches_linearized", f"width {cfg.widths[-1]}: |test loss - "
-              "linearised test loss| / linearised test loss", f"< {cfg.loss_gap_tolerance:g}",
-              float(gap), bool(gap < cfg.loss_gap_tolerance)),
-        Claim("net_converges_to_infinite_width", f"|f_net - f_inf| / |f_inf| on test ~ width^s "
-              f"({widths}; f_inf = GD with the stax NTK from the same initial outputs; "
-              f"{m['distance_to_limit_dynamics'][-1]:.3g} at width {cfg.widths[-1]}; "
-              "eNTK fluctuations O(n^-1/2))", f"s in [{-0.5 - tol:g}, {-0.5 + tol:g}]", s_lim,
-              bool(abs(s_lim + 0.5) <= tol)),
-    ]
+def _widths(m: dict) -> str:
+    return f"widths {m['widths'][0]}..{m['widths'][-1]}"
+
+
+# Thresholds (the old defaults): fitted slopes within 0.15 of the prediction (a fit over 3-5
+# widths); the test losses of network and linear model within 5 % at the largest width.
+CLAIMS = (
+    # between the O(1/n) perturbative rate and Lee et al.'s O(n^-1/2) bound, each widened by 0.15
+    claim("linearization_gap_end",
+          lambda m: f"RMS over test points of f - f_lin after "
+                    f"{m['largest_width_history']['step'][-1]} GD steps ~ width^s ({_widths(m)}; "
+                    "O(n^-1/2) bound, O(1/n) perturbative rate)",
+          "rms_diff_end_slope", within(-1.15, -0.35)),
+    claim("linearization_gap_max",
+          lambda m: f"max over training of RMS_test(f - f_lin) ~ width^s ({_widths(m)})",
+          "rms_diff_max_slope", within(-1.15, -0.35)),
+    # |w_T - w_0| = O(1), |w_0| = sqrt(#params): the predicted slope depends on the depth
+    claim("relative_weight_change",
+          lambda m: f"|w_T - w_0| / |w_0| ~ width^s, s minus its prediction "
+                    f"{float(m['predicted_relative_weight_change_slope']):.3g} (|w_T - w_0| = "
+                    "O(1), |w_0| = sqrt(#params))",
+          lambda m: float(m["relative_weight_change_slope"])
+          - float(m["predicted_relative_weight_change_slope"]), close_to(0.0, 0.15)),
+    claim("test_loss_matches_linearized",
+          lambda m: f"width {m['widths'][-1]}: |test loss - linearised test loss| / linearised "
+                    "test loss",
+          lambda m: abs(m["test_loss"][-1] - m["linearized_test_loss"][-1])
+          / m["linearized_test_loss"][-1], less(0.05)),
+    # eNTK fluctuations O(n^-1/2) carry over to the function
+    claim("net_converges_to_infinite_width",
+          lambda m: f"|f_net - f_inf| / |f_inf| on test ~ width^s ({_widths(m)}; f_inf = GD with "
+                    f"the stax NTK from the same initial outputs; "
+                    f"{float(m['distance_to_limit_dynamics'][-1]):.3g} at width "
+                    f"{m['widths'][-1]}; eNTK fluctuations O(n^-1/2))",
+          "limit_distance_slope", close_to(-0.5, 0.15)),
+)

@@ -112,3 +112,33 @@ def test_digits_parity_data_scaling():
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(lin.Config(), **{field: value}).validate()
+
+
+def test_figures_redraw_from_json_results_and_claims_read_metrics_only():
+    """Results shaped like a quick run's (no training), read back from JSON."""
+    import json
+    from matplotlib.figure import Figure
+    from experiments import config as configlib
+    from experiments.records import jsonable
+    from experiments.runner import check_claims
+    w = np.array([64.0, 256.0, 1024.0])
+    metrics = {"widths": [64, 256, 1024], "learning_rate": 1.0,
+               "rms_diff_end": 0.3 / w, "rms_diff_max": 0.4 / w,
+               "relative_weight_change": w ** -0.5, "distance_to_limit_dynamics": w ** -0.5,
+               "test_loss": [0.40, 0.35, 0.301], "linearized_test_loss": [0.38, 0.34, 0.30],
+               "rms_diff_end_slope": -1.0, "rms_diff_max_slope": -1.0,
+               "relative_weight_change_slope": -0.45, "limit_distance_slope": float("nan"),
+               "largest_width_history": {"step": [50, 100, 150, 200],
+                                         "test_rms_diff": [1e-4, 2e-4, 3e-4, 3e-4]},
+               "ntk_gp_test_loss": 0.29, "predicted_relative_weight_change_slope": -0.5}
+    results = json.loads(json.dumps(jsonable(
+        {"study": "linearization", "config": configlib.to_dict(lin.Config()),
+         "metrics": metrics})))
+    figs = lin.figures(results)
+    assert list(figs) == ["linearization"] and all(isinstance(f, Figure) for f in figs.values())
+    checked = {c["id"]: c for c in check_claims(lin, results)}
+    assert [c.id for c in lin.CLAIMS] == list(checked)
+    assert {k for k, c in checked.items() if not c["holds"]} == {
+        "net_converges_to_infinite_width"}                            # NaN never holds
+    assert checked["relative_weight_change"]["measured"] == pytest.approx(0.05)
+    assert "after 200 GD steps" in checked["linearization_gap_end"]["text"]
