@@ -1,6 +1,6 @@
 """Run records: ``config.json``, ``results.json`` and figures, written atomically.
 
-``results.json`` follows the DESIGN schema::
+``results.json`` holds::
 
     {"study", "run_id", "config": {...}, "metrics": {...plain numbers and lists...},
      "claims": [{"id", "text", "expected", "measured", "holds"}, ...],
@@ -67,11 +67,6 @@ def jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, str):
         return obj
     return str(obj)
-
-
-def as_float(x: Any) -> float:
-    """Inverse of :func:`jsonable` for one number (``"inf"`` -> ``inf``)."""
-    return float(x)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -144,8 +139,3 @@ def environment(seed: int | None) -> dict:
         "argv": sys.argv[1:],
         "git_commit": _git_commit(),
     }
-
-
-def read_json(path: str | os.PathLike) -> dict:
-    with open(path) as fh:
-        return json.load(fh)

@@ -1,5 +1,5 @@
 """How width and depth go to infinity: parametrizations, depth scaling, coordinate checks
-and criticality (see shared DESIGN: abc-parametrizations of Yang & Hu).
+and criticality (abc-parametrizations of Yang & Hu 2021, arXiv:2011.14522).
 
 * :mod:`limits.parametrization` -- ``Parametrization`` (per-role ``a, b, c`` width exponents
   for SGD or Adam), presets ``SP``, ``SP_LR_INV_WIDTH``, ``SP_ADAM``, ``NTP``, ``MFP``,

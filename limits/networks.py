@@ -99,9 +99,6 @@ class Network:
     out_dim: int
     kind: str
 
-    def param_count(self, params):
-        return sum(int(x.size) for x in jax.tree.leaves(params))
-
 
 def _check_common(parametrization, in_dim, width, depth, out_dim, base_width):
     if not isinstance(parametrization, Parametrization):

@@ -9,8 +9,14 @@ with three layer roles: the *input* layer (``d -> n``, fan-in finite), *hidden* 
 (``n -> n``) and the *output* layer (``n -> O``, fan-out finite).  Biases are input-like (a
 bias is a weight from the constant input 1) and follow the input role unless given their own.
 Tensor Programs V (Yang et al. 2022) lets every role have its own learning rate and tabulates
-muP for SGD and Adam in three equivalent forms (its Tables 3, 8 and 9); Table 8 is what
-``microsoft/mup`` implements.
+muP for SGD and Adam in three forms (its Tables 3, 8 and 9); Table 8 is what
+``microsoft/mup`` implements. For SGD the three are exactly equivalent. For Adam they are
+equivalent only up to Adam's ``eps``: the update ``m / (sqrt(v) + eps)`` is invariant under a
+rescaled gradient only where ``eps`` is negligible against ``sqrt(v)``, and the forms rescale
+gradients differently (by ``n^-a``). With a fixed ``eps = 1e-8``, single updates of the forms
+differ where a gradient is near ``eps`` (up to a few percent for Table 3 and tens of percent
+for Table 9 at width 1024, side by side with microsoft/mup); scaling ``eps`` with the
+gradient's width exponent restores agreement to rounding.
 
 abc-symmetry.  For SGD, ``(a, b, c) -> (a + theta, b - theta, c - 2 theta)`` leaves the
 effective weights ``n^-(a+b)`` at init and their updates ``n^-(2a+c)`` unchanged, hence the whole
@@ -267,7 +273,11 @@ class Parametrization:
                           **{r: -self.role(r).a for r in roles})
 
     def equivalent(self, other: "Parametrization") -> bool:
-        """Whether ``other`` is related to this one by the abc-symmetry (same optimizer)."""
+        """Whether ``other`` is related to this one by the abc-symmetry (same optimizer).
+
+        For Adam the symmetry holds for ``eps -> 0`` only; with a fixed ``eps`` the forms'
+        trajectories differ where gradients are comparable to ``eps`` (see the module notes).
+        """
         if not isinstance(other, Parametrization):
             raise TypeError(f"other must be a Parametrization, got {type(other).__name__}")
         if self.optimizer != other.optimizer:

@@ -764,7 +764,7 @@ def projected_kernel_fn(apply_fn: Callable, dim: int, **kwargs):
     return fn
 
 
-# The names of the design document: the kernel-function factories above, by their short names.
+# Short names of the kernel-function factories above.
 pntk = pntk_fn
 trace_ntk = trace_ntk_fn
 projected_kernel = projected_kernel_fn

@@ -68,10 +68,6 @@ class Analysis:
     max_activation: int = 1  # entries of the largest intermediate value
     has_conv: bool = False  # the traced call convolves
 
-    @property
-    def tap_paths(self):
-        return {t.path: i for i, t in enumerate(self.taps)}
-
 
 def _size(shape) -> int:
     return int(math.prod(shape))
