@@ -35,6 +35,10 @@ appendix's ``eps^2``; the main text's ``2 eps / D^2`` eigenvalue drops a power o
 Grokking is measured as in the paper: losses normalised by their value at step 0;
 ``t_train`` / ``t_test`` = first logged step with normalised loss below ``threshold``; the
 amount of grokking is ``t_test - t_train`` (``inf`` when the test loss never gets there).
+
+Scaled down: D = 20, P = 110, N = 100, eps = 0.25, alpha in {0.25 .. 64}, 8000 GD steps (full:
+the paper's Fig. 3, D = 100, P = 450, N = 500, alpha = 2^-5 .. 32, 100,000 steps). With
+:mod:`experiments.modular_grokking` this study checks the paper ``kumar2023grokking``.
 """
 from __future__ import annotations
 
@@ -46,12 +50,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.loop import train
+from experiments.claims import at_least, claim, greater, less
 from experiments.fits import censored_rank_correlation
-from experiments.records import Claim
+from experiments.loop import train
 
-NAME = "grokking_lazy_rich"
-DESCRIPTION = "Kumar et al. 2023: grokking as lazy -> rich (committee machine, alpha sweep)"
+SUMMARY = ("Kumar et al. 2023: grokking as the lazy-to-rich transition in a committee machine "
+           "(alpha sweep, exact test-loss decomposition, initial-NTK baseline)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +70,6 @@ class Config:
     n_steps: int = 8000
     log_every: int = 100
     threshold: float = 0.1             # normalised-loss threshold for t_train / t_test
-    lazy_tolerance: float = 0.1        # claim 3: |g_net - g_lin| / |g_lin| on the test set
     checkpoint_every: int = 5          # in chunks of log_every steps
     seed: int = 0
 
@@ -307,77 +310,96 @@ def run(cfg: Config, ctx) -> dict:
         "infinite_width_ntk_regression_test_loss": float(np.mean((kr_inf - y_te) ** 2) / test0),
         "histories": {f"{r['alpha']:g}": r["history"] for r in runs},
     }
-    _figures(cfg, metrics, ctx)
     return metrics
 
 
-def _figures(cfg, m, ctx) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+# ----------------------------------------------------------------------------- figures
+def figures(results: dict) -> dict:
+    """Normalised losses per alpha; the grokking lag against alpha; NTK-target alignment."""
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(1, len(m["alphas"]), figsize=(3.2 * len(m["alphas"]), 3),
-                             sharey=True)
-    for ax, a in zip(np.atleast_1d(axes), m["alphas"]):
-        h = m["histories"][f"{a:g}"]
+    m, cfg = results["metrics"], results["config"]
+    alphas = np.asarray(m["alphas"], float)
+    histories = {k: {name: np.asarray(v, float) for name, v in h.items()}
+                 for k, h in m["histories"].items()}
+
+    fig = Figure(figsize=(3.2 * len(alphas), 3))
+    axes = np.atleast_1d(fig.subplots(1, len(alphas), sharey=True))
+    for ax, a in zip(axes, alphas):
+        h = histories[f"{a:g}"]
         ax.semilogy(h["step"], h["train_loss"], label="train")
         ax.semilogy(h["step"], h["test_loss"], label="test")
-        ax.axhline(cfg.threshold, color="k", lw=0.6, ls=":")
+        ax.axhline(cfg["threshold"], color="k", lw=0.6, ls=":")
         ax.set_title(f"alpha = {a:g}")
         ax.set_xlabel("GD step")
-    np.atleast_1d(axes)[0].set_ylabel("loss / loss at step 0")
-    np.atleast_1d(axes)[0].legend()
+    axes[0].set_ylabel("loss / loss at step 0")
+    axes[0].legend()
     fig.suptitle("Test loss lags train loss, more so at larger alpha (Kumar et al. 2023)", y=1.05)
-    ctx.save_figure(fig, "losses")
+    losses = fig
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
-    lag = np.array(m["grokking_lag"], float)
+    fig = Figure(figsize=(4.5, 3.4))
+    ax = fig.subplots()
+    lag = np.asarray(m["grokking_lag"], float)
     finite = np.isfinite(lag)
-    ax.semilogx(np.array(m["alphas"])[finite], lag[finite], "o-", label="t_test - t_train")
+    ax.semilogx(alphas[finite], lag[finite], "o-", label="t_test - t_train")
     if (~finite).any():
-        ax.semilogx(np.array(m["alphas"])[~finite], [cfg.n_steps] * int((~finite).sum()), "r^",
+        ax.semilogx(alphas[~finite], [cfg["n_steps"]] * int((~finite).sum()), "r^",
                     label="test never below threshold")
     ax.set_xlabel("alpha (output scale, laziness)")
     ax.set_ylabel("grokking lag (GD steps)")
     ax.set_title("Lag grows with laziness alpha")
     ax.legend()
-    ctx.save_figure(fig, "lag_vs_alpha")
+    lag_vs_alpha = fig
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
-    for a in m["alphas"]:
-        h = m["histories"][f"{a:g}"]
+    fig = Figure(figsize=(4.5, 3.4))
+    ax = fig.subplots()
+    for a in alphas:
+        h = histories[f"{a:g}"]
         ax.semilogx(np.maximum(h["step"], 1), h["ntk_target_alignment"], label=f"alpha={a:g}")
     ax.set_xlabel("GD step")
     ax.set_ylabel("NTK-target alignment y^T K y / (|K|_F |y|^2)")
     ax.set_title("Rich runs align their NTK with the target")
     ax.legend(fontsize=7)
-    ctx.save_figure(fig, "ntk_alignment")
+    return {"losses": losses, "lag_vs_alpha": lag_vs_alpha, "ntk_alignment": fig}
 
 
-def claims(m: dict, cfg: Config) -> list[Claim]:
-    alphas = np.array(m["alphas"], float)
-    lag = np.array([float(v) for v in m["grokking_lag"]])
-    t_test = np.array([float(v) for v in m["t_test"]])
-    # grokking: some alpha where both losses cross the threshold and the test lags
+# ----------------------------------------------------------------------------- claims
+def _largest_finite_lag(m: dict) -> float:
+    """Largest ``t_test - t_train`` over the alphas where both losses cross (nan if none)."""
+    lag, t_test = np.asarray(m["grokking_lag"], float), np.asarray(m["t_test"], float)
     finite = np.isfinite(lag) & np.isfinite(t_test)
-    max_lag = float(np.max(lag[finite])) if finite.any() else float("nan")
-    rho = censored_rank_correlation(alphas, lag)   # a never-crossing test loss ranks highest
-    i_big = int(np.argmax(alphas))
-    i_small = int(np.argmin(alphas))
-    dist = [float(v) for v in m["net_vs_linearized_rel_dist"]]
-    return [
-        Claim("grokking", "test loss lags train loss: at some alpha both cross the threshold "
-              "and the test loss crosses later (largest finite t_test - t_train, GD steps)",
-              "> 0 steps", max_lag, bool(max_lag > 0)),
-        Claim("lag_grows_with_alpha", "the grokking lag grows with alpha (Spearman rank "
-              "correlation of lag vs alpha; never-crossing test loss ranks highest)",
-              "rho > 0.5", rho, bool(rho > 0.5)),
-        Claim("large_alpha_is_initial_kernel", f"at the largest alpha ({alphas[i_big]:g}) the "
-              "network's test outputs equal the initial-eNTK linearised model's after the same "
-              "steps (relative L2 distance)", f"< {cfg.lazy_tolerance}", dist[i_big],
-              bool(dist[i_big] < cfg.lazy_tolerance)),
-        Claim("small_alpha_leaves_kernel", f"at the smallest alpha ({alphas[i_small]:g}) the "
-              "network leaves the initial-kernel solution (relative L2 distance)",
-              f">= {cfg.lazy_tolerance}", dist[i_small],
-              bool(dist[i_small] >= cfg.lazy_tolerance)),
-    ]
+    return float(np.max(lag[finite])) if finite.any() else float("nan")
+
+
+def _lag_rank_correlation(m: dict) -> float:
+    """Spearman correlation of the lag with alpha; a never-crossing test loss ranks highest."""
+    return censored_rank_correlation(np.asarray(m["alphas"], float),
+                                     np.asarray(m["grokking_lag"], float))
+
+
+def _dist_at(m: dict, pick) -> float:
+    """``net_vs_linearized_rel_dist`` at the alpha that ``pick`` (np.argmax / argmin) selects."""
+    return float(np.asarray(m["net_vs_linearized_rel_dist"], float)[
+        int(pick(np.asarray(m["alphas"], float)))])
+
+
+# Bounds: the lag is positive (grokking) and rises with alpha (rank correlation above 0.5), and
+# the largest / smallest alpha are within / beyond 10 % of the initial-kernel model -- the
+# study's earlier defaults (lazy_tolerance = 0.1); the paper states the trends, not numbers.
+CLAIMS = (
+    claim("grokking", "test loss lags train loss: at some alpha both cross the threshold and the "
+          "test loss crosses later (largest finite t_test - t_train, GD steps)",
+          _largest_finite_lag, greater(0)),
+    claim("lag_grows_with_alpha", "the grokking lag grows with alpha (Spearman rank correlation "
+          "of lag vs alpha; never-crossing test loss ranks highest)",
+          _lag_rank_correlation, greater(0.5)),
+    claim("large_alpha_is_initial_kernel",
+          lambda m: f"at the largest alpha ({max(m['alphas']):g}) the network's test outputs "
+                    "equal the initial-eNTK linearised model's after the same steps (relative "
+                    "L2 distance)",
+          lambda m: _dist_at(m, np.argmax), less(0.1)),
+    claim("small_alpha_leaves_kernel",
+          lambda m: f"at the smallest alpha ({min(m['alphas']):g}) the network leaves the "
+                    "initial-kernel solution (relative L2 distance)",
+          lambda m: _dist_at(m, np.argmin), at_least(0.1)),
+)

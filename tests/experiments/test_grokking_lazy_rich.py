@@ -1,5 +1,6 @@
 """Kumar et al. 2023 committee machine: exact identities and the study's trends."""
 import itertools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,8 @@ import sympy as sp
 
 import ntk
 from experiments import grokking_lazy_rich as g
-from experiments.runner import run_study
+from experiments.records import jsonable
+from experiments.runner import check_claims, run_study
 
 
 def _gaussian_moment(power, var):
@@ -115,7 +117,8 @@ def test_linearized_prediction_equals_explicit_gd_iteration():
 
 
 def test_quick_study_trends(tmp_path, tiny_grokking):
-    """Small alpha moves the weights and the NTK more, and leaves the initial kernel."""
+    """Small alpha moves the weights and the NTK more, and leaves the initial kernel; the
+    figures redraw from the results' JSON round trip, the claims re-check from it."""
     res = run_study("grokking_lazy_rich", overrides=tiny_grokking, out=tmp_path,
                     progress=False)
     m = res["metrics"]
@@ -127,3 +130,11 @@ def test_quick_study_trends(tmp_path, tiny_grokking):
     # the recorded population loss is the decomposition's sum of terms
     np.testing.assert_allclose(h["population_loss"], np.add(np.add(h["term_trace"],
                                h["term_frobenius"]), h["term_linear"]), rtol=1e-10)
+    plain = json.loads(json.dumps(jsonable(res)))
+    figs = g.figures(plain)
+    assert set(figs) == {"losses", "lag_vs_alpha", "ntk_alignment"}
+    assert all(type(f).__name__ == "Figure" and f.axes for f in figs.values())
+    assert sorted(res["figures"]) == ["lag_vs_alpha.png", "losses.png", "ntk_alignment.png"]
+    assert check_claims(g, plain) == res["claims"]
+    held = {c["id"]: c["holds"] for c in res["claims"]}
+    assert held["large_alpha_is_initial_kernel"] and held["small_alpha_leaves_kernel"]
