@@ -53,6 +53,11 @@ the cost); kernel regressions solve in float64.
 AdamW variant (the paper's p = 97, N = 500, 30 % train, AdamW lr 1e-3, MSE): the same network
 at ``alpha = adamw_alpha`` trained with ``optax.adamw`` (weight decay ``adamw_weight_decay``,
 0 by default: grokking without regularisation); the quick preset scales it down to p = 23.
+
+Scaled down: p = 23, N = 100, 90 % train, alpha in {2, 4, 8, 16} at ten times the paper's GD
+step, AdamW at p = 23 (full: GD at lr 100 / alpha^2, alpha = 0.5 .. 32, and AdamW at p = 97,
+N = 500, 30 % train). With :mod:`experiments.grokking_lazy_rich` this study checks the paper
+``kumar2023grokking``.
 """
 from __future__ import annotations
 
@@ -65,14 +70,13 @@ import numpy as np
 import optax
 
 import ntk
+from experiments.claims import at_least, at_most, claim, greater
+from experiments.fits import censored_rank_correlation
 from experiments.grokking_lazy_rich import kernel_regression
 from experiments.loop import train
-from experiments.fits import censored_rank_correlation
-from experiments.records import Claim
 
-NAME = "modular_grokking"
-DESCRIPTION = ("Kumar et al. 2023 Fig. 2: modular addition groks without weight decay; the output "
-               "scale alpha sets the delay (GD sweep) and AdamW also groks")
+SUMMARY = ("Kumar et al. 2023 Fig. 2: modular addition without weight decay (quadratic net, MSE, "
+           "GD; AdamW variant); the output scale sets the grokking delay")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +90,6 @@ class Config:
     log_every: int = 50
     train_accuracy: float = 0.99       # t_train threshold
     test_accuracy: float = 0.9         # t_test threshold
-    min_delay_ratio: float = 1.0       # claim: max (t_test - t_train) / t_train >= this
-    min_rank_correlation: float = 0.8  # claim: Spearman(alpha, delay) >= this
-    final_test_accuracy: float = 0.95  # claim: every scale that groks ends at least this high
     kernel_subset: int = 128           # train points on which the eNTK is tracked
     adamw_modulus: int = 23
     adamw_width: int = 100
@@ -138,7 +139,7 @@ class Config:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.adamw_weight_decay < 0:
             raise ValueError(f"adamw_weight_decay must be >= 0, got {self.adamw_weight_decay}")
-        for name in ("train_accuracy", "test_accuracy", "final_test_accuracy"):
+        for name in ("train_accuracy", "test_accuracy"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
 
@@ -366,6 +367,8 @@ def run(cfg: Config, ctx) -> dict:
         "alphas": [float(a) for a in cfg.alphas],
         "n_train": int(len(data["train"])), "n_test": int(len(data["test"])),
         "chance_accuracy": 1.0 / cfg.modulus,
+        "train_accuracy_threshold": cfg.train_accuracy,
+        "test_accuracy_threshold": cfg.test_accuracy,
         "diverged": [bool(r["diverged"]) for r in runs],
         "final_step": [int(r["final_step"]) for r in runs],
         "t_train": [r["t_train"] for r in runs],
@@ -389,26 +392,29 @@ def run(cfg: Config, ctx) -> dict:
                   "final_test_accuracy": ar["history"]["test_accuracy"][-1],
                   "history": ar["history"]},
     }
-    _figures(cfg, metrics, ctx)
     return metrics
 
 
 # ----------------------------------------------------------------------------- figures
-def _figures(cfg, m, ctx) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def figures(results: dict) -> dict:
+    """Accuracy curves per alpha (eNTK change dotted); crossing times and delay against alpha,
+    and the AdamW run's accuracies."""
+    from matplotlib.figure import Figure
 
-    alphas = m["alphas"]
-    fig, axes = plt.subplots(1, len(alphas), figsize=(3.1 * len(alphas), 3.0), sharey=True)
-    for i, (ax, a) in enumerate(zip(np.atleast_1d(axes), alphas)):
-        h = m["histories"][f"{a:g}"]
+    m, cfg = results["metrics"], results["config"]
+    alphas = np.asarray(m["alphas"], float)
+    t_tr, t_te = np.asarray(m["t_train"], float), np.asarray(m["t_test"], float)
+
+    fig = Figure(figsize=(3.1 * len(alphas), 3.0))
+    axes = np.atleast_1d(fig.subplots(1, len(alphas), sharey=True))
+    for i, (ax, a) in enumerate(zip(axes, alphas)):
+        h = {k: np.asarray(v, float) for k, v in m["histories"][f"{a:g}"].items()}
         steps = np.maximum(h["step"], 1)
         ax.semilogx(steps, h["train_accuracy"], label="train accuracy")
         ax.semilogx(steps, h["test_accuracy"], label="test accuracy")
-        for t, style in ((m["t_train"][i], "C0"), (m["t_test"][i], "C1")):
-            if np.isfinite(float(t)):
-                ax.axvline(float(t), color=style, lw=0.6, ls="--")
+        for t, style in ((t_tr[i], "C0"), (t_te[i], "C1")):
+            if np.isfinite(t):
+                ax.axvline(t, color=style, lw=0.6, ls="--")
         twin = ax.twinx()
         twin.loglog(steps, np.maximum(h["relative_kernel_change"], 1e-6), "k:", lw=1)
         twin.set_ylim(1e-3, 1e2)
@@ -418,78 +424,102 @@ def _figures(cfg, m, ctx) -> None:
             twin.set_yticklabels([])
         ax.set_title(f"alpha = {a:g}")
         ax.set_xlabel("GD step")
-    np.atleast_1d(axes)[0].set_ylabel("accuracy")
-    np.atleast_1d(axes)[0].legend(fontsize=7, loc="center left")
-    fig.suptitle(f"(a + b) mod {cfg.modulus}, no weight decay: test accuracy lags train accuracy, "
-                 "more at larger alpha; the eNTK moves as the test accuracy rises", y=1.04)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=7, loc="center left")
+    fig.suptitle(f"(a + b) mod {cfg['modulus']}, no weight decay: test accuracy lags train "
+                 "accuracy, more at larger alpha; the eNTK moves as the test accuracy rises",
+                 y=1.04)
     fig.tight_layout()
-    ctx.save_figure(fig, "accuracy_curves")
+    accuracy_curves = fig
 
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
-    a = np.array(alphas)
-    t_tr, t_te = np.array(m["t_train"], float), np.array(m["t_test"], float)
-    delay = np.array(m["grokking_delay"], float)
+    fig = Figure(figsize=(9.5, 3.6))
+    axes = fig.subplots(1, 2)
+    delay = np.asarray(m["grokking_delay"], float)
     ok = np.isfinite(t_te) & np.isfinite(delay)
-    axes[0].loglog(a, t_tr, "o-", label=f"t_train (train accuracy >= {cfg.train_accuracy:g})")
-    axes[0].loglog(a[ok], t_te[ok], "s-", label=f"t_test (test accuracy >= {cfg.test_accuracy:g})")
+    axes[0].loglog(alphas, t_tr, "o-",
+                   label=f"t_train (train accuracy >= {cfg['train_accuracy']:g})")
+    axes[0].loglog(alphas[ok], t_te[ok], "s-",
+                   label=f"t_test (test accuracy >= {cfg['test_accuracy']:g})")
     pos = ok & (delay > 0)    # a zero delay has no place on a log axis
-    axes[0].loglog(a[pos], delay[pos], "k^--", label="delay t_test - t_train (> 0)")
+    axes[0].loglog(alphas[pos], delay[pos], "k^--", label="delay t_test - t_train (> 0)")
     if (~ok).any():
-        axes[0].loglog(a[~ok], [cfg.n_steps] * int((~ok).sum()), "rv",
+        axes[0].loglog(alphas[~ok], [cfg["n_steps"]] * int((~ok).sum()), "rv",
                        label="test accuracy never crossed")
-    axes[0].set_xticks(a, [f"{v:g}" for v in a])
+    axes[0].set_xticks(alphas, [f"{v:g}" for v in alphas])
     axes[0].minorticks_off()
     axes[0].set_xlabel("output scale alpha (laziness)")
     axes[0].set_ylabel("GD steps")
     axes[0].set_title("The grokking delay grows with alpha")
     axes[0].legend(fontsize=7)
-    h = m["adamw"]["history"]
+    h = {k: np.asarray(v, float) for k, v in m["adamw"]["history"].items()}
     steps = np.maximum(h["step"], 1)
     axes[1].semilogx(steps, h["train_accuracy"], label="train")
     axes[1].semilogx(steps, h["test_accuracy"], label="test")
     axes[1].set_xlabel("AdamW step")
     axes[1].set_ylabel("accuracy")
-    wd = ("no weight decay" if cfg.adamw_weight_decay == 0
-          else f"weight decay {cfg.adamw_weight_decay:g}")
-    axes[1].set_title(f"AdamW, p = {cfg.adamw_modulus}, {cfg.adamw_train_fraction:.0%} train, {wd}")
+    wd = ("no weight decay" if cfg["adamw_weight_decay"] == 0
+          else f"weight decay {cfg['adamw_weight_decay']:g}")
+    axes[1].set_title(f"AdamW, p = {cfg['adamw_modulus']}, "
+                      f"{cfg['adamw_train_fraction']:.0%} train, {wd}")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    ctx.save_figure(fig, "delay_vs_alpha")
+    return {"accuracy_curves": accuracy_curves, "delay_vs_alpha": fig}
 
 
 # ----------------------------------------------------------------------------- claims
-def claims(m: dict, cfg: Config) -> list[Claim]:
-    alphas = np.array(m["alphas"], float)
-    t_test = np.array([float(v) for v in m["t_test"]])
-    delay = np.array([float(v) for v in m["grokking_delay"]])
-    ratio = np.array([float(v) for v in m["delay_ratio"]])
-    groks = np.isfinite(t_test) & np.isfinite(delay)
-    max_ratio = float(np.max(ratio[groks])) if groks.any() else float("nan")
-    rho = censored_rank_correlation(alphas, delay)  # never generalising ranks highest
-    final = np.array([float(v) for v in m["final_test_accuracy"]])
-    min_final = float(np.min(final[groks])) if groks.any() else float("nan")
-    chance = float(m["chance_accuracy"])
-    kr = float(m["initial_entk_regression_test_accuracy"])
+def _grokking_scales(m: dict) -> np.ndarray:
+    """Which alphas grok: the test accuracy crosses its threshold (finite t_test and delay)."""
+    return (np.isfinite(np.asarray(m["t_test"], float))
+            & np.isfinite(np.asarray(m["grokking_delay"], float)))
+
+
+def _largest_delay_ratio(m: dict) -> float:
+    groks = _grokking_scales(m)
+    ratio = np.asarray(m["delay_ratio"], float)
+    return float(np.max(ratio[groks])) if groks.any() else float("nan")
+
+
+def _smallest_grokked_accuracy(m: dict) -> float:
+    groks = _grokking_scales(m)
+    final = np.asarray(m["final_test_accuracy"], float)
+    return float(np.min(final[groks])) if groks.any() else float("nan")
+
+
+def _adamw_delay(m: dict) -> float:
+    """The AdamW run's ``t_test - t_train``; nan unless the test accuracy crossed."""
     ad = m["adamw"]
-    a_delay = float(ad["grokking_delay"])
-    a_ok = np.isfinite(float(ad["t_test"])) and np.isfinite(a_delay)
-    return [
-        Claim("modular_grokking_delay", "GD, no weight decay: test accuracy reaches "
-              f"{cfg.test_accuracy:g} long after train accuracy reaches {cfg.train_accuracy:g} "
-              "(largest (t_test - t_train) / t_train over the scales that generalise)",
-              f">= {cfg.min_delay_ratio:g}", max_ratio,
-              bool(max_ratio >= cfg.min_delay_ratio)),
-        Claim("modular_delay_grows_with_scale", "the grokking delay grows with the output "
-              "scale alpha (Spearman rank correlation; never generalising ranks highest)",
-              f">= {cfg.min_rank_correlation:g}", rho, bool(rho >= cfg.min_rank_correlation)),
-        Claim("modular_grokked_test_accuracy", "every scale that groks ends with high test "
-              "accuracy (smallest final test accuracy among them)",
-              f">= {cfg.final_test_accuracy:g}", min_final,
-              bool(min_final >= cfg.final_test_accuracy)),
-        Claim("modular_lazy_limit_fails", "the lazy limit (kernel regression with the initial "
-              "eNTK) does not generalise: its test accuracy", f"<= chance 1/p = {chance:.3g}",
-              kr, bool(kr <= chance)),
-        Claim("modular_adamw_groks", f"AdamW (p = {ad['modulus']}, no weight decay) also groks: "
-              "t_test - t_train in optimiser steps, test accuracy crossing the threshold",
-              "> 0 steps", a_delay, bool(a_ok and a_delay > 0)),
-    ]
+    delay = float(ad["grokking_delay"])
+    return delay if np.isfinite(float(ad["t_test"])) and np.isfinite(delay) else float("nan")
+
+
+# Bounds: the paper's Fig. 2 shows the test accuracy rising long after the train accuracy
+# saturates, later at larger alpha, and to ~100 %; the numbers (delay at least t_train itself,
+# rank correlation 0.8, final accuracy 0.95) are the study's earlier defaults. The lazy limit
+# is checked against chance (its accuracy / (1/p) at most 1).
+CLAIMS = (
+    claim("modular_grokking_delay",
+          lambda m: f"GD, no weight decay: test accuracy reaches {m['test_accuracy_threshold']:g} "
+                    f"long after train accuracy reaches {m['train_accuracy_threshold']:g} "
+                    "(largest (t_test - t_train) / t_train over the scales that generalise)",
+          _largest_delay_ratio, at_least(1.0)),
+    claim("modular_delay_grows_with_scale",
+          "the grokking delay grows with the output scale alpha (Spearman rank correlation; "
+          "never generalising ranks highest)",
+          lambda m: censored_rank_correlation(np.asarray(m["alphas"], float),
+                                              np.asarray(m["grokking_delay"], float)),
+          at_least(0.8)),
+    claim("modular_grokked_test_accuracy",
+          "every scale that groks ends with high test accuracy (smallest final test accuracy "
+          "among them)", _smallest_grokked_accuracy, at_least(0.95)),
+    claim("modular_lazy_limit_fails",
+          lambda m: "the lazy limit (kernel regression with the initial eNTK) does not "
+                    "generalise: its test accuracy / chance accuracy 1/p "
+                    f"(= {float(m['chance_accuracy']):.3g})",
+          lambda m: float(m["initial_entk_regression_test_accuracy"])
+          / float(m["chance_accuracy"]), at_most(1.0)),
+    claim("modular_adamw_groks",
+          lambda m: f"AdamW (p = {m['adamw']['modulus']}, no weight decay) also groks: "
+                    "t_test - t_train in optimiser steps (nan if the test accuracy never "
+                    "crosses its threshold)",
+          _adamw_delay, greater(0)),
+)

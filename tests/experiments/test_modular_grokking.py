@@ -1,5 +1,6 @@
 """Kumar et al. 2023 modular addition: data, the quadratic network's closed forms, the optimiser."""
 import itertools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,8 @@ import pytest
 
 import ntk
 from experiments import modular_grokking as mg
+from experiments.claims import check
+from experiments.records import jsonable
 
 
 def test_data_covers_every_pair_once_with_the_requested_split():
@@ -145,3 +148,46 @@ def test_first_at_least_and_config_validation():
         mg.Config(train_fraction=1.0).validate()
     with pytest.raises(ValueError, match="x must be"):
         mg.apply_fn(mg.init_params(jax.random.PRNGKey(0), 3, 2), jnp.ones((4, 5)))
+
+
+def _synthetic_results():
+    """A results dict shaped like a quick run's (three scales, the largest never generalising),
+    no training: for the figures and the claims."""
+    alphas, steps = [2.0, 4.0, 8.0], [0, 50, 100, 150, 200]
+    hist = lambda test: {"step": steps, "train_accuracy": [0.0, 0.5, 1.0, 1.0, 1.0],
+                         "test_accuracy": test, "relative_kernel_change": [0, 0.01, 0.1, 1, 2]}
+    metrics = {
+        "alphas": alphas, "chance_accuracy": 1 / 23, "train_accuracy_threshold": 0.99,
+        "test_accuracy_threshold": 0.9,
+        "t_train": [100.0, 100.0, 100.0], "t_test": [100.0, 200.0, float("inf")],
+        "grokking_delay": [0.0, 100.0, float("inf")], "delay_ratio": [0.0, 1.0, float("inf")],
+        "final_test_accuracy": [1.0, 0.96, 0.1],
+        "initial_entk_regression_test_accuracy": 0.0,
+        "histories": {"2": hist([0, 0.5, 1, 1, 1]), "4": hist([0, 0, 0, 0.5, 1]),
+                      "8": hist([0, 0, 0, 0, 0.1])},
+        "adamw": {"modulus": 23, "t_train": 100.0, "t_test": 150.0, "grokking_delay": 50.0,
+                  "history": hist([0, 0, 0.5, 1, 1])},
+    }
+    config = {**vars(mg.Config.quick()), "alphas": alphas}
+    return json.loads(json.dumps(jsonable({"study": "modular_grokking", "config": config,
+                                           "metrics": metrics})))
+
+
+def test_figures_redraw_from_a_json_round_trip():
+    figs = mg.figures(_synthetic_results())
+    assert set(figs) == {"accuracy_curves", "delay_vs_alpha"}
+    assert all(type(f).__name__ == "Figure" and f.axes for f in figs.values())
+
+
+def test_claims_read_the_metrics_of_a_json_round_trip():
+    held = {c["id"]: (c["holds"], c["measured"])
+            for c in check(mg.CLAIMS, _synthetic_results()["metrics"])}
+    assert held["modular_grokking_delay"] == (True, 1.0)     # the scale that never groks is out
+    assert held["modular_delay_grows_with_scale"] == (True, 1.0)
+    assert held["modular_grokked_test_accuracy"] == (True, 0.96)
+    assert held["modular_lazy_limit_fails"] == (True, 0.0)
+    assert held["modular_adamw_groks"] == (True, 50.0)
+    m = _synthetic_results()["metrics"]
+    m["adamw"]["t_test"], m["adamw"]["grokking_delay"] = "inf", "inf"   # AdamW never crosses
+    (adamw,) = [c for c in check(mg.CLAIMS, m) if c["id"] == "modular_adamw_groks"]
+    assert adamw["measured"] == "nan" and not adamw["holds"]
