@@ -1,10 +1,15 @@
 """LSUV pieces: orthonormal matrices, the rescaling loop, variances on a fresh batch."""
+import json
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from experiments import lsuv
 from experiments._init_nets import mlp_preactivations, orthogonal_matrix, orthogonal_mlp
+from experiments.records import jsonable
+from experiments.runner import check_claims
 
 
 @pytest.mark.parametrize("shape", [(5, 5), (3, 7), (7, 3)])
@@ -64,3 +69,35 @@ def test_bad_inputs_raise():
         lsuv.lsuv(layers, np.zeros((10, 4)), "relu")
     with pytest.raises(ValueError, match="activations"):
         lsuv.Config(activations=("sigmoid",)).validate()
+
+
+def _made_up_results(relu_iterations):
+    """Metrics shaped as run() returns them (4 layers), through the JSON round trip of
+    results.json; the tanh Gaussian baseline diverged (an infinite final loss)."""
+    m = {"activations": ["relu", "tanh"], "inits": list(lsuv.INITS), "depth": 4,
+         "tol_var": 0.1, "max_iter": 10, "lsuv_batch": 128, "lr": 0.05, "n_steps": 50}
+    for a, its in (("relu", relu_iterations), ("tanh", [2, 3, 2, 2])):
+        out = {}
+        for init, final in zip(lsuv.INITS, (0.1, 0.5, float("inf"))):
+            out[init] = {"variance_test": [1.05, 0.9, 1.1, 0.95], "step": [0, 25, 50],
+                         "loss": [2.3, 1.0, final], "final_loss": final}
+        out["lsuv"].update(iterations=its, max_dev_test=0.1)
+        for base in lsuv.INITS[1:]:
+            out[f"loss_ratio_vs_{base}"] = 0.1 / out[base]["final_loss"]
+        m[a] = out
+    return json.loads(json.dumps(jsonable({"study": "lsuv", "config": {}, "metrics": m})))
+
+
+def test_claims_and_figures_from_stored_results():
+    checked = check_claims(lsuv, _made_up_results([2, 2, 3, 2]))
+    assert [c["id"] for c in checked] == [
+        "relu_unit_variance", "relu_iterations", "relu_faster_than_orthogonal",
+        "tanh_unit_variance", "tanh_iterations", "tanh_faster_than_orthogonal",
+        "tanh_faster_than_gaussian"]
+    assert all(c["holds"] for c in checked)
+    # a layer that used all T_max passes did not meet the tolerance
+    results = _made_up_results([2, 10, 3, 2])
+    failed = [c["id"] for c in check_claims(lsuv, results) if not c["holds"]]
+    assert failed == ["relu_iterations"]
+    figs = lsuv.figures(results)
+    assert list(figs) == ["lsuv"] and all(isinstance(f, Figure) for f in figs.values())
