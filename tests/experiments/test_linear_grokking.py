@@ -1,9 +1,12 @@
 """Levi, Beck & Bar-Sinai linear estimator: exact dynamics and the grokking-time limit."""
+import json
+
 import numpy as np
 import pytest
 
 from experiments import linear_grokking as lg
-from experiments.runner import run_study
+from experiments.records import jsonable
+from experiments.runner import check_claims, run_study
 
 
 def test_exact_losses_equal_explicit_gradient_descent():
@@ -52,3 +55,10 @@ def test_quick_study_claims(tmp_path):
     assert all(t > 0 for t in m["grokking_time_measured"])
     assert np.all(np.diff(m["grokking_time_measured"]) > 0)
     np.testing.assert_allclose(m["plateau_measured"], m["plateau_formula"], atol=0.1)
+    plain = json.loads(json.dumps(jsonable(res)))
+    figs = lg.figures(plain)
+    assert set(figs) == {"grokking_time"} and res["figures"] == ["grokking_time.png"]
+    assert type(figs["grokking_time"]).__name__ == "Figure"
+    assert check_claims(lg, plain) == res["claims"]
+    held = {c["id"]: c["holds"] for c in res["claims"]}
+    assert held["groks"] and held["time_grows_with_lambda"]
