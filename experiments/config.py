@@ -5,12 +5,18 @@ Overrides are parsed by the field's annotated type: ``int``, ``float``, ``bool``
 ``tuple[float, ...]`` / ``tuple[int, ...]`` (written ``1,2,4`` or ``[1, 2, 4]``) and
 ``Optional[...]`` (``none`` for None). Unknown keys and unparsable values raise
 ``ValueError`` naming the ``--set`` argument, the field and the expected type.
+
+Every config is also checked for values no study can mean (:func:`check_values`): floats
+must be finite, integers non-negative, and sizes (``width``, ``depth``, ``dim``, ``steps``,
+``n_steps``, ``*_every``, ``widths``, ``depths``) at least 1. A study's own ``validate()``
+adds what is specific to it.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from typing import Any, Iterable
 
@@ -75,6 +81,30 @@ def field_types(cfg_or_cls: Any) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+_SIZES = {"width", "depth", "dim", "steps", "n_steps", "widths", "depths", "n_train"}
+
+
+def _is_size(name: str) -> bool:
+    return name in _SIZES or name.endswith("_every")
+
+
+def check_values(cfg: Any) -> None:
+    """ValueError naming the field if a value is non-finite, a negative integer, or a size
+    below 1 (see the module docstring)."""
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            if isinstance(v, bool) or v is None or isinstance(v, str):
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{field.name}={value!r}: must be finite")
+            if isinstance(v, int):
+                low = 1 if _is_size(field.name) else 0
+                if v < low:
+                    raise ValueError(f"{field.name}={value!r}: must be >= {low}")
+
+
 def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
     """Return ``cfg`` with each ``"key=value"`` in ``overrides`` applied (dataclasses.replace)."""
     types = field_types(cfg)
@@ -95,6 +125,7 @@ def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
                 f"--set {item}: field {key!r} expects {_type_name(types[key])}, "
                 f"got {text!r} ({err})") from None
     new = dataclasses.replace(cfg, **changes)
+    check_values(new)
     validate = getattr(new, "validate", None)
     if callable(validate):
         validate()

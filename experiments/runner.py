@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -137,7 +138,13 @@ def make_config(name: str, *, quick: bool = True, seed: int | None = None,
     return module, cfg
 
 
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}")
+
+
 def _prepare_dir(out: str | os.PathLike, study: str, run_id: str) -> Path:
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise OutputError(f"--run-id {run_id!r}: expected a folder name of letters, digits and "
+                          "._=+- (no path separators, no '..')")
     out = Path(out)
     run_dir = out / study / run_id
     created = []

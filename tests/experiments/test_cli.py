@@ -25,6 +25,10 @@ def test_list_names_studies_and_papers(capsys):
     (["run", "grokking_lazy_rich", "--quick", "--set", "width=wide"], ["width", "int"]),
     (["run", "grokking_lazy_rich", "--quick", "--set", "n_steps=130"], ["multiple"]),
     (["verify", "no_such_paper"], ["unknown paper 'no_such_paper'"]),
+    (["run", "grokking_lazy_rich", "--quick", "--set", "width=-5"], ["width=-5", ">= 1"]),
+    (["run", "grokking_lazy_rich", "--quick", "--set", "width=0"], ["width=0", ">= 1"]),
+    (["run", "grokking_lazy_rich", "--quick", "--set", "eta0=nan"], ["eta0", "finite"]),
+    (["run", "grokking_lazy_rich", "--quick", "--run-id", "../../x"], ["--run-id", ".."]),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, words, tmp_path, capsys):
     assert main(argv + ["--out", str(tmp_path / "out")] if argv[0] != "verify"
@@ -34,6 +38,12 @@ def test_bad_input_is_one_line_and_exit_2(argv, words, tmp_path, capsys):
     for w in words:
         assert w in err
     assert not (tmp_path / "out").exists()   # nothing half-written
+
+
+def test_plot_of_an_unfinished_run_is_one_line(tmp_path, capsys):
+    assert main(["plot", str(tmp_path / "no_run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "RUN_DIR" in err and "results.json" in err
 
 
 def test_unwritable_out_folder(tmp_path, capsys, tiny_grokking):

@@ -44,3 +44,29 @@ def test_bad_overrides_name_the_argument(item, words):
 def test_config_hash_is_stable_and_sensitive():
     assert config_hash(Cfg()) == config_hash(Cfg())
     assert config_hash(Cfg()) != config_hash(Cfg(n=4))
+
+
+@pytest.mark.parametrize("item, words", [
+    ("lr=nan", ["lr", "finite"]),
+    ("lr=inf", ["lr", "finite"]),
+    ("alphas=1,nan", ["alphas", "finite"]),
+    ("n=-5", ["n=-5", ">= 0"]),
+])
+def test_values_no_study_can_mean_are_refused(item, words):
+    with pytest.raises(ValueError) as err:
+        apply_overrides(Cfg(), [item])
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_sizes_must_be_at_least_one():
+    @dataclasses.dataclass(frozen=True)
+    class Sized:
+        width: int = 8
+        widths: tuple[int, ...] = (8, 16)
+        log_every: int = 10
+        seed: int = 0
+    assert apply_overrides(Sized(), ["width=1", "seed=0"]).width == 1
+    for item in ("width=0", "widths=8,0", "log_every=0"):
+        with pytest.raises(ValueError, match=">= 1"):
+            apply_overrides(Sized(), [item])

@@ -36,7 +36,7 @@ def test_interrupted_run_resumes_identically(tmp_path, tiny_grokking):
 
 def test_sigkill_then_rerun_matches_uninterrupted(tmp_path, tiny_grokking):
     over = [s for s in tiny_grokking if not s.startswith("n_steps")] + ["n_steps=3000"]
-    cmd = [sys.executable, "-m", "experiments", "run", "grokking_lazy_rich", "--quick",
+    cmd = [sys.executable, "-m", "ntk_lab", "run", "grokking_lazy_rich", "--quick",
            "--out", str(tmp_path), "--no-progress"] + sum((["--set", s] for s in over), [])
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt_glob = "grokking_lazy_rich/*/checkpoints/*.pkl"
