@@ -1,13 +1,17 @@
 """ZerO pieces: Hadamard matrices, Algorithm 1's layers, the identity degeneracy, ranks."""
+import json
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from experiments import zero_init as zi
 from experiments._init_nets import _gd_chunk, cross_entropy, numerical_rank, stable_rank
+from experiments.records import jsonable
+from experiments.runner import check_claims
 
 
 def _sylvester(m):
@@ -94,3 +98,33 @@ def test_config_validation():
     with pytest.raises(ValueError, match="width"):
         zi.Config(width=128).validate()
     assert zi.PIXELS == 48 and math.ceil(math.log2(zi.PIXELS)) == 6
+
+
+def _made_up_results(zero_accuracy):
+    """Metrics shaped as run() returns them, through the JSON round trip of results.json."""
+    m = {"inits": list(zi.INITS), "input_rank": 40, "depth": 8, "width": 64, "lr": 0.05,
+         "n_steps": 20, "loss_ratio_zero_vs_random": 2.0}
+    for init, acc, ranks, final_rank in (("zero", zero_accuracy, [0.0, 1.1, 1.5], 60),
+                                          ("identity", 0.9, [0.0, 1.0, 1.2], 40),
+                                          ("random", 0.9, [0.0, 1.0, 1.1], 64)):
+        m[init] = {"step": [0, 10, 20], "loss": [2.3, 0.5, 0.01], "final_loss": 0.01,
+                   "accuracy": [0.1, 0.8, 1.0], "delta_stable_rank": ranks,
+                   "weight_stable_rank": [1.0, 1.0, 1.0], "test_accuracy": acc,
+                   "feature_rank_init": 40, "feature_rank_final": final_rank}
+    m["accuracy_noise"] = 2 * math.sqrt((zero_accuracy * (1 - zero_accuracy) + 0.09) / 100)
+    return json.loads(json.dumps(jsonable({"study": "zero_init", "config": {}, "metrics": m})))
+
+
+def test_claims_and_figures_from_stored_results():
+    results = _made_up_results(0.89)
+    checked = {c["id"]: c for c in check_claims(zi, results)}
+    assert all(c["holds"] for c in checked.values())
+    noise = results["metrics"]["accuracy_noise"]
+    assert checked["zero_accuracy_like_random"]["measured"] == pytest.approx(-0.01 / noise)
+    assert checked["zero_rank_grows"]["measured"] == pytest.approx(1.5 / 1.1)
+    assert checked["identity_rank_bounded"]["measured"] == 1.0
+    # more than two standard deviations worse: the claim fails
+    failed = [c["id"] for c in check_claims(zi, _made_up_results(0.7)) if not c["holds"]]
+    assert failed == ["zero_accuracy_like_random"]
+    figs = zi.figures(results)
+    assert list(figs) == ["zero_init"] and all(isinstance(f, Figure) for f in figs.values())
