@@ -1,4 +1,6 @@
 """Chizat et al. lazy scale and Woodworth et al. diagonal nets: independent checks."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +8,8 @@ import pytest
 
 from experiments import diagonal_linear as dl
 from experiments import lazy_scale as ls
-from experiments.runner import run_study
+from experiments.records import jsonable
+from experiments.runner import check_claims, run_study
 
 
 def test_q_alpha_solution_minimises_q_alpha_on_the_constraint_set():
@@ -46,6 +49,12 @@ def test_diagonal_study_runs_and_orders(tmp_path):
     m = res["metrics"]
     assert m["dist_to_l1"][0] < 0.05 and m["dist_to_l2"][1] < 0.05
     assert max(m["dist_to_q_alpha_solution"]) < 0.05
+    plain = json.loads(json.dumps(jsonable(res)))
+    figs = dl.figures(plain)
+    assert set(figs) == {"implicit_bias"} and res["figures"] == ["implicit_bias.png"]
+    assert type(figs["implicit_bias"]).__name__ == "Figure"
+    assert check_claims(dl, plain) == res["claims"]
+    assert all(c["holds"] for c in res["claims"])
 
 
 def test_lazy_scale_changes_shrink_like_one_over_alpha(tmp_path):
