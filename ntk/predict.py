@@ -13,16 +13,23 @@ Conventions follow neural-tangents' ``predict`` so numbers can be compared one f
 
 Functions: :func:`gp_inference` (NNGP posterior and the NTK-GP of Lee et al. 2019 eq. 16),
 :func:`gradient_descent_mse` (closed-form outputs at any ``t`` and at ``t = inf``),
-:func:`max_learning_rate`, :func:`asymmetric_kernel_regression` (for the asymmetric Adam
-kernel of Malladi et al. 2023), and classification helpers :func:`one_hot`, :func:`accuracy`.
+:func:`gradient_descent_mse_ensemble` (the Gaussian over an infinite ensemble of trained
+networks, from a kernel function), :func:`gradient_descent` (the function-space ODE of any
+loss, with momentum), :func:`max_learning_rate`, :func:`asymmetric_kernel_regression` (for
+the asymmetric Adam kernel of Malladi et al. 2023), and classification helpers
+:func:`one_hot`, :func:`accuracy`. The last three predictors take neural-tangents' names,
+arguments, ``trace_axes`` and return conventions.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence, Union
+import collections
+import functools
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.ode import odeint
 
 from ntk import solvers
 from ntk.solvers import _concrete, check_kernel, check_targets
@@ -31,6 +38,9 @@ __all__ = [
     "Gaussian",
     "gp_inference",
     "gradient_descent_mse",
+    "gradient_descent_mse_ensemble",
+    "gradient_descent",
+    "ODEState",
     "max_learning_rate",
     "asymmetric_kernel_regression",
     "one_hot",
@@ -41,7 +51,9 @@ __all__ = [
 class Gaussian(NamedTuple):
     """A Gaussian over test outputs: ``mean`` ``(N_test, O)``; ``covariance`` ``(N_test,
     N_test)`` for traced kernels (shared by every output column), ``(N_test O, N_test O)``
-    for full kernels, or ``None`` when ``k_test_test`` was not given."""
+    for full kernels in :func:`gp_inference` (``(N_test, N_test, O, O)``, the kernel layout,
+    in :func:`gradient_descent_mse_ensemble`), or ``None`` when ``k_test_test`` was not
+    given."""
 
     mean: jnp.ndarray
     covariance: Optional[jnp.ndarray]
@@ -228,6 +240,68 @@ def _check_time(t):
         raise ValueError(f"`t` must be >= 0 (or None / inf for t = infinity), got {t}.")
 
 
+class _Eigenbasis(NamedTuple):
+    """``K + lambda I = V diag(k_i) V^T`` and the matrix functions of gradient flow on it.
+
+    Eigenvalues below round-off (relative ``n eps``, numpy's ``lstsq`` rcond) count as exact
+    zeros: those directions never move, and ``t = inf`` inverts only the rest (the
+    pseudo-inverse, the minimum-norm solution). Negative eigenvalues from round-off are
+    clipped; a kernel with a clearly negative eigenvalue is refused.
+    """
+
+    evals: jnp.ndarray  # (n,), clipped to >= 0
+    evecs: jnp.ndarray  # (n, n)
+    positive: jnp.ndarray  # (n,) bool: above round-off
+    safe: jnp.ndarray  # evals with the zeros replaced by 1 (to divide by)
+
+    def decay(self, s):
+        """``exp(-s k_i)``; ``s >= 0`` may be inf (then 0 on the range, 1 on the kernel)."""
+        return jnp.where(self.positive, jnp.exp(-s * self.safe), 1.0)
+
+    def inv_growth(self, s):
+        """``(1 - exp(-s k_i)) / k_i``, with its ``k_i -> 0`` limit ``s`` (0 at ``s = inf``)."""
+        s_zero = jnp.where(jnp.isinf(s), 0.0, s)
+        return jnp.where(self.positive, -jnp.expm1(-s * self.safe) / self.safe, s_zero)
+
+    def apply(self, weights, v):
+        """``V diag(weights) V^T v``."""
+        return self.evecs @ (weights[:, None] * (self.evecs.T @ v))
+
+    def matrix(self, weights):
+        """``V diag(weights) V^T``."""
+        return (self.evecs * weights) @ self.evecs.T
+
+
+def _eigenbasis(kdd, diag_reg, diag_reg_absolute_scale: bool, name: str) -> _Eigenbasis:
+    solvers._check_nonneg(diag_reg, "diag_reg")
+    basis = _decompose(kdd, diag_reg, diag_reg_absolute_scale)
+    ev = _concrete(basis.raw_extremes)
+    if ev is not None and ev[0] < -np.sqrt(np.finfo(ev.dtype).eps) * max(ev[1], 0):
+        raise ValueError(f"`{name}` of shape {tuple(kdd.shape)} is not positive "
+                         f"semi-definite: smallest eigenvalue {ev[0]:.3g}, largest "
+                         f"{ev[1]:.3g}; gradient flow would diverge along its negative "
+                         f"directions.")
+    return basis.basis
+
+
+class _Decomposed(NamedTuple):
+    basis: _Eigenbasis
+    raw_extremes: jnp.ndarray  # smallest and largest eigenvalue before clipping
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _decompose(kdd, diag_reg, absolute: bool) -> _Decomposed:
+    n = kdd.shape[0]
+    scale = 1.0 if absolute else jnp.trace(kdd) / n
+    evals, evecs = jnp.linalg.eigh(kdd + diag_reg * scale * jnp.eye(n, dtype=kdd.dtype))
+    extremes = jnp.stack([evals[0], evals[-1]])
+    evals = jnp.maximum(evals, 0.0)  # round-off only (a negative kernel is refused)
+    tiny = n * jnp.finfo(kdd.dtype).eps * jnp.max(jnp.abs(evals))
+    positive = evals > tiny
+    return _Decomposed(_Eigenbasis(evals, evecs, positive, jnp.where(positive, evals, 1.0)),
+                       extremes)
+
+
 def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0, *,
                          diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False):
     """Closed-form outputs of a linearized network trained by gradient flow on MSE.
@@ -259,33 +333,10 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0, *,
     lr = _concrete(learning_rate)
     if lr is not None and (not np.isfinite(lr) or lr <= 0):
         raise ValueError(f"`learning_rate` must be finite and > 0, got {learning_rate}.")
-    kreg, _ = _regularize(kdd, diag_reg, diag_reg_absolute_scale)
-    evals, evecs = jnp.linalg.eigh(kreg)
-    ev = _concrete(evals)
-    if ev is not None and ev.size and ev[0] < -np.sqrt(np.finfo(ev.dtype).eps) * max(ev[-1], 0):
-        raise ValueError(f"`k_train_train` of shape {tuple(kdd.shape)} is not positive "
-                         f"semi-definite: smallest eigenvalue {ev[0]:.3g}, largest "
-                         f"{ev[-1]:.3g}; gradient flow would diverge along its negative "
-                         f"directions.")
-    evals = jnp.maximum(evals, 0.0)  # round-off only
+    basis = _eigenbasis(kdd, diag_reg, diag_reg_absolute_scale, "k_train_train")
     normalization = y_train.size
     n_rows = kdd.shape[0]
     y_shape = tuple(y_train.shape)
-    # Eigenvalues below round-off (relative n eps, numpy's lstsq rcond) count as exact zeros:
-    # those directions never move, and t = inf inverts only the rest (the pseudo-inverse).
-    tiny = n_rows * jnp.finfo(kdd.dtype).eps * jnp.max(jnp.abs(evals))
-    pos = evals > tiny
-    safe = jnp.where(pos, evals, 1.0)
-
-    def decay(s):  # exp(-s k_i); s >= 0 may be inf (then 0 on the range, 1 on the kernel)
-        return jnp.where(pos, jnp.exp(-s * safe), 1.0)
-
-    def inv_growth(s):  # (1 - exp(-s k_i)) / k_i, with the k_i -> 0 limit s (0 at s = inf)
-        s_zero = jnp.where(jnp.isinf(s), 0.0, s)
-        return jnp.where(pos, -jnp.expm1(-s * safe) / safe, s_zero)
-
-    def in_basis(weights, v):  # V diag(w) V^T v
-        return evecs @ (weights[:, None] * (evecs.T @ v))
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         t_arr = jnp.asarray(jnp.inf if t is None else t, dtype=kdd.dtype)
@@ -307,15 +358,554 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0, *,
 
         def at(ti):
             s = learning_rate * ti / normalization
-            ftr = y2 + in_basis(decay(s), f0 - y2)
+            ftr = y2 + basis.apply(basis.decay(s), f0 - y2)
             if k_test_train is None:
                 return ftr.reshape(y_shape)
-            fte = ft0 + ktd @ in_basis(inv_growth(s), y2 - f0)
+            fte = ft0 + ktd @ basis.apply(basis.inv_growth(s), y2 - f0)
             return ftr.reshape(y_shape), fte.reshape(test_shape)
 
         if t_arr.ndim == 0:
             return at(t_arr)
         return jax.vmap(at)(t_arr)
+
+    return predict_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Output layouts: neural-tangents' `trace_axes`
+# ---------------------------------------------------------------------------------------------
+
+
+def _canonical_trace_axes(trace_axes, y_train) -> tuple:
+    """``trace_axes`` as sorted non-negative axes of ``y_train`` (the axes a kernel is
+    block-diagonal along, ``Theta (x) I``). The batch axis 0 cannot be traced; 1-D targets
+    have no output axis, so nothing is traced whatever ``trace_axes`` says."""
+    if not hasattr(y_train, "shape") or not hasattr(y_train, "ndim"):
+        raise TypeError(f"`y_train` must be an array, got {type(y_train).__name__}.")
+    if y_train.ndim == 0:
+        raise ValueError("`y_train` must have a leading batch axis, got a scalar.")
+    axes = (trace_axes,) if isinstance(trace_axes, (int, np.integer)) else trace_axes
+    try:
+        axes = tuple(int(a) for a in axes)
+    except TypeError:
+        raise TypeError(f"`trace_axes` must be an int or a sequence of ints, got "
+                        f"{trace_axes!r}.") from None
+    nd = y_train.ndim
+    for a in axes:
+        if not -nd <= a < nd:
+            raise ValueError(f"`trace_axes`={trace_axes!r} is out of range for `y_train` of "
+                             f"shape {tuple(y_train.shape)}.")
+    out = sorted({a % nd for a in axes})
+    if nd == 1:
+        return ()
+    if 0 in out:
+        raise ValueError(f"`trace_axes`={trace_axes!r} contains the batch axis 0 of `y_train` "
+                         f"(shape {tuple(y_train.shape)}); only output axes can be traced.")
+    return tuple(out)
+
+
+def _to_matrix(f, trace_axes: tuple):
+    """Outputs ``(N, *rest)`` -> ``(rows, columns)``: the batch and untraced axes make the
+    rows (flattened in the order of a kernel's rows), the traced axes the columns."""
+    last = tuple(range(f.ndim - len(trace_axes), f.ndim))
+    n_cols = int(np.prod([f.shape[a] for a in trace_axes], dtype=int))
+    return jnp.moveaxis(f, trace_axes, last).reshape(-1, n_cols)
+
+
+def _from_matrix(m, shape: tuple, trace_axes: tuple):
+    """Inverse of :func:`_to_matrix` for outputs of ``shape``."""
+    kept = [shape[a] for a in range(len(shape)) if a not in trace_axes]
+    traced = [shape[a] for a in trace_axes]
+    last = tuple(range(len(shape) - len(trace_axes), len(shape)))
+    return jnp.moveaxis(m.reshape(kept + traced), last, trace_axes)
+
+
+def _output_dims(y_shape: tuple, trace_axes: tuple) -> tuple:
+    return tuple(y_shape[a] for a in range(1, len(y_shape)) if a not in trace_axes)
+
+
+def _kernel_matrix(k, name: str, y_shape: tuple, trace_axes: tuple, symmetric: bool):
+    """A kernel in neural-tangents' layout ``(N1, N2, d1, d1, d2, d2, ...)`` (one pair per
+    untraced output axis) as the matrix ``(N1 d1 d2 ..., N2 d1 d2 ...)`` acting on
+    :func:`_to_matrix` rows; its shape is checked against ``y_train`` and ``trace_axes``."""
+    if not hasattr(k, "ndim") or not hasattr(k, "shape"):
+        raise TypeError(f"`{name}` must be an array, got {type(k).__name__}.")
+    n_train, dims = y_shape[0], _output_dims(y_shape, trace_axes)
+    pairs = tuple(d for d in dims for _ in range(2))
+    n1 = n_train if symmetric else (k.shape[0] if k.ndim else -1)
+    if tuple(k.shape) != (n1, n_train) + pairs:
+        want = (("N_test",) if not symmetric else (n_train,)) + (n_train,) + pairs
+        raise ValueError(f"`{name}` has shape {tuple(k.shape)}; for `y_train` of shape "
+                         f"{tuple(y_shape)} and trace_axes={trace_axes} it must be "
+                         f"({', '.join(str(w) for w in want)}).")
+    if k.ndim == 2:
+        return check_kernel(k, name, symmetric=symmetric, n=n_train)
+    perm = tuple(range(0, k.ndim, 2)) + tuple(range(1, k.ndim, 2))
+    rows = n1 * int(np.prod(dims, dtype=int))
+    k2 = jnp.transpose(k, perm).reshape(rows, n_train * int(np.prod(dims, dtype=int)))
+    return check_kernel(k2, name, symmetric=symmetric, n=k2.shape[1])
+
+
+def _kernel_layout(m, n: int, y_shape: tuple, trace_axes: tuple):
+    """Inverse of :func:`_kernel_matrix` for a square matrix over ``n`` inputs, with any
+    leading (time) axes: ``(..., n d1 ..., n d1 ...)`` -> ``(..., n, n, d1, d1, ...)``."""
+    dims = (n,) + _output_dims(y_shape, trace_axes)
+    lead = tuple(m.shape[:-2])
+    h, b = len(dims), len(lead)
+    m = m.reshape(lead + dims + dims)
+    return jnp.transpose(m, tuple(range(b)) + tuple(b + i + j * h for i in range(h)
+                                                    for j in range(2)))
+
+
+def _check_learning_rate(learning_rate):
+    lr = _concrete(learning_rate)
+    if lr is not None and (lr.ndim != 0 or not np.isfinite(lr) or lr <= 0):
+        raise ValueError(f"`learning_rate` must be a finite scalar > 0, got {learning_rate}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient descent on any loss: the function-space ODE
+# ---------------------------------------------------------------------------------------------
+
+
+class ODEState(NamedTuple):
+    """State of the function-space ODE of :func:`gradient_descent` (a pytree).
+
+    ``fx_train`` ``(N, ...)`` / ``fx_test`` ``(N_test, ...)``: outputs; ``qx_train`` /
+    ``qx_test``: their velocities (momentum only). ``None`` fields are absent. Pass one as
+    ``fx_train_or_state_0`` to start (or resume) from it; the solve then returns one.
+    """
+
+    fx_train: Optional[jnp.ndarray] = None
+    fx_test: Optional[jnp.ndarray] = None
+    qx_train: Optional[jnp.ndarray] = None
+    qx_test: Optional[jnp.ndarray] = None
+
+
+def _ode_velocity(loss: Callable, trace_axes: tuple, momentum: bool) -> Callable:
+    """``d state / d tau`` of :func:`gradient_descent`, built once per loss and layout (the
+    arrays are arguments, so a new kernel, target or learning rate of the same shapes reuses
+    the compiled solver)."""
+    try:
+        return _ode_velocity_cached(loss, trace_axes, momentum)
+    except TypeError:  # an unhashable loss
+        return _ode_velocity_cached.__wrapped__(loss, trace_axes, momentum)
+
+
+@functools.lru_cache(maxsize=64)
+def _ode_velocity_cached(loss, trace_axes, momentum):
+    grad_loss = jax.grad(loss)
+
+    def velocity(state: ODEState, _, kdd, ktd, y_train, damping):
+        g = _to_matrix(grad_loss(state.fx_train, y_train), trace_axes)
+        d_train = -_from_matrix(kdd @ g, y_train.shape, trace_axes)
+        d_test = (None if state.fx_test is None else
+                  -_from_matrix(ktd @ g, state.fx_test.shape, trace_axes))
+        if not momentum:
+            return ODEState(d_train, d_test)
+        d_q_test = None if d_test is None else d_test - damping * state.qx_test
+        return ODEState(state.qx_train, state.qx_test, d_train - damping * state.qx_train,
+                        d_q_test)
+
+    return velocity
+
+
+@functools.partial(jax.jit, static_argnames=("velocity", "tolerance"))
+def _solve_ode(velocity, state_0, t, time_unit, kdd, ktd, y_train, damping, *, tolerance):
+    """The ODE state at times ``t`` (any shape and order; leading axes ``t.shape``).
+
+    ``odeint`` needs increasing times that start where ``state_0`` holds: solve at the
+    sorted times behind a start just before them (a zero-length first interval gives NaN).
+    """
+    flat = t.reshape(-1) * time_unit
+    order = jnp.argsort(flat)
+    sorted_t = flat[order]
+    start = jnp.where(sorted_t[:1] == 0, -jnp.finfo(flat.dtype).tiny ** 0.5, 0.0)
+    path = odeint(velocity, state_0, jnp.concatenate([start.astype(flat.dtype), sorted_t]),
+                  kdd, ktd, y_train, damping, rtol=tolerance, atol=tolerance)
+    inverse = jnp.argsort(order)
+    return jax.tree_util.tree_map(lambda x: x[1:][inverse].reshape(t.shape + x.shape[1:]),
+                                  path)
+
+
+def gradient_descent(loss: Callable, k_train_train, y_train, learning_rate: float = 1.0,
+                     momentum: Optional[float] = None, trace_axes=(-1,)):
+    """Outputs of a linearized network trained by gradient descent on any loss.
+
+    In function space the linearized network follows (Lee et al. 2019, Sec. 2.2)
+
+        df/dtau = -Theta(x, X) dL/df(X),    tau = eta t,
+
+    for training and test outputs alike, with ``L = loss(f(X), Y)`` (any differentiable
+    loss; cross-entropy has no closed form). With ``momentum = m`` (heavy ball,
+    ``v <- m v - eta grad``, ``p <- p + v``) the continuous limit in units of
+    ``sqrt(eta)`` is
+
+        d^2 f/dtau^2 = -Theta dL/df - ((1 - m) / sqrt(eta)) df/dtau,   tau = sqrt(eta) t,
+
+    so ``t`` counts steps in both cases (neural-tangents' conventions; with momentum,
+    ``learning_rate`` and ``t`` are not interchangeable). The ODE is solved by
+    ``jax.experimental.ode.odeint`` (adaptive Dormand-Prince, ``rtol = atol = 1.4e-8``,
+    loosened to ``4 eps`` of the kernel's dtype in float32).
+
+    Args:
+      loss: ``loss(fx_train, y_train) -> scalar``; e.g. MSE ``0.5 * mean((fx - y) ** 2)``
+        gives :func:`gradient_descent_mse`'s dynamics.
+      k_train_train: the NTK in neural-tangents' layout: ``(N, N)`` for ``y_train``
+        ``(N, O)`` and ``trace_axes=(-1,)``, ``(N, N, O, O)`` for ``trace_axes=()``; in
+        general ``(N, N)`` and a pair ``(d, d)`` per untraced output axis.
+      y_train: ``(N, ...)`` targets.
+      learning_rate: ``eta > 0``.
+      momentum: ``None`` (plain gradient descent) or ``m`` in ``[0, 1]``.
+      trace_axes: output axes along which the kernel is ``Theta (x) I``.
+    Returns:
+      ``predict_fn(t=None, fx_train_or_state_0=0., fx_test_0=None, k_test_train=None)``:
+      ``t`` a finite time (training steps, may be fractional) ``>= 0`` or an array of them
+      of any shape and order (outputs get leading axes ``t.shape``); ``t = None`` / ``inf``
+      is refused (the ODE need not converge: use :func:`gradient_descent_mse` for MSE at
+      ``t = inf``). ``fx_train_or_state_0``: train outputs at ``t = 0`` (``None``: do not
+      return them; the training dynamics then start from zero outputs) or an
+      :class:`ODEState` (then an :class:`ODEState` is returned). ``k_test_train``:
+      ``(N_test, N, ...)``, required with ``fx_test_0``. Returns ``fx_train_t``,
+      ``fx_test_t`` or ``(fx_train_t, fx_test_t)``.
+
+    References:
+      Lee, Xiao, Schoenholz, Bahri, Novak, Sohl-Dickstein & Pennington, 2019, "Wide Neural
+      Networks of Any Depth Evolve as Linear Models Under Gradient Descent",
+      arXiv:1902.06720. Qian, 1999, "On the momentum term in gradient descent learning
+      algorithms" (the heavy-ball ODE).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from ntk import predict
+      >>> k = jnp.array([[2.0, 0.5], [0.5, 1.0]])
+      >>> y = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+      >>> xent = lambda fx, y: -jnp.mean(jnp.sum(jax.nn.log_softmax(fx) * y, -1))
+      >>> predict_fn = predict.gradient_descent(xent, k, y, learning_rate=0.5)
+      >>> predict_fn(jnp.array([1.0, 10.0]), 0.0).shape
+      (2, 2, 2)
+    """
+    if not callable(loss):
+        raise TypeError(f"`loss` must be callable as loss(fx, y_train), got "
+                        f"{type(loss).__name__}.")
+    axes = _canonical_trace_axes(trace_axes, y_train)
+    y_shape = tuple(y_train.shape)
+    check_targets(y_train, y_shape[0], "y_train", "k_train_train")
+    kdd = _kernel_matrix(k_train_train, "k_train_train", y_shape, axes, symmetric=True)
+    _check_learning_rate(learning_rate)
+    if momentum is not None:
+        mc = _concrete(momentum)
+        if mc is not None and (mc.ndim != 0 or not 0 <= mc <= 1):
+            raise ValueError(f"`momentum` must be None or a scalar in [0, 1], got {momentum}.")
+    dtype = kdd.dtype
+    y_train = jnp.asarray(y_train, dtype)
+    time_unit = learning_rate if momentum is None else learning_rate ** 0.5
+    damping = (jnp.zeros((), dtype) if momentum is None else
+               jnp.asarray((1.0 - momentum) / learning_rate ** 0.5, dtype))
+    tolerance = max(1.4e-8, 4 * float(jnp.finfo(dtype).eps))
+    velocity = _ode_velocity(loss, axes, momentum is not None)
+
+    def initial_state(fx_train_or_state_0, fx_test_0, test_shape):
+        as_state = isinstance(fx_train_or_state_0, ODEState)
+        if as_state:
+            if fx_test_0 is not None:
+                raise ValueError("`fx_test_0` must be None when an ODEState is given (its "
+                                 "`fx_test` field holds the test outputs).")
+            fx_train_0, fx_test_0, q_train, q_test = fx_train_or_state_0
+        else:
+            fx_train_0, q_train, q_test = fx_train_or_state_0, None, None
+        if fx_train_0 is None and fx_test_0 is None:
+            raise ValueError("Both `fx_train_0` and `fx_test_0` are None: nothing to predict.")
+        if momentum is None and (q_train is not None or q_test is not None):
+            raise ValueError("The ODEState carries velocities (`qx_train`/`qx_test`) but "
+                             "`momentum` is None.")
+
+        def cast(v, shape, name):
+            v = jnp.asarray(v, dtype)
+            try:
+                return jnp.broadcast_to(v, shape)
+            except ValueError:
+                raise ValueError(f"`{name}` of shape {tuple(v.shape)} does not broadcast to "
+                                 f"{shape}.") from None
+
+        f_train = (jnp.zeros(y_shape, dtype) if fx_train_0 is None else
+                   cast(fx_train_0, y_shape, "fx_train_0"))
+        f_test = None if fx_test_0 is None else cast(fx_test_0, test_shape, "fx_test_0")
+        if momentum is None:
+            return ODEState(f_train, f_test)
+        q_train = (jnp.zeros(y_shape, dtype) if q_train is None else
+                   cast(q_train, y_shape, "qx_train"))
+        q_test = (None if f_test is None else jnp.zeros(test_shape, dtype) if q_test is None
+                  else cast(q_test, test_shape, "qx_test"))
+        return ODEState(f_train, f_test, q_train, q_test)
+
+    def predict_fn(t=None, fx_train_or_state_0=0.0, fx_test_0=None, k_test_train=None):
+        t_arr = jnp.asarray(jnp.inf if t is None else t, dtype)
+        _check_time(t_arr)
+        tc = _concrete(t_arr)
+        if tc is not None and np.any(np.isinf(tc)):
+            raise ValueError("`t` = None / inf: the ODE of a general loss need not converge "
+                             "and cannot be integrated to infinity; pass finite times (for "
+                             "MSE, gradient_descent_mse solves t = inf in closed form).")
+        has_test = (fx_test_0 is not None or (isinstance(fx_train_or_state_0, ODEState)
+                                              and fx_train_or_state_0.fx_test is not None))
+        if has_test and k_test_train is None:
+            raise ValueError("Test outputs were given without `k_test_train`.")
+        if k_test_train is not None:
+            ktd = _kernel_matrix(k_test_train, "k_test_train", y_shape, axes,
+                                 symmetric=False)
+            n_test = k_test_train.shape[0]
+            test_shape = (n_test,) + tuple(y_shape[a] for a in range(1, len(y_shape)))
+        else:
+            ktd, test_shape = np.zeros((0, kdd.shape[0]), dtype), None
+        state_0 = initial_state(fx_train_or_state_0, fx_test_0, test_shape)
+
+        state_t = _solve_ode(velocity, state_0, t_arr, time_unit, kdd, ktd, y_train, damping,
+                             tolerance=tolerance)
+
+        if isinstance(fx_train_or_state_0, ODEState):
+            return state_t
+        if fx_test_0 is None:
+            return state_t.fx_train
+        if fx_train_or_state_0 is None:
+            return state_t.fx_test
+        return state_t.fx_train, state_t.fx_test
+
+    return predict_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Infinite ensembles: gradient descent on MSE, marginalised over initialisations
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _gaussians_tuple(names: tuple):
+    return collections.namedtuple("Gaussians", names)
+
+
+def _canonical_get(get):
+    """``(single, names)``: ``get`` a name, a tuple of unique names, or None (both)."""
+    if get is None:
+        return False, ("nngp", "ntk")
+    single = isinstance(get, str)
+    names = (get,) if single else tuple(get)
+    if not names:
+        raise ValueError("`get` must be 'nngp', 'ntk' or a non-empty tuple of them.")
+    for g in names:
+        if g not in ("nngp", "ntk"):
+            raise ValueError(f"`get` entries must be 'nngp' or 'ntk', got {g!r}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"`get` entries must be unique, got {get!r}.")
+    return single, names
+
+
+def _is_arrays(v) -> bool:
+    leaves = jax.tree_util.tree_leaves(v)
+    return bool(leaves) and all(isinstance(x, (np.ndarray, jax.Array)) for x in leaves)
+
+
+def _kernel_kwargs(train_kwargs: dict, test_kwargs: dict):
+    """Keyword arguments of the test-train and test-test kernel calls (neural-tangents'
+    rule): a test value overrides the train one; array pairs ``(for x1, for x2)`` combine as
+    ``(test's first, train's first)`` for test-train; other values must agree."""
+    td, tt = dict(train_kwargs), dict(train_kwargs)
+    for name, v_tt in test_kwargs.items():
+        if name not in train_kwargs:
+            td[name] = tt[name] = v_tt
+            continue
+        v_dd = train_kwargs[name]
+        if _is_arrays(v_dd) and _is_arrays(v_tt):
+            pairs = all(isinstance(v, tuple) and len(v) == 2 for v in (v_dd, v_tt))
+            td[name] = (v_tt[0], v_dd[0]) if pairs else v_tt
+        else:
+            try:
+                same = v_dd is v_tt or bool(v_dd == v_tt)
+            except Exception:  # noqa: BLE001 (values that do not compare are not equal)
+                same = False
+            if not same:
+                raise ValueError(f"Keyword argument `{name}` of `kernel_fn` is {v_dd!r} for "
+                                 f"the train-train kernel but {v_tt!r} for the test kernels; "
+                                 f"non-array arguments must agree.")
+            td[name] = v_tt
+        tt[name] = v_tt
+    return td, tt
+
+
+@functools.partial(jax.jit, static_argnames=("g", "compute_cov", "layout"))
+def _ensemble_moments(basis: _Eigenbasis, y_train, t, rate, nngp_dd, k_td, nngp_td, nngp_tt,
+                      *, g: str, compute_cov: bool, layout: tuple):
+    """Mean (and covariance) of the ensemble at times ``t`` (scaled ``s = rate t``,
+    ``rate = eta / n``) in the output and kernel layouts; on the training inputs when
+    ``k_td`` is None. Compiled once per shapes and flags, shared by every ``predict_fn``."""
+    t_shape, out_shape, axes = layout
+    b = basis
+    y2 = _to_matrix(y_train.astype(b.evecs.dtype), axes)
+    s = rate * t.reshape(-1)
+
+    def at(si):
+        if k_td is None:
+            mean = y2 - b.apply(b.decay(si), y2)
+        else:
+            mean = k_td @ b.apply(b.inv_growth(si), y2)
+        if not compute_cov:
+            return mean, None
+        if k_td is None and g == "nngp":
+            cov = b.matrix(jnp.where(b.positive, b.evals, 0.0) * b.decay(2 * si))
+        elif k_td is None:
+            decay = b.matrix(b.decay(si))
+            cov = decay @ nngp_dd @ decay
+        elif g == "nngp":
+            cov = nngp_tt - k_td @ b.apply(b.inv_growth(2 * si), k_td.T)
+        else:
+            a = k_td @ b.matrix(b.inv_growth(si))  # A_t
+            cross = a @ nngp_td.T
+            cov = nngp_tt + a @ nngp_dd @ a.T - cross - cross.T
+        return mean, 0.5 * (cov + cov.T)
+
+    means, covs = jax.vmap(at)(s)
+    means = jax.vmap(lambda m: _from_matrix(m, out_shape, axes))(means)
+    means = means.reshape(t_shape + out_shape)
+    if not compute_cov:
+        return means, None
+    covs = covs.reshape(t_shape + covs.shape[1:])
+    return means, _kernel_layout(covs, out_shape[0], out_shape, axes)
+
+
+def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train, y_train,
+                                  learning_rate: float = 1.0, diag_reg: float = 0.0,
+                                  diag_reg_absolute_scale: bool = False, trace_axes=(-1,),
+                                  **kernel_fn_train_train_kwargs):
+    """The Gaussian over outputs of an infinite ensemble of networks trained on MSE.
+
+    Networks at initialization are a GP with the NNGP ``K``; trained by gradient flow on
+    ``|f - Y|^2 / (2 n)`` (``n = y_train.size``) in the linear regime with NTK ``Theta``,
+    their outputs at time ``t`` are Gaussian (Lee et al. 2019, eqs. 14-16). With
+    ``Theta_dd + lambda I = V diag(theta_i) V^T``, ``s = eta t / n``,
+    ``A_t = Theta_td V diag((1 - e^{-s theta_i}) / theta_i) V^T``:
+
+        mean_t(x_test) = A_t Y
+        cov_t = K_tt + A_t K_dd A_t^T - A_t K_dt - K_td A_t^T               ('ntk')
+
+    ``'nngp'`` is the same with ``Theta = K`` (training only the readout layer), which
+    simplifies to ``cov_t = K_tt - K_td V diag((1 - e^{-2 s k_i}) / k_i) V^T K_dt``. On the
+    training inputs (``x_test=None``): ``mean_t = (I - e^{-s Theta}) Y`` and
+    ``cov_t = e^{-s Theta} K e^{-s Theta}`` (``'nngp'``: ``K e^{-2 s K}``). ``t = inf`` is the
+    NTK (NNGP) kernel regression of Lee et al. 2019 eq. 16 (and the Bayesian posterior
+    for ``'nngp'``). Matrix functions are taken in the eigenbasis, with the ``theta_i -> 0``
+    limits exact: a singular kernel gives finite outputs at every ``t`` and the
+    pseudo-inverse (minimum-norm) solution at ``t = inf``.
+
+    Kernels are computed on first use and cached: ``kernel_fn(x_train, None, get,
+    **kernel_fn_train_train_kwargs)``, then ``kernel_fn(x_test, x_train, get, ...)`` and
+    ``kernel_fn(x_test, None, ('nngp',), ...)`` with neural-tangents' keyword rule (a
+    ``**kernel_fn_test_test_kwargs`` value overrides a train one; pairs of arrays
+    ``(for x1, for x2)`` combine; other values must agree). ``kernel_fn`` is any kernel
+    function returning named ``nngp`` / ``ntk`` kernels for a tuple ``get``: an ``ntk.stax``
+    one, ``ntk.empirical_kernel_fn(...)`` (pass ``params=``), a Monte Carlo one.
+
+    Args:
+      kernel_fn: ``kernel_fn(x1, x2, get, **kwargs)``.
+      x_train: training inputs (any pytree the kernel function takes).
+      y_train: ``(N, ...)`` targets.
+      learning_rate: ``eta > 0``; time is measured in steps of it.
+      diag_reg: ridge ``lambda`` added to the train-train kernel before the
+        eigendecomposition, relative to its mean diagonal unless
+        ``diag_reg_absolute_scale``.
+      trace_axes: output axes the kernels are traced over (they are ``(N1, N2)`` for
+        ``(N, O)`` targets with ``(-1,)``, ``(N1, N2, O, O)`` with ``()``).
+    Returns:
+      ``predict_fn(t=None, x_test=None, get=None, compute_cov=False,
+      **kernel_fn_test_test_kwargs)``: ``t`` ``None`` (= inf) or times ``>= 0`` of any shape
+      (outputs get leading axes ``t.shape``); ``x_test=None`` predicts on ``x_train``;
+      ``get`` ``'nngp'``, ``'ntk'`` or a tuple (``None``: both). Each entry is the mean
+      ``(N_test, ...)``, or with ``compute_cov`` a :class:`Gaussian` whose covariance is in
+      the kernel layout (``(N_test, N_test)`` traced, ``(N_test, N_test, O, O)`` with
+      ``trace_axes=()``). A name returns that entry; a tuple a namedtuple ``Gaussians``.
+
+    References:
+      Lee, Xiao, Schoenholz, Bahri, Novak, Sohl-Dickstein & Pennington, 2019, "Wide Neural
+      Networks of Any Depth Evolve as Linear Models Under Gradient Descent",
+      arXiv:1902.06720.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from ntk import predict, stax
+      >>> _, _, kernel_fn = stax.serial(stax.Dense(512), stax.Relu(), stax.Dense(1))
+      >>> x_train, y_train = jnp.ones((4, 3)) * jnp.arange(4.)[:, None], jnp.ones((4, 1))
+      >>> predict_fn = predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y_train,
+      ...                                                    diag_reg=1e-4)
+      >>> out = predict_fn(x_test=jnp.ones((2, 3)), get='ntk', compute_cov=True)
+      >>> out.mean.shape, out.covariance.shape
+      ((2, 1), (2, 2))
+    """
+    if not callable(kernel_fn):
+        raise TypeError(f"`kernel_fn` must be callable, got {type(kernel_fn).__name__}.")
+    axes = _canonical_trace_axes(trace_axes, y_train)
+    y_shape = tuple(y_train.shape)
+    check_targets(y_train, y_shape[0], "y_train", "kernel_fn(x_train)")
+    _check_learning_rate(learning_rate)
+    solvers._check_nonneg(diag_reg, "diag_reg")
+    n_train, normalization = y_shape[0], y_train.size
+    train_kernels: dict = {}
+    bases: dict = {}
+
+    def kernels(x1, x2, names, kwargs, label):
+        out = kernel_fn(x1, x2, tuple(names), **kwargs)
+        return {g: _get_kernel(out, g, label) for g in names}
+
+    def k_train_train(names):
+        missing = [g for g in names if g not in train_kernels]
+        if missing:
+            got = kernels(x_train, None, missing, kernel_fn_train_train_kwargs,
+                          "kernel_fn(x_train, None)")
+            for g, k in got.items():
+                train_kernels[g] = _kernel_matrix(k, f"kernel_fn(x_train, None).{g}", y_shape,
+                                                  axes, symmetric=True)
+        return {g: train_kernels[g] for g in names}
+
+    def basis(g):
+        if g not in bases:
+            bases[g] = _eigenbasis(k_train_train((g,))[g], diag_reg, diag_reg_absolute_scale,
+                                   f"kernel_fn(x_train, None).{g}")
+        return bases[g]
+
+    def predict_fn(t=None, x_test=None, get=None, compute_cov: bool = False,
+                   **kernel_fn_test_test_kwargs):
+        single, names = _canonical_get(get)
+        needed = tuple(g for g in ("nngp", "ntk") if g in names or
+                       (g == "nngp" and compute_cov))
+        kdd = k_train_train(needed)
+        dtype = kdd[needed[0]].dtype
+        t_arr = jnp.asarray(jnp.inf if t is None else t, dtype)
+        _check_time(t_arr)
+        if x_test is None:
+            if kernel_fn_test_test_kwargs:
+                raise ValueError(f"Keyword arguments {sorted(kernel_fn_test_test_kwargs)} "
+                                 f"are for test kernels, but `x_test` is None.")
+            ktd, ktt, n_out = None, None, n_train
+        else:
+            kw_td, kw_tt = _kernel_kwargs(kernel_fn_train_train_kwargs,
+                                          kernel_fn_test_test_kwargs)
+            raw = kernels(x_test, x_train, needed, kw_td, "kernel_fn(x_test, x_train)")
+            ktd = {g: _kernel_matrix(k, f"kernel_fn(x_test, x_train).{g}", y_shape, axes,
+                                     symmetric=False) for g, k in raw.items()}
+            n_out = raw[needed[0]].shape[0]
+            ktt = None
+            if compute_cov:
+                k = kernels(x_test, None, ("nngp",), kw_tt, "kernel_fn(x_test, None)")["nngp"]
+                ktt = _kernel_matrix(k, "kernel_fn(x_test, None).nngp",
+                                     (n_out,) + y_shape[1:], axes, symmetric=True)
+        result = {}
+        for g in names:
+            mean, cov = _ensemble_moments(
+                basis(g), y_train, t_arr, learning_rate / normalization, kdd.get("nngp"), None if ktd is None else ktd[g],
+                None if ktd is None else ktd.get("nngp"), ktt, g=g, compute_cov=compute_cov,
+                layout=(t_arr.shape, (n_out,) + y_shape[1:], axes))
+            result[g] = Gaussian(mean, cov) if compute_cov else mean
+        if single:
+            return result[names[0]]
+        return _gaussians_tuple(names)(*(result[g] for g in names))
 
     return predict_fn
 
