@@ -98,6 +98,11 @@ class OutputError(ValueError):
     """The output folder cannot be created or written."""
 
 
+class StudyFailed(RuntimeError):
+    """An exception escaped a study's ``run`` or ``figures``: a bug, reported with its
+    traceback (bad arguments are refused before anything runs)."""
+
+
 @dataclasses.dataclass
 class RunContext:
     """What a study's ``run(cfg, ctx)`` may use: its folder, checkpoints, figures, progress."""
@@ -187,15 +192,24 @@ def run_study(name: str, *, quick: bool = True, seed: int | None = None,
     ctx = RunContext(run_dir=run_dir, config_key=key, progress=progress,
                      interrupt_after_steps=interrupt_after_steps)
     start = time.perf_counter()
-    metrics = module.run(cfg, ctx)
+    try:
+        metrics = module.run(cfg, ctx)
+    except RunInterrupted:
+        raise
+    except Exception as err:
+        raise StudyFailed(f"study {name!r} failed in run(): {type(err).__name__}: {err}") from err
     results = jsonable({
         "study": name, "run_id": run_id, "quick": quick, "config": config_dict,
         "metrics": metrics, "claims": [], "figures": list(ctx.figures), "resumed_tasks": ctx.resumed,
         "environment": environment(cfg.seed),
         "elapsed_s": time.perf_counter() - start,
     })
-    results["claims"] = check_claims(module, results)
-    if hasattr(module, "figures"):
-        results["figures"] += draw_figures(module, results, run_dir)
+    try:
+        results["claims"] = check_claims(module, results)
+        if hasattr(module, "figures"):
+            results["figures"] += draw_figures(module, results, run_dir)
+    except Exception as err:
+        raise StudyFailed(f"study {name!r} failed checking claims or drawing figures: "
+                          f"{type(err).__name__}: {err}") from err
     atomic_write_json(run_dir / "results.json", results)
     return results

@@ -19,10 +19,6 @@ import sys
 from pathlib import Path
 
 
-class UsageError(ValueError):
-    """A bad argument: printed as one line, exit status 2."""
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ntk-lab", description="Reproducible NTK studies.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -163,33 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import jax
     jax.config.update("jax_enable_x64", True)
-    from experiments.runner import OutputError
     commands = {"run": _cmd_run, "verify": _cmd_verify, "plot": _cmd_plot,
                 "report": _cmd_report, "demo": _cmd_demo}
     try:
         return commands[args.command](args)
-    except (UsageError, OutputError) as err:
-        print(f"ntk-lab: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
     except (ValueError, TypeError, OSError) as err:
-        # Argument errors are raised before anything runs; an error from inside a study is a
-        # bug and keeps its traceback.
-        if getattr(err, "__traceback__", None) is not None and _raised_inside_study(err):
-            raise
+        # bad arguments, refused before anything runs; an exception from inside a study is
+        # raised as experiments.runner.StudyFailed (a bug) and keeps its traceback
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"ntk-lab: error: {msg}", file=sys.stderr)
         return 2
-
-
-def _raised_inside_study(err: BaseException) -> bool:
-    """Whether ``err`` came from a study's own ``run`` / ``figures`` (a bug, not bad input)."""
-    tb = err.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name in ("run", "figures") and \
-                tb.tb_frame.f_globals.get("__name__", "").startswith("experiments."):
-            return tb.tb_frame.f_globals.get("__name__") not in ("experiments.runner",)
-        tb = tb.tb_next
-    return False
 
 
 if __name__ == "__main__":

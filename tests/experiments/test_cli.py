@@ -46,6 +46,18 @@ def test_plot_of_an_unfinished_run_is_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "RUN_DIR" in err and "results.json" in err
 
 
+def test_a_bug_inside_a_study_keeps_its_traceback(tmp_path, monkeypatch):
+    """A ValueError raised by a study's own code is not mistaken for bad input (exit 2)."""
+    from experiments.registry import load_study
+    from experiments.runner import StudyFailed
+
+    def broken(cfg, ctx):
+        raise ValueError("a bug")
+    monkeypatch.setattr(load_study("lazy_scale"), "run", broken)
+    with pytest.raises(StudyFailed, match="lazy_scale.*ValueError: a bug"):
+        main(["run", "lazy_scale", "--quick", "--no-progress", "--out", str(tmp_path)])
+
+
 def test_unwritable_out_folder(tmp_path, capsys, tiny_grokking):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
