@@ -1,5 +1,5 @@
-"""Composition: ``serial``, ``parallel`` and the branch layers ``FanOut``, ``FanInSum``,
-``FanInConcat``.
+"""Composition: ``serial``, ``repeat``, ``parallel`` and the branch layers ``FanOut``,
+``FanInSum``, ``FanInProd``, ``FanInConcat``.
 
 Kernels of independent branches add: if ``y = sum_i a_i y_i`` with the ``y_i`` mean-zero and
 independent given the input (each branch ends in its own random layer, or is the identity
@@ -16,12 +16,13 @@ import math
 from typing import Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ntk.stax.core import KernelFn, check_positive_int, diagonalize, no_kernel_fn
 from ntk.stax.kernel import Kernel
 
-__all__ = ["serial", "parallel", "FanOut", "FanInSum", "FanInConcat"]
+__all__ = ["serial", "repeat", "parallel", "FanOut", "FanInSum", "FanInProd", "FanInConcat"]
 
 
 def _as_triple(layer, position: str):
@@ -97,6 +98,94 @@ def serial(*layers):
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, KernelFn(name, transform, input_full,
                                        missing=_first_missing(kernel_fns))
+
+
+def repeat(layer, n: int):
+    """``serial(*[layer] * n)`` compiled as one loop (``jax.lax.scan``): depth ``n`` costs
+    what depth 2 compiles.
+
+    ``layer`` must map its input shape to the same shape (``init_fn`` checks it). Its
+    parameters are stacked along a new leading axis of length ``n`` (``init_fn`` draws them
+    in a scan over ``n`` keys); ``apply_fn`` scans ``x <- apply(params[l], x)`` over
+    ``l = 0 .. n-1`` and passes its keyword arguments (e.g. ``rng``) to every step, as in
+    neural-tangents.
+
+    Kernel: ``K_n = T^n(K_0)`` for the layer's kernel map ``T``. The first application is made
+    outside the loop (it turns the raw-input kernel's metadata -- ``is_input``,
+    ``is_gaussian`` -- into the layer's own), the other ``n - 1`` by ``lax.scan``, so the
+    layer's kernel function is traced twice whatever ``n`` is. A layer whose kernel changes its
+    shape or metadata from one application to the next cannot be looped: use ``serial``.
+
+    Shapes: ``(N, ..., C) -> (N, ..., C)``.
+
+    Novak et al. (2020), "Neural Tangents: Fast and Easy Infinite Neural Networks in Python",
+    arXiv:1912.02803 (``stax.repeat``).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"repeat: n must be a non-negative integer, got {n!r}")
+    n = int(n)
+    init_one, apply_one, kf = _as_triple(layer, "repeat layer")
+    name = f"repeat({kf.name}, {n})"
+
+    def init_fn(key, input_shape):
+        out_shape, _ = init_one(key, input_shape)
+        if tuple(out_shape) != tuple(input_shape):
+            raise ValueError(f"{name}: the layer maps input_shape {tuple(input_shape)} to "
+                             f"{tuple(out_shape)}; repeat needs equal shapes (use "
+                             f"serial(*[layer] * n) instead)")
+
+        def step(_, sub):
+            return None, init_one(sub, input_shape)[1]
+
+        _, params = jax.lax.scan(step, None, jax.random.split(key, n), length=n)
+        return input_shape, params
+
+    def apply_fn(params, x, **kwargs):
+        def step(y, p):
+            out = apply_one(p, y, **kwargs)
+            if out.shape != y.shape:
+                raise ValueError(f"{name}: the layer maps shape {y.shape} to {out.shape}; "
+                                 f"repeat needs equal shapes (use serial(*[layer] * n))")
+            return out, None
+
+        y, _ = jax.lax.scan(step, x, params, length=n)
+        return y
+
+    def loop_layout(out_full):
+        """What every looped application's output keeps: full if any application's must."""
+        need, full = out_full, out_full
+        for _ in range(min(n - 1, 3)):  # a map on {False, True} cycles within 2 steps
+            need = kf.input_full(need)
+            full = full or need
+        return full
+
+    def input_full(out_full):
+        return out_full if n == 0 else kf.input_full(loop_layout(out_full))
+
+    def transform(k, out_full):
+        if n == 0:
+            return k
+        full = loop_layout(out_full)
+
+        def step(k):
+            if not kf.input_full(full):
+                k = diagonalize(k)
+            return kf.transform(k, full)
+
+        k = step(k)
+        if n == 1:
+            return k
+        try:
+            k, _ = jax.lax.scan(lambda c, _: (step(c), None), k, None, length=n - 1)
+        except TypeError as e:
+            raise ValueError(
+                f"{name}: the layer changes the kernel's shapes or metadata from one "
+                f"application to the next, so it cannot be looped; use serial(*[layer] * n) "
+                f"({e})") from None
+        return k
+
+    init_fn.__name__ = apply_fn.__name__ = name
+    return init_fn, apply_fn, KernelFn(name, transform, input_full, missing=kf.missing)
 
 
 def parallel(*layers):
@@ -222,6 +311,71 @@ def FanInSum(weights: Optional[Sequence[float]] = None):
 
         return ks[0].replace(nngp=wsum("nngp"), ntk=wsum("ntk"), cov1=wsum("cov1"),
                              cov2=wsum("cov2"), is_gaussian=all(k.is_gaussian for k in ks),
+                             is_input=all(k.is_input for k in ks))
+
+    init_fn.__name__ = apply_fn.__name__ = name
+    return init_fn, apply_fn, KernelFn(name, transform)
+
+
+def FanInProd():
+    """``[y_1, ..., y_m] -> y_1 * ... * y_m`` (elementwise product of the branches).
+
+    For branches independent given the input (each ends in its own random layer),
+    expectations of products factor:
+
+        nngp = prod_i nngp_i,      cov = prod_i cov_i
+        ntk  = sum_i ntk_i prod_{j != i} nngp_j       (product rule: branch i's parameters
+                                                        see the others as constants)
+
+    The product of independent Gaussians is not Gaussian (unless ``m = 1``), so a random
+    affine layer must follow before a nonlinearity.
+
+    Novak et al. (2020), "Neural Tangents: Fast and Easy Infinite Neural Networks in Python",
+    arXiv:1912.02803 (``stax.FanInProd``).
+    """
+    name = "FanInProd"
+
+    def init_fn(key, input_shapes):
+        shapes = [tuple(s) for s in input_shapes]
+        if any(s != shapes[0] for s in shapes):
+            raise ValueError(f"{name}: all input shapes must be equal, got {shapes}")
+        return shapes[0], ()
+
+    def apply_fn(params, xs, **kwargs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+    def transform(ks, out_full):
+        ks = _check_fan_in(ks, name)
+        if any(k.shape1 != ks[0].shape1 or k.shape2 != ks[0].shape2 for k in ks):
+            raise ValueError(f"{name}: all input shapes must be equal, got "
+                             f"{[k.shape1 for k in ks]}")
+        if len(ks) > 1 and any(k.is_input for k in ks):
+            raise ValueError(f"{name}: a branch is the raw network input; products factor "
+                             f"only for independent branches, so give every branch its own "
+                             f"random layer (Dense/Conv) first")
+
+        def prod(field):
+            mats = [getattr(k, field) for k in ks]
+            if mats[0] is None:
+                return None
+            out = mats[0]
+            for m in mats[1:]:
+                out = out * m
+            return out
+
+        ntk = None
+        if ks[0].ntk is not None:
+            nngp_prod = ks[0].nngp
+            ntk = ks[0].ntk
+            for k in ks[1:]:
+                ntk = ntk * k.nngp + nngp_prod * k.ntk
+                nngp_prod = nngp_prod * k.nngp
+        return ks[0].replace(nngp=prod("nngp"), ntk=ntk, cov1=prod("cov1"),
+                             cov2=prod("cov2"),
+                             is_gaussian=len(ks) == 1 and ks[0].is_gaussian,
                              is_input=all(k.is_input for k in ks))
 
     init_fn.__name__ = apply_fn.__name__ = name
