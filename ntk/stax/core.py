@@ -313,6 +313,11 @@ class KernelFn:
                 a = x1[i:i + b1]
                 b = xb[j:j + b2]
                 k = fn(a, None if (same and i == j) else b)
+                if k.nngp.shape[:2] != (a.shape[0], b.shape[0]):
+                    raise ValueError(
+                        f"{self.name}: the network changes the batch (Index on the batch "
+                        f"axis), so its kernel cannot be computed in blocks of inputs; pass "
+                        f"batch_size=None with a larger memory_budget, or index the inputs")
                 if same:
                     cache[(bi, bj)] = k
                 if template is None:

@@ -1,4 +1,5 @@
-"""Affine, convolution, pooling, reshaping and normalisation layers with their kernels.
+"""Affine, convolution, pooling, indexing, dropout, reshaping and normalisation layers with
+their kernels.
 
 Conventions (those of neural-tangents 0.6.5, so kernels compare number for number):
 channels-last activations ``(N, *spatial, C)``; weights ``W ~ N(0, 1)`` scaled in the forward
@@ -22,7 +23,7 @@ from ntk.stax.core import (check_positive_int, check_rank, check_std, layer, req
 from ntk.stax.kernel import Kernel, cross_variances, self_variances, variances
 
 __all__ = ["Dense", "Conv", "AvgPool", "GlobalAvgPool", "Flatten", "LayerNorm", "Identity",
-           "Scale"]
+           "Scale", "SumPool", "GlobalSumPool", "Index", "Slice", "Dropout"]
 
 
 def _check_parameterization(parameterization: str) -> str:
@@ -551,5 +552,258 @@ def Scale(factor: float):
         f2 = factor * factor
         return k.replace(nngp=f2 * k.nngp, ntk=None if k.ntk is None else f2 * k.ntk,
                          cov1=f2 * k.cov1, cov2=None if k.cov2 is None else f2 * k.cov2)
+
+    return layer(name, init_fn, apply_fn, transform)
+
+
+# ----------------------------------------------------------------------------------------
+# neural-tangents layers: sum pooling, indexing, dropout
+
+
+def _check_axes(name: str, batch_axis, channel_axis, ndim: int):
+    """ntk.stax is batch-first and channels-last; other layouts are refused, not ignored."""
+    if batch_axis % ndim != 0 or channel_axis % ndim != ndim - 1:
+        raise NotImplementedError(
+            f"{name}: batch_axis={batch_axis}, channel_axis={channel_axis} for inputs of rank "
+            f"{ndim}; ntk.stax layers are batch-first and channels-last (batch_axis=0, "
+            f"channel_axis=-1): move the axes of the inputs (jnp.moveaxis) instead")
+
+
+def SumPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None,
+            padding: str = "VALID", batch_axis: int = 0, channel_axis: int = -1):
+    """Sum pooling over ``len(window_shape)`` spatial axes: ``k = prod(window_shape)`` times
+    :func:`AvgPool` (zero padding).
+
+    Finite layer: ``y(a) = sum_{o in window} x(a s + o - lo)``.
+    Kernel: ``K'(a, b) = sum_{o, o'} K(a s + o, b s + o')`` per spatial axis, i.e. ``k^2``
+    times the average-pooled kernel (full layout needed: pooling mixes positions).
+
+    Novak et al. (2019), "Bayesian Deep Convolutional Networks with Many Channels are
+    Gaussian Processes", arXiv:1810.05148.
+    """
+    init_avg, apply_avg, kf = AvgPool(window_shape, strides, padding)
+    shape = (window_shape,) if isinstance(window_shape, (int, np.integer)) else window_shape
+    size = float(np.prod(shape))
+    name = kf.name.replace("AvgPool", "SumPool", 1)
+
+    def init_fn(key, input_shape):
+        _check_axes(name, batch_axis, channel_axis, len(input_shape))
+        return init_avg(key, input_shape)
+
+    def apply_fn(params, x, **kwargs):
+        _check_axes(name, batch_axis, channel_axis, x.ndim)
+        return size * apply_avg(params, x)
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        _check_axes(name, batch_axis, channel_axis, len(k.shape1))
+        k = kf.transform(k, True)
+        return _scale_kernel(k, size * size)
+
+    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+
+
+def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1):
+    """Sum over all spatial axes: ``(N, *spatial, C) -> (N, C)``.
+
+    Kernel: ``K'(x1, x2) = sum_{a, b} K(x1, a; x2, b)`` over all pairs of the ``P`` positions,
+    ``P^2`` times :func:`GlobalAvgPool`'s (full layout).
+
+    Novak et al. (2019), "Bayesian Deep Convolutional Networks with Many Channels are
+    Gaussian Processes", arXiv:1810.05148.
+    """
+    init_avg, apply_avg, kf = GlobalAvgPool()
+    name = "GlobalSumPool"
+
+    def init_fn(key, input_shape):
+        _check_axes(name, batch_axis, channel_axis, len(input_shape))
+        return init_avg(key, input_shape)
+
+    def apply_fn(params, x, **kwargs):
+        _check_axes(name, batch_axis, channel_axis, x.ndim)
+        if x.ndim < 3:
+            raise ValueError(f"{name}: needs spatial axes, got input of shape {x.shape}")
+        return jnp.sum(x, axis=tuple(range(1, x.ndim - 1)))
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        _check_axes(name, batch_axis, channel_axis, len(k.shape1))
+        pixels = float(np.prod(k.shape1[1:-1]))
+        return _scale_kernel(kf.transform(k, True), pixels * pixels)
+
+    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+
+
+def _scale_kernel(k: Kernel, factor: float) -> Kernel:
+    return k.replace(nngp=factor * k.nngp, ntk=None if k.ntk is None else factor * k.ntk,
+                     cov1=factor * k.cov1, cov2=None if k.cov2 is None else factor * k.cov2)
+
+
+class _Slice:
+    """``Slice[1:10, :, ::-1] == (slice(1, 10), slice(None), slice(None, None, -1))``: the
+    index of ``x[1:10, :, ::-1]``, to pass to :func:`Index` (as neural-tangents'
+    ``stax.Slice``)."""
+
+    def __getitem__(self, idx):
+        return idx
+
+    def __repr__(self):
+        return "Slice"
+
+
+Slice = _Slice()
+
+
+def _canonical_index(idx, ndim: int, name: str) -> tuple:
+    """``idx`` as a tuple of ``ndim`` ints and slices (``...`` expanded, trailing ``:``)."""
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    for i in idx:
+        if not (i is Ellipsis or isinstance(i, slice)
+                or (isinstance(i, (int, np.integer)) and not isinstance(i, bool))):
+            raise TypeError(f"{name}: idx entries must be ints, slices or ..., got "
+                            f"{type(i).__name__} {i!r} (advanced indexing and None are not "
+                            f"supported)")
+    if sum(i is Ellipsis for i in idx) > 1:
+        raise ValueError(f"{name}: idx has more than one ...: {idx!r}")
+    if Ellipsis in idx:
+        at = idx.index(Ellipsis)
+        fill = ndim - (len(idx) - 1)
+        idx = idx[:at] + (slice(None),) * fill + idx[at + 1:]
+    if len(idx) > ndim:
+        raise ValueError(f"{name}: idx {idx!r} has {len(idx)} entries for inputs of rank "
+                         f"{ndim}")
+    return tuple(idx) + (slice(None),) * (ndim - len(idx))
+
+
+def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
+    """Index the activations as ``x[idx]`` (ints and slices, e.g. ``idx=Slice[:, 1:4, ::2]``).
+
+    Kernel: the same selection on both sides of every covariance,
+    ``K'(x1_i, a; x2_j, b) = K(x1_{s(i)}, s(a); x2_{s(j)}, s(b))`` -- a position indexed by an
+    int drops its pair of kernel axes (full layout) or its axis (diagonal layout). The
+    (infinite) channel axis cannot be indexed and the batch axis only by a slice (the kernel
+    keeps a batch axis), as in neural-tangents.
+
+    Novak et al. (2020), "Neural Tangents: Fast and Easy Infinite Neural Networks in Python",
+    arXiv:1912.02803 (``stax.Index``).
+    """
+    name = f"Index({idx!r})"
+
+    def canon(ndim):
+        _check_axes(name, batch_axis, channel_axis, ndim)
+        return _canonical_index(idx, ndim, name)
+
+    def out_shape(shape):
+        sel = canon(len(shape))
+        return tuple(jax.eval_shape(lambda x: x[sel],
+                                    jax.ShapeDtypeStruct(tuple(shape), jnp.float32)).shape)
+
+    def init_fn(key, input_shape):
+        return out_shape(input_shape), ()
+
+    def apply_fn(params, x, **kwargs):
+        return x[canon(x.ndim)]
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        sel = canon(len(k.shape1))
+        batch, spatial, channel = sel[0], sel[1:-1], sel[-1]
+        if channel != slice(None):
+            raise NotImplementedError(f"{name}: the channel axis is infinitely wide in the "
+                                      f"kernel; it cannot be indexed (got {channel!r})")
+        if not isinstance(batch, slice):
+            raise NotImplementedError(f"{name}: the kernel keeps a batch axis, so index it "
+                                      f"with a slice (e.g. {batch}:{batch + 1}), not an int")
+        if k.full_spatial:
+            spatial = tuple(s for s in spatial for _ in (0, 1))
+
+        def pick(mat, batch_sel):
+            return None if mat is None else mat[batch_sel + spatial]
+
+        return k.replace(nngp=pick(k.nngp, (batch, batch)), ntk=pick(k.ntk, (batch, batch)),
+                         cov1=pick(k.cov1, (batch,)), cov2=pick(k.cov2, (batch,)),
+                         shape1=out_shape(k.shape1), shape2=out_shape(k.shape2))
+
+    return layer(name, init_fn, apply_fn, transform)
+
+
+def Dropout(rate: float, mode: str = "train"):
+    """Dropout with *keep* probability ``rate`` (neural-tangents' and
+    ``jax.example_libraries.stax``' convention: ``rate=1`` keeps everything).
+
+    Finite layer, ``mode='train'``: ``y = m x / rate`` with ``m ~ Bernoulli(rate)`` drawn
+    independently per entry from ``apply_fn(params, x, rng=key)``; ``mode='test'``: ``y = x``.
+
+    Kernel, ``mode='train'``: the mask of one input is shared by its own covariances and
+    independent across inputs, ``E[m m'] / rate^2 = 1 + (1 / rate - 1) 1[same entry]``:
+
+        K'(x1_i, a; x2_j, b) = K(x1_i, a; x2_j, b) (1 + (1 / rate - 1) 1[i = j, a = b])
+
+    for ``cov1``, ``cov2`` always and for ``nngp``, ``ntk`` when ``x2`` is ``x1``
+    (``x2=None``). An ``x2`` passed explicitly is a different draw of masks even when its
+    values equal ``x1`` (neural-tangents compares the values and treats it as ``x1``). The
+    output is not Gaussian; the input must not be the raw network input.
+    ``mode='test'``: the kernel is unchanged.
+
+    Srivastava et al. (2014), "Dropout: A Simple Way to Prevent Neural Networks from
+    Overfitting", JMLR 15; Novak et al. (2020), arXiv:1912.02803 (``stax.Dropout``).
+    """
+    if mode not in ("train", "test"):
+        raise ValueError(f"Dropout: mode must be 'train' or 'test', got {mode!r}")
+    try:
+        rate = float(rate)
+    except (TypeError, ValueError):
+        raise TypeError(f"Dropout: rate must be a number in (0, 1], got {rate!r}") from None
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"Dropout: rate (the keep probability) must be in (0, 1], got {rate}")
+    name = f"Dropout({rate}, mode={mode!r})"
+    factor = 1.0 / rate
+
+    def init_fn(key, input_shape):
+        return input_shape, ()
+
+    def apply_fn(params, x, rng=None, **kwargs):
+        if mode == "test":
+            return x
+        if rng is None:
+            raise ValueError(f"{name}: apply_fn needs a PRNG key in mode='train': "
+                             f"apply_fn(params, x, rng=key)")
+        keep = jax.random.bernoulli(rng, rate, x.shape)
+        return jnp.where(keep, x / rate, jnp.zeros_like(x))
+
+    def diag_mul(mat, batch_ndim, full):
+        """Multiply the entries with equal batch and equal positions by ``factor``."""
+        same = None
+        if batch_ndim == 2:
+            n1, n2 = mat.shape[:2]
+            same = jnp.eye(n1, n2, dtype=bool).reshape((n1, n2) + (1,) * (mat.ndim - 2))
+        if full:
+            base = batch_ndim
+            for i in range((mat.ndim - base) // 2):
+                size = mat.shape[base + 2 * i]
+                shape = [1] * mat.ndim
+                shape[base + 2 * i], shape[base + 2 * i + 1] = size, size
+                eye = jnp.eye(size, dtype=bool).reshape(shape)
+                same = eye if same is None else same & eye
+        if same is None:
+            return factor * mat
+        return jnp.where(same, factor * mat, mat)
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        if mode == "test":
+            return k
+        if k.is_input:
+            raise ValueError(f"{name}: dropout on the raw network input has no "
+                             f"infinite-width kernel (as in neural-tangents); put a Dense/Conv "
+                             f"layer first")
+        full = k.full_spatial
+        nngp, ntk = k.nngp, k.ntk
+        if k.x1_is_x2:
+            nngp = diag_mul(nngp, 2, full)
+            ntk = None if ntk is None else diag_mul(ntk, 2, full)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=diag_mul(k.cov1, 1, full),
+                         cov2=None if k.cov2 is None else diag_mul(k.cov2, 1, full),
+                         is_gaussian=False, is_input=False)
 
     return layer(name, init_fn, apply_fn, transform)
