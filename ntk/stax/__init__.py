@@ -11,23 +11,28 @@ inputs), so kernels compare number for number with it:
     >>> k = kernel_fn(x1, x2)                       # Kernel(nngp=(N1, N2), ntk=(N1, N2), ...)
     >>> nngp, ntk = kernel_fn(x1, x2, ('nngp', 'ntk'))
 
-Beyond neural-tangents: ``Tanh`` (Gauss-Hermite), any-degree ``Monomial``, branch weights in
+neural-tangents' ``repeat`` (a ``lax.scan`` loop), ``Dropout``, ``SumPool``, ``GlobalSumPool``,
+``Index``/``Slice``, ``FanInProd``, ``Polynomial``, ``Hermite``, ``Gabor`` and ``ExpNormalized``
+are here under their names and arguments. Beyond neural-tangents: ``Tanh`` (Gauss-Hermite), any-degree ``Monomial``, branch weights in
 ``FanInSum`` and a ``Scale`` layer for residual branch scaling, and blocked evaluation under a
 memory budget built into every ``kernel_fn`` (``batch_size=``, ``memory_budget=``).
 """
 from ntk.stax.activations import (ABRelu, Abs, Cos, Elementwise, ElementwiseNumerical, Erf, Exp,
-                                  Gaussian, Gelu, LeakyRelu, Monomial, Rbf, RectifiedMonomial,
-                                  Relu, Sigmoid_like, Sign, Sin, Tanh)
-from ntk.stax.combinators import FanInConcat, FanInSum, FanOut, parallel, serial
+                                  ExpNormalized, Gabor, Gaussian, Gelu, Hermite, LeakyRelu,
+                                  Monomial, Polynomial, Rbf, RectifiedMonomial, Relu,
+                                  Sigmoid_like, Sign, Sin, Tanh)
+from ntk.stax.combinators import FanInConcat, FanInProd, FanInSum, FanOut, parallel, repeat, serial
 from ntk.stax.core import GET_NAMES, KernelFn
 from ntk.stax.kernel import Kernel
-from ntk.stax.layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Identity, LayerNorm, Scale
+from ntk.stax.layers import (AvgPool, Conv, Dense, Dropout, Flatten, GlobalAvgPool, GlobalSumPool,
+                             Identity, Index, LayerNorm, Scale, Slice, SumPool)
 
 __all__ = [
     "Kernel", "KernelFn", "GET_NAMES",
-    "serial", "parallel", "FanOut", "FanInSum", "FanInConcat", "Identity", "Scale",
-    "Dense", "Conv", "AvgPool", "GlobalAvgPool", "Flatten", "LayerNorm",
+    "serial", "repeat", "parallel", "FanOut", "FanInSum", "FanInProd", "FanInConcat",
+    "Identity", "Scale", "Dense", "Conv", "AvgPool", "SumPool", "GlobalAvgPool",
+    "GlobalSumPool", "Flatten", "LayerNorm", "Index", "Slice", "Dropout",
     "Relu", "LeakyRelu", "ABRelu", "Abs", "Erf", "Sigmoid_like", "Gelu", "Sin", "Cos",
     "Monomial", "RectifiedMonomial", "Sign", "Exp", "Gaussian", "Rbf", "Tanh",
-    "ElementwiseNumerical", "Elementwise",
+    "ElementwiseNumerical", "Elementwise", "Polynomial", "Hermite", "Gabor", "ExpNormalized",
 ]

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ntk.stax import duals
 from ntk.stax.core import check_positive_int, layer, no_kernel_fn, require_gaussian, require_single
@@ -22,7 +23,7 @@ from ntk.stax.kernel import Kernel, cross_variances, self_variances, variances
 __all__ = [
     "Relu", "LeakyRelu", "ABRelu", "Abs", "Erf", "Sigmoid_like", "Gelu", "Sin", "Cos",
     "Monomial", "RectifiedMonomial", "Sign", "Exp", "Gaussian", "Rbf", "Tanh",
-    "ElementwiseNumerical", "Elementwise",
+    "ElementwiseNumerical", "Elementwise", "Polynomial", "Hermite", "Gabor", "ExpNormalized",
 ]
 
 
@@ -36,12 +37,15 @@ def _finite(name, value):
     return v
 
 
-def elementwise_transform(name: str, dual) -> Callable[[Kernel], Kernel]:
-    """Kernel map of an elementwise activation with dual ``(q12, q11, q22) -> (T, Tdot)``."""
+def elementwise_transform(name: str, dual, gaussian_input: bool = True
+                          ) -> Callable[[Kernel], Kernel]:
+    """Kernel map of an elementwise activation with dual ``(q12, q11, q22) -> (T, Tdot)``;
+    ``gaussian_input=False`` for kernel maps that are not the limit of a finite activation."""
 
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)
-        require_gaussian(k, name)
+        if gaussian_input:
+            require_gaussian(k, name)
         s, full = k.n_spatial, k.full_spatial
         v1 = variances(k.cov1, s, full)
         v2 = v1 if k.cov2 is None else variances(k.cov2, s, full)
@@ -231,3 +235,82 @@ def Elementwise(fn: Optional[Callable] = None, nngp_fn: Optional[Callable] = Non
                   "ntk.monte_carlo_kernel_fn for Monte Carlo")
     return layer(name, init_fn, apply_fn,
                  elementwise_transform(name, duals.from_nngp_fn(nngp_fn, d_nngp_fn)))
+
+
+def Polynomial(coef):
+    """``phi(x) = coef[0] + coef[1] x + ... + coef[n] x^n`` (numpy's coefficient order).
+
+    Closed-form dual for any variances (Hermite expansion and Mehler's formula, see
+    :func:`ntk.stax.duals.polynomial`): ``T = sum_l l! s_l(q11) s_l(q22) q12^l``.
+
+    Novak et al. (2020), "Neural Tangents: Fast and Easy Infinite Neural Networks in Python",
+    arXiv:1912.02803 (``stax.Polynomial``).
+    """
+    try:
+        coef = tuple(_finite("coef", c) for c in coef)
+    except TypeError:
+        raise TypeError(f"coef must be a sequence of finite numbers, got {coef!r}") from None
+    return _polynomial(f"Polynomial({list(coef)})", coef)
+
+
+def _polynomial(name: str, coef: tuple):
+    def fn(x):
+        out = jnp.zeros_like(x)
+        for c in reversed(coef):
+            out = out * x + c
+        return out
+
+    return _activation(name, fn, duals.polynomial(coef))
+
+
+def Hermite(degree: int):
+    """``phi(x) = He_n(x) / sqrt(n!)``: the probabilists' Hermite polynomial of degree ``n``,
+    normalised to unit norm under the standard Gaussian (neural-tangents' convention).
+
+    Kernel: for unit variances (``q11 = q22 = 1``, e.g. inputs of unit norm per channel into
+    ``Dense(W_std=1)`` without bias), Mehler's formula gives ``T = q12^n`` and
+    ``Tdot = n q12^(n-1)`` -- neural-tangents' map, which it applies whatever the variances.
+    Here the kernel is the exact one of the finite layer for any variances (the
+    :func:`Polynomial` dual of ``He_n / sqrt(n!)``), equal to neural-tangents' at unit variance.
+
+    Novak et al. (2020), "Neural Tangents: Fast and Easy Infinite Neural Networks in Python",
+    arXiv:1912.02803 (``stax.Hermite``).
+    """
+    if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
+        raise ValueError(f"degree must be a non-negative integer, got {degree!r}")
+    coef = np.polynomial.hermite_e.herme2poly([0] * degree + [1]) / math.sqrt(
+        math.factorial(degree))
+    return _polynomial(f"Hermite({degree})", tuple(float(c) for c in coef))
+
+
+def Gabor():
+    """``phi(x) = exp(-x^2) sin(x)`` (closed form: :func:`ntk.stax.duals.gabor`).
+
+    Novak et al. (2020), "Neural Tangents: Fast and Easy Infinite Neural Networks in Python",
+    arXiv:1912.02803 (``stax.Gabor``).
+    """
+    return _activation("Gabor", lambda x: jnp.exp(-x * x) * jnp.sin(x), duals.gabor())
+
+
+def ExpNormalized(gamma: float = 1.0, shift: float = -1.0, do_clip: bool = False):
+    """The "Gaussian normalized kernel" map ``K -> sqrt(q11 q22) exp(gamma (rho + shift))``
+    (``rho = K / sqrt(q11 q22)``; ``ntk -> gamma exp(gamma (rho + shift)) ntk``).
+
+    A kernel map only: no finite activation has it, so ``apply_fn`` raises, and it applies to
+    any kernel (Gaussian or not). ``do_clip`` clips ``rho`` to [-1, 1].
+
+    Shankar et al. (2020), "Neural Kernels Without Tangents", arXiv:2003.02237 (p. 6).
+    """
+    gamma, shift = _finite("gamma", gamma), _finite("shift", shift)
+    name = f"ExpNormalized(gamma={gamma}, shift={shift}, do_clip={bool(do_clip)})"
+
+    def init_fn(key, input_shape):
+        return input_shape, ()
+
+    def apply_fn(params, x, **kwargs):
+        raise NotImplementedError(f"{name} is a kernel map without a finite network "
+                                  f"(as in neural-tangents); only kernel_fn is defined")
+
+    return layer(name, init_fn, apply_fn,
+                 elementwise_transform(name, duals.exp_normalized(gamma, shift, bool(do_clip)),
+                                       gaussian_input=False))

@@ -28,7 +28,8 @@ import numpy as np
 
 __all__ = [
     "angle", "correlation", "abrelu", "erf", "gelu", "sin", "exp", "gaussian", "sign", "monomial",
-    "rectified_monomial", "gauss_hermite", "hermite_rule",
+    "rectified_monomial", "gauss_hermite", "hermite_rule", "polynomial", "gabor",
+    "exp_normalized",
 ]
 
 Dual = Callable  # (q12, q11, q22, need_dot) -> (T, Tdot | None)
@@ -448,5 +449,106 @@ def from_nngp_fn(nngp_fn: Callable, d_nngp_fn: Optional[Callable] = None) -> Dua
         q12, q11, q22 = (jnp.broadcast_to(a, shape) for a in (q12, q11, q22))
         t = t_fn(q12, q11, q22)
         return t, (d_fn(q12, q11, q22) if need_dot else None)
+
+    return dual
+
+
+# ----------------------------------------------------------------------------------------
+# polynomials, Gabor, the normalised exponential kernel
+
+
+def polynomial(coef) -> Dual:
+    """``phi(x) = sum_k a_k x^k`` (``coef = (a_0, a_1, ...)``, numpy's order).
+
+    Expanding ``phi(sqrt(q) z)`` in probabilists' Hermite polynomials and applying Mehler's
+    formula ``E[He_l(z1) He_m(z2)] = delta_lm l! rho^l``:
+
+        T    = sum_l l! s_l(q11) s_l(q22) q12^l
+        Tdot = sum_l l l! s_l(q11) s_l(q22) q12^(l-1)
+        s_l(q) = sum_i a_{l+2i} (l+2i)! / (l! i! 2^i) q^i
+
+    exact for any variances and a polynomial in ``q12``, ``q11``, ``q22`` (no correlation, so
+    no clipping and no division).
+    """
+    a = [float(c) for c in coef]
+    deg = len(a) - 1
+    # s[l][i]: coefficient of q^i in s_l(q)
+    s = [[a[l + 2 * i] * math.factorial(l + 2 * i)
+          / (math.factorial(l) * math.factorial(i) * 2**i)
+          for i in range((deg - l) // 2 + 1)] for l in range(deg + 1)]
+
+    def s_of(l, q):
+        out = jnp.zeros_like(q)
+        for c in reversed(s[l]):
+            out = out * q + c
+        return out
+
+    def dual(q12, q11, q22, need_dot=True):
+        shape = jnp.broadcast_shapes(jnp.shape(q12), jnp.shape(q11), jnp.shape(q22))
+        dtype = jnp.result_type(q12, q11, q22)
+        w = [math.factorial(l) * s_of(l, q11) * s_of(l, q22) for l in range(deg + 1)]
+        t = jnp.zeros(shape, dtype)
+        for l in range(deg, -1, -1):  # Horner in q12
+            t = t * q12 + w[l]
+        if not need_dot:
+            return t, None
+        tdot = jnp.zeros(shape, dtype)
+        for l in range(deg, 0, -1):
+            tdot = tdot * q12 + l * w[l]
+        return t, tdot
+
+    return dual
+
+
+def gabor() -> Dual:
+    """``phi(x) = exp(-x^2) sin(x)``.
+
+    ``sin u sin v = (cos(u - v) - cos(u + v)) / 2`` and, for ``w ~ N(0, Sigma)``,
+    ``E[exp(-|w|^2) cos(c.w)] = det(I + 2 Sigma)^(-1/2) exp(-c' M c / 2)`` with
+    ``M = Sigma (I + 2 Sigma)^(-1)``. With ``delta = q11 q22 - q12^2``,
+    ``D = det(I + 2 Sigma) = 1 + 2 (q11 + q22) + 4 delta`` and ``c = (1, -+1)``:
+
+        T = [exp(-(q11 + q22 + 4 delta - 2 q12) / (2 D))
+             - exp(-(q11 + q22 + 4 delta + 2 q12) / (2 D))] / (2 sqrt(D))
+
+    ``Tdot = dT / dq12`` (Price's theorem), by forward-mode autodiff of ``T``.
+    """
+
+    def nngp(q12, q11, q22):
+        rho, norm = correlation(q12, q11, q22)
+        q12c = rho * norm
+        delta = norm * norm * (1 - rho * rho)
+        d = 1 + 2 * (q11 + q22) + 4 * delta
+        base = q11 + q22 + 4 * delta
+        return (jnp.exp(-(base - 2 * q12c) / (2 * d))
+                - jnp.exp(-(base + 2 * q12c) / (2 * d))) / (2 * jnp.sqrt(d))
+
+    def dual(q12, q11, q22, need_dot=True):
+        shape = jnp.broadcast_shapes(jnp.shape(q12), jnp.shape(q11), jnp.shape(q22))
+        q12 = jnp.broadcast_to(q12, shape)
+        if not need_dot:
+            return nngp(q12, q11, q22), None
+        return jax.jvp(lambda q: nngp(q, q11, q22), (q12,), (jnp.ones_like(q12),))
+
+    return dual
+
+
+def exp_normalized(gamma: float, shift: float, do_clip: bool) -> Dual:
+    """The "Gaussian normalized kernel" (a kernel map; no finite activation has it):
+
+        T    = sqrt(q11 q22) exp(gamma (rho + shift))     Tdot = gamma exp(gamma (rho + shift))
+
+    with ``rho = q12 / sqrt(q11 q22)`` (0 where a variance is 0), clipped to [-1, 1] when
+    ``do_clip``; ``Tdot = dT / dq12``.
+    """
+
+    def dual(q12, q11, q22, need_dot=True):
+        norm = safe_sqrt(q11 * q22)
+        ok = norm > 0
+        rho = jnp.where(ok, q12 / jnp.where(ok, norm, 1.0), 0.0)
+        if do_clip:
+            rho = jnp.clip(rho, -1.0, 1.0)
+        e = jnp.exp(gamma * (rho + shift))
+        return norm * e, (gamma * e if need_dot else None)
 
     return dual
