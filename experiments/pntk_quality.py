@@ -38,6 +38,9 @@ the ``'structured'`` implementation (``implementation``). The cost ratio is read
 :func:`ntk.empirical_ntk_fn`'s ``plan`` (its FLOP estimate for that implementation) for the
 full kernel and for the one-output model ``g`` that :func:`ntk.approx.pntk_fn`
 differentiates; nothing is timed.
+
+Scaled down: one hidden layer, 48 + 100 digits, readout widths 64, 512, 4096, two seeds (full:
+two hidden layers, 200 + 1000 digits, widths 64..8192, five seeds).
 """
 from __future__ import annotations
 
@@ -51,13 +54,16 @@ import numpy as np
 
 import ntk
 import tasks
-from experiments.records import Claim
+from experiments.claims import at_least, at_most, claim, close_to
 from ntk import approx, predict, stax
 from limits.scaling import loglog_slope
 
-NAME = "pntk_quality"
-DESCRIPTION = ("Mohamadi et al. 2023: pseudo-NTK (sum of logits) against the full eNTK as "
-               "the readout width grows")
+SUMMARY = ("Mohamadi et al. 2023: pseudo-NTK (sum of logits) against the full eNTK as the "
+           "readout width grows")
+PAPER = "mohamadi2023pntk"
+CITATION = ("Mohamadi, M. A., Bae, W. & Sutherland, D. J. (2023). A fast, well-founded "
+            "approximation to the empirical neural tangent kernel. ICML 2023, "
+            "PMLR 202:25061-25081, arXiv:2206.12543.")
 NUM_CLASSES = 10
 
 
@@ -74,11 +80,6 @@ class Config:
     b_std: float = 0.1
     diag_reg: float = 1e-4          # ridge, relative to the mean diagonal of each kernel
     implementation: str = "structured"   # ntk.empirical_ntk_fn implementation for both kernels
-    slope_tolerance: float = 0.15   # claim: fitted error slope within -1/2 +- this
-    eig_tolerance: float = 0.05     # claim: |lambda_max ratio - 1| at the largest width
-    cond_tolerance: float = 0.25    # claim: |condition-number ratio - 1| at the largest width
-    accuracy_tolerance: float = 0.02   # claim: |acc(pNTK) - acc(eNTK)| at the largest width
-    agreement_threshold: float = 0.95  # claim: argmax agreement at the largest width
     seed: int = 0
 
     @classmethod
@@ -102,19 +103,14 @@ class Config:
                                    for w in widths)
                 or any(b <= a for a, b in zip(widths, widths[1:]))):
             raise ValueError(f"readout_widths needs >= 3 increasing positive ints, got {widths}")
-        for name in ("W_std", "slope_tolerance", "eig_tolerance", "cond_tolerance",
-                     "accuracy_tolerance"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.W_std > 0:
+            raise ValueError(f"W_std must be > 0, got {self.W_std!r}")
         if self.b_std < 0 or self.diag_reg < 0:
             raise ValueError(f"b_std and diag_reg must be >= 0, got b_std={self.b_std!r}, "
                              f"diag_reg={self.diag_reg!r}")
         if self.implementation not in ("jacobian", "ntvp", "structured", "auto"):
             raise ValueError(f"implementation must be 'jacobian', 'ntvp', 'structured' or "
                              f"'auto', got {self.implementation!r}")
-        if not 0 < self.agreement_threshold <= 1:
-            raise ValueError(f"agreement_threshold must be in (0, 1], got "
-                             f"{self.agreement_threshold!r}")
 
 
 def network(cfg: Config, readout_width: int):
@@ -256,74 +252,78 @@ def run(cfg: Config, ctx) -> dict:
                "frobenius_error_per_seed": per_seed["frobenius_error"].tolist(),
                "error_slope": slope, "error_prefactor": prefactor,
                "flop_ratio": flop_ratio, "implementations_full_over_pntk": impls}
-    _figures(metrics, ctx)
     return metrics
 
 
-def _figures(m, ctx) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    n = np.array(m["readout_widths"], float)
-    fig, axes = plt.subplots(1, 3, figsize=(14.5, 3.9))
+def figures(results: dict) -> dict:
+    """The error against readout width (log-log, per seed and mean), the spectrum ratios, and
+    kernel-regression accuracy and agreement."""
+    from matplotlib.figure import Figure
+    m = results["metrics"]
+    n = np.asarray(m["readout_widths"], float)
+    curve = lambda key: np.asarray(m[key], float)
+    error, slope = curve("frobenius_error"), float(m["error_slope"])
+    fig = Figure(figsize=(14.5, 3.9))
+    axes = fig.subplots(1, 3)
     ax = axes[0]
-    for row in np.array(m["frobenius_error_per_seed"]).T:
+    for row in np.asarray(m["frobenius_error_per_seed"], float).T:
         ax.loglog(n, row, ".", color="0.6")
-    ax.loglog(n, m["frobenius_error"], "o-", label=f"mean over seeds (slope "
-                                                   f"{m['error_slope']:.2f})")
-    ax.loglog(n, m["error_prefactor"] * n ** m["error_slope"], "k:", lw=0.8, label="fit")
-    ax.loglog(n, m["frobenius_error"][0] * np.sqrt(n[0] / n), "r--", lw=0.8, label="n^-1/2")
+    ax.loglog(n, error, "o-", label=f"mean over seeds (slope {slope:.2f})")
+    ax.loglog(n, float(m["error_prefactor"]) * n ** slope, "k:", lw=0.8, label="fit")
+    ax.loglog(n, error[0] * np.sqrt(n[0] / n), "r--", lw=0.8, label="n^-1/2")
     ax.set_xlabel("readout width n (last hidden layer)")
     ax.set_ylabel("||eNTK - pNTK (x) I||_F / ||eNTK||_F")
     ax.set_title("pNTK error falls like n^-1/2")
     ax.legend(fontsize=7)
     ax = axes[1]
-    ax.semilogx(n, m["lambda_max_ratio"], "o-", label="lambda_max(pNTK) / lambda_max(eNTK)")
-    ax.semilogx(n, m["condition_ratio"], "s-", label="cond(pNTK) / cond(eNTK)")
+    ax.semilogx(n, curve("lambda_max_ratio"), "o-", label="lambda_max(pNTK) / lambda_max(eNTK)")
+    ax.semilogx(n, curve("condition_ratio"), "s-", label="cond(pNTK) / cond(eNTK)")
     ax.axhline(1.0, color="k", lw=0.8, ls=":")
     ax.set_xlabel("readout width n")
     ax.set_ylabel("ratio (pNTK over full eNTK)")
     ax.set_title("Spectrum: pNTK tracks the full eNTK")
     ax.legend(fontsize=7)
     ax = axes[2]
-    ax.semilogx(n, m["entk_accuracy"], "o-", label="full eNTK regression")
-    ax.semilogx(n, m["pntk_accuracy"], "s--", label="pNTK regression")
-    ax.semilogx(n, m["prediction_agreement"], "^:", label="argmax agreement")
+    ax.semilogx(n, curve("entk_accuracy"), "o-", label="full eNTK regression")
+    ax.semilogx(n, curve("pntk_accuracy"), "s--", label="pNTK regression")
+    ax.semilogx(n, curve("prediction_agreement"), "^:", label="argmax agreement")
     ax.set_xlabel("readout width n")
     ax.set_ylabel("test accuracy / agreement")
     ax.set_title(f"Kernel regression on digits: same predictions\n(pNTK: "
-                 f"{m['flop_ratio'][-1]:.0f}x fewer planned kernel FLOPs)", fontsize=10)
+                 f"{float(m['flop_ratio'][-1]):.0f}x fewer planned kernel FLOPs)", fontsize=10)
     ax.legend(fontsize=7)
-    ctx.save_figure(fig, "pntk_quality")
+    return {"pntk_quality": fig}
 
 
-def claims(m: dict, cfg: Config) -> list[Claim]:
-    tol, s = cfg.slope_tolerance, m["error_slope"]
-    widths = m["readout_widths"]
-    n_max = widths[-1]
-    lam = m["lambda_max_ratio"][-1]
-    cond = m["condition_ratio"][-1]
-    acc_gap = abs(m["pntk_accuracy"][-1] - m["entk_accuracy"][-1])
-    agree = m["prediction_agreement"][-1]
-    o = m["num_outputs"]
-    return [
-        Claim("pntk_error_inverse_sqrt_width",
-              f"relative Frobenius error of pNTK (x) I against the full eNTK ~ n^s, readout "
-              f"widths n = {widths[0]}..{n_max}", f"s in [{-0.5 - tol:g}, {-0.5 + tol:g}]", s,
-              bool(abs(s + 0.5) <= tol)),
-        Claim("lambda_max_ratio", f"lambda_max(pNTK) / lambda_max(eNTK) at n = {n_max}",
-              f"within 1 +- {cfg.eig_tolerance:g}", lam,
-              bool(abs(lam - 1) <= cfg.eig_tolerance)),
-        Claim("condition_number_ratio", f"cond(pNTK) / cond(eNTK) at n = {n_max}",
-              f"within 1 +- {cfg.cond_tolerance:g}", cond,
-              bool(abs(cond - 1) <= cfg.cond_tolerance)),
-        Claim("regression_accuracy_gap", f"absolute difference of the test accuracies of "
-              f"pNTK and eNTK kernel regression at n = {n_max}",
-              f"<= {cfg.accuracy_tolerance:g}", acc_gap, bool(acc_gap <= cfg.accuracy_tolerance)),
-        Claim("regression_argmax_agreement", f"fraction of test points where pNTK and eNTK "
-              f"regression predict the same class at n = {n_max}",
-              f">= {cfg.agreement_threshold:g}", agree, bool(agree >= cfg.agreement_threshold)),
-        Claim("kernel_flop_ratio", f"planned FLOPs of the full eNTK / the pNTK at n = {n_max} "
-              f"(O = {o} outputs)", f">= O = {o}", m["flop_ratio"][-1],
-              bool(m["flop_ratio"][-1] >= o)),
-    ]
+def _at_largest(m: dict) -> str:
+    return f"at n = {m['readout_widths'][-1]}"
+
+
+# Thresholds (the old defaults): the O(n^-1/2) theorem as a fitted slope -0.5 +- 0.15 over
+# three widths; at the largest width lambda_max within 5 %, the condition number within 25 %,
+# accuracies within 2 points, >= 95 % agreement; the kernel costs at least a factor O = 10.
+CLAIMS = (
+    claim("pntk_error_inverse_sqrt_width",
+          lambda m: f"relative Frobenius error of pNTK (x) I against the full eNTK ~ n^s, readout "
+                    f"widths n = {m['readout_widths'][0]}..{m['readout_widths'][-1]}",
+          "error_slope", close_to(-0.5, 0.15)),
+    claim("lambda_max_ratio",
+          lambda m: f"lambda_max(pNTK) / lambda_max(eNTK) {_at_largest(m)}",
+          lambda m: m["lambda_max_ratio"][-1], close_to(1.0, 0.05)),
+    claim("condition_number_ratio",
+          lambda m: f"cond(pNTK) / cond(eNTK) {_at_largest(m)}",
+          lambda m: m["condition_ratio"][-1], close_to(1.0, 0.25)),
+    claim("regression_accuracy_gap",
+          lambda m: f"absolute difference of the test accuracies of pNTK and eNTK kernel "
+                    f"regression {_at_largest(m)}",
+          lambda m: abs(m["pntk_accuracy"][-1] - m["entk_accuracy"][-1]), at_most(0.02)),
+    claim("regression_argmax_agreement",
+          lambda m: f"fraction of test points where pNTK and eNTK regression predict the same "
+                    f"class {_at_largest(m)}",
+          lambda m: m["prediction_agreement"][-1], at_least(0.95)),
+    # the pNTK needs one backward pass per example instead of O = NUM_CLASSES
+    claim("kernel_flop_ratio",
+          lambda m: f"planned FLOPs of the full eNTK / the pNTK {_at_largest(m)} "
+                    f"(O = {m['num_outputs']} outputs)",
+          lambda m: m["flop_ratio"][-1], at_least(10)),
+)

@@ -14,6 +14,7 @@ import pytest
 
 import ntk
 from experiments import pntk_quality as pq
+from experiments.claims import check
 from ntk import approx
 
 
@@ -110,8 +111,7 @@ def test_extreme_eigenvalues_of_a_kronecker_kernel():
 
 @pytest.mark.parametrize("field,value", [
     ("readout_widths", (64, 64, 128)), ("readout_widths", (64, 128)), ("n_train", 0),
-    ("dataset", "cifar10"), ("implementation", "fast"), ("agreement_threshold", 1.5),
-    ("slope_tolerance", 0.0), ("diag_reg", -1.0),
+    ("dataset", "cifar10"), ("implementation", "fast"), ("W_std", 0.0), ("diag_reg", -1.0),
 ])
 def test_config_validation_names_the_field(field, value):
     cfg = dataclasses.replace(pq.Config(), **{field: value})
@@ -122,13 +122,33 @@ def test_config_validation_names_the_field(field, value):
 
 
 def test_claims_follow_the_measured_numbers():
-    cfg = pq.Config()
     good = {"readout_widths": [64, 512, 4096], "num_outputs": 10, "error_slope": -0.48,
             "lambda_max_ratio": [0.8, 0.9, 0.99], "condition_ratio": [0.3, 0.6, 0.9],
             "pntk_accuracy": [0.7, 0.8, 0.81], "entk_accuracy": [0.7, 0.8, 0.8],
             "prediction_agreement": [0.8, 0.9, 0.97], "flop_ratio": [50.0, 60.0, 63.0]}
-    assert all(c.holds for c in pq.claims(good, cfg))
+    assert all(c["holds"] for c in check(pq.CLAIMS, good))
     bad = {**good, "error_slope": -0.2, "lambda_max_ratio": [0.9, 0.9, 0.9],
            "condition_ratio": [1, 1, 1.3], "pntk_accuracy": [0.7, 0.8, 0.77],
            "prediction_agreement": [1, 1, 0.9], "flop_ratio": [5.0, 6.0, 9.0]}
-    assert not any(c.holds for c in pq.claims(bad, cfg))
+    assert not any(c["holds"] for c in check(pq.CLAIMS, bad))
+
+
+def test_figures_redraw_from_json_results():
+    """Results shaped like a quick run's (no kernels computed), read back from JSON."""
+    import json
+    from matplotlib.figure import Figure
+    from experiments import config as configlib
+    from experiments.records import jsonable
+    n = np.array([64.0, 512.0, 4096.0])
+    metrics = {"readout_widths": [64, 512, 4096], "num_outputs": 10,
+               "frobenius_error": 2 * n ** -0.5, "frobenius_error_per_seed": [[0.26, 0.24],
+                                                                              [0.09, 0.08],
+                                                                              [0.03, 0.031]],
+               "error_slope": -0.5, "error_prefactor": 2.0, "lambda_max_ratio": [0.8, 0.9, 0.99],
+               "condition_ratio": [0.3, 0.6, float("nan")], "entk_accuracy": [0.7, 0.8, 0.8],
+               "pntk_accuracy": [0.7, 0.8, 0.81], "prediction_agreement": [0.8, 0.9, 0.97],
+               "flop_ratio": [50.0, 60.0, 63.0]}
+    results = json.loads(json.dumps(jsonable(
+        {"study": "pntk_quality", "config": configlib.to_dict(pq.Config()), "metrics": metrics})))
+    figs = pq.figures(results)
+    assert list(figs) == ["pntk_quality"] and all(isinstance(f, Figure) for f in figs.values())
