@@ -1,5 +1,6 @@
 """Liu et al. 2024 rank study: the initialisations, kernels and measures, checked independently."""
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,8 @@ import pytest
 from scipy.linalg import subspace_angles
 
 from experiments import rank_richness as rr
+from experiments.claims import check
+from experiments.records import jsonable
 
 
 @pytest.mark.parametrize("rank", [1, 3, 7, 12])
@@ -143,18 +146,37 @@ def test_config_validation_names_the_field():
     rr.Config.full().validate()
 
 
-def test_claims_fail_when_the_trend_is_reversed():
-    """Synthetic metrics: a change that grows with rank and an aligned init that moves more."""
+def _synthetic_metrics(trend):
+    """Metrics shaped like a quick run's, every change following ``trend`` over the ranks."""
     cfg = rr.Config()
     ranks = list(cfg.ranks)
-    up = [0.01 * (i + 1) for i in range(len(ranks))]
-    m = {"ranks": ranks, "max_final_relative_loss": 0.5,
-         "ntk_task_alignment_0_aligned_over_random": 0.5}
-    for key in ("weight_change", "hidden_kernel_change", "ntk_change"):
-        m[key + "_spearman"] = rr._spearman(ranks, up)
-        m[key + "_lowest_over_full"] = up[0] / up[-1]
+    m = {"ranks": ranks, "task_dim": cfg.task_dim, "n_seeds": cfg.n_seeds}
+    for key in ("weight_change", "hidden_kernel_change", "ntk_change", "ntk_task_alignment_0",
+                "ntk_task_alignment_T"):
+        m[key + "_mean"] = list(trend)
+        m[key + "_std"] = [0.1 * v for v in trend]
+        m[key + "_aligned_mean"], m[key + "_aligned_std"] = 2 * trend[1], 0.1 * trend[1]
+        m[key + "_spearman"] = rr._spearman(ranks, trend)
+        m[key + "_lowest_over_full"] = trend[0] / trend[-1]
         m[key + "_aligned_over_random"] = 2.0
-    held = {c.id: c.holds for c in rr.claims(m, cfg)}
-    assert len(held) >= 3 and not any(held.values())
-    for c in rr.claims(m, cfg):
-        assert isinstance(c.measured, float)
+    m["ntk_task_alignment_0_aligned_over_random"] = 0.5
+    m["max_final_relative_loss"] = 0.5
+    return m
+
+
+def test_claims_fail_when_the_trend_is_reversed():
+    """Synthetic metrics: a change that grows with rank and an aligned init that moves more."""
+    up = [0.01 * (i + 1) for i in range(len(rr.Config().ranks))]
+    checked = check(rr.CLAIMS, _synthetic_metrics(up))
+    assert len(checked) == 9 and not any(c["holds"] for c in checked)
+    assert all(isinstance(c["measured"], float) for c in checked)
+    assert "weight_change_rank_1_over_full" in {c["id"] for c in checked}
+
+
+def test_figures_redraw_from_a_json_round_trip():
+    down = [0.32 / 2 ** i for i in range(len(rr.Config().ranks))]
+    results = json.loads(json.dumps(jsonable({"study": "rank_richness", "config": rr.Config(),
+                                              "metrics": _synthetic_metrics(down)})))
+    figs = rr.figures(results)
+    assert set(figs) == {"richness_vs_rank", "task_alignment"}
+    assert all(type(f).__name__ == "Figure" and f.axes for f in figs.values())
