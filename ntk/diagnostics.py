@@ -1,4 +1,5 @@
-"""Kernel diagnostics: alignment, CKA, kernel distance, spectrum, effective rank.
+"""Kernel diagnostics: alignment, label-gradient alignment, CKA, kernel distance, spectrum,
+effective rank.
 
 All functions take kernels ``(N, N)`` or full kernels ``(N, N, O, O)`` (flattened to
 ``(N O, N O)``), validate them (square, symmetric, finite) and are pure ``jnp`` otherwise.
@@ -11,8 +12,8 @@ import numpy as np
 
 from ntk.solvers import _concrete, check_kernel
 
-__all__ = ["center", "kernel_alignment", "cka", "kernel_distance", "spectrum",
-           "effective_rank"]
+__all__ = ["center", "kernel_alignment", "label_gradient_alignment", "cka", "kernel_distance",
+           "spectrum", "effective_rank"]
 
 
 def _as_matrix(k, name: str):
@@ -61,6 +62,30 @@ def kernel_alignment(k, y, *, centered: bool = True):
     if centered:
         return _frobenius_cosine(center(k), center(yy))
     return _frobenius_cosine(k, yy)
+
+
+def label_gradient_alignment(k, labels):
+    """Label-gradient alignment (LGA) of a kernel with class labels.
+
+    ``LGA = <K - mean(K), Y - mean(Y)>_F / (|K - mean(K)|_F |Y - mean(Y)|_F)`` with
+    ``Y_ij = +1`` if ``labels_i == labels_j`` else ``-1`` and ``mean`` the mean of all entries
+    (a scalar shift, not :func:`center`'s double centering). ``k``: ``(N, N)`` (e.g. a trace
+    eNTK), ``labels``: ``(N,)`` integers. Returns a scalar in ``[-1, 1]``; invariant under
+    ``K -> a K + b`` for ``a > 0``.
+
+    Mok, Na, Kim, Han & Yoon (2022), "Demystifying the Neural Tangent Kernel from a Practical
+    Perspective: Can it be trusted for Neural Architecture Search without training?",
+    CVPR 2022, arXiv:2203.14577.
+    """
+    k = _as_matrix(k, "k")
+    labels = jnp.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != k.shape[0]:
+        raise ValueError(f"`labels` must have shape ({k.shape[0]},) to match `k`, got "
+                         f"{tuple(labels.shape)}.")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"`labels` must be integers, got {labels.dtype}.")
+    y = jnp.where(labels[:, None] == labels[None, :], 1.0, -1.0).astype(k.dtype)
+    return _frobenius_cosine(k - k.mean(), y - y.mean())
 
 
 def cka(k1, k2):

@@ -103,3 +103,26 @@ def test_other_bad_inputs_raise():
         diagnostics.effective_rank(k, kind="nope")
     with pytest.raises(ValueError, match="undefined"):
         diagnostics.kernel_alignment(jnp.ones((3, 3)), jnp.arange(3.0))  # constant kernel
+
+
+def test_label_gradient_alignment_extremes_invariance_and_a_brute_force_sum():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, size=12)
+    y = np.where(labels[:, None] == labels[None, :], 1.0, -1.0)
+    lga = diagnostics.label_gradient_alignment
+    assert float(lga(jnp.asarray(y), labels)) == pytest.approx(1.0, abs=1e-12)
+    assert float(lga(jnp.asarray(-y), labels)) == pytest.approx(-1.0, abs=1e-12)
+    a = rng.normal(size=(12, 5))
+    k = a @ a.T
+    value = float(lga(jnp.asarray(k), labels))
+    assert float(lga(jnp.asarray(3.0 * k + 7.0), labels)) == pytest.approx(value, rel=1e-10)
+    # the same number as an explicit double loop over pairs
+    km, ym = k.mean(), y.mean()
+    num = sum((k[i, j] - km) * (y[i, j] - ym) for i in range(12) for j in range(12))
+    den = np.sqrt(sum((k[i, j] - km) ** 2 for i in range(12) for j in range(12))
+                  * sum((y[i, j] - ym) ** 2 for i in range(12) for j in range(12)))
+    assert value == pytest.approx(num / den, rel=1e-10)
+    with pytest.raises(ValueError, match="labels"):
+        lga(jnp.asarray(k), labels[:5])
+    with pytest.raises(TypeError, match="labels"):
+        lga(jnp.asarray(k), labels.astype(float))
