@@ -1,12 +1,17 @@
 """IDInit (Pan et al. 2025): identity-like matrices, norm preservation at init, He's 3x growth
 per block and the rank constraint of zero padding, checked by explicit loops, exact
 identities and Monte Carlo."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from experiments import idinit as idi
+from experiments.records import jsonable
+from experiments.runner import check_claims
 
 
 @pytest.mark.parametrize("n_in,n_out", [(4, 4), (4, 8), (5, 7), (12, 5), (128, 10)])
@@ -106,3 +111,37 @@ def test_zero_padding_is_an_invariant_subspace_and_repetition_is_not():
     assert np.all(h[:, 6:] == 0) and np.abs(h[:, :6]).max() > 0.1
     h = trained("idinit")
     assert np.abs(h[:, :6] - h[:, 6:]).max() > 1e-3 * np.abs(h).max()
+
+
+def _made_up_results(he_trains: bool):
+    """Metrics shaped as run() returns them (3 blocks, 2 rates; He diverges at the larger rate,
+    or at both), through the JSON round trip of results.json."""
+    inf = float("inf")
+    he_curves = [[5.0, 1.0, 0.5], [5.0, inf, inf]] if he_trains else [[5.0, inf, inf]] * 2
+    he_mean = [0.75, inf] if he_trains else [inf, inf]
+    m = {"depth": 3, "tau": 1.0, "epsilon": 1e-6, "n_train": 32, "learning_rates": [0.001, 0.01],
+         "blocks": [0, 1, 2, 3], "idinit_input_gain": 1.41,
+         "idinit_norm_ratio_mean": [1.0, 1.0, 1.0, 1.0], "idinit_norm_max_deviation": 3e-6,
+         "idinit_norm_slope": 0.0, "he_sq_norm": [1.0, 3.1, 9.0, 27.5], "he_norm_slope": 1.1,
+         "he_predicted_slope": float(np.log(3.0)), "train_steps": [0, 10, 20],
+         "idinit_loss_curves": [[2.3, 1.0, 0.4], [2.3, 0.5, 0.1]], "idinit_mean_loss": [0.7, 0.3],
+         "idinit_best_lr": 0.01, "idinit_best_mean_loss": 0.3, "idinit_best_final_loss": 0.1,
+         "idinit_n_rates_trained": 2, "he_loss_curves": he_curves, "he_mean_loss": he_mean,
+         "he_best_lr": 0.001, "he_best_mean_loss": min(he_mean), "he_best_final_loss": 0.5,
+         "he_n_rates_trained": int(he_trains), "zero_padded_loss_curve": [2.3, 1.1, 0.6],
+         "input_dim": 64, "data_rank": 60, "idinit_feature_rank_init": 60,
+         "zero_padded_feature_rank_init": 60, "idinit_feature_rank_end": 100,
+         "zero_padded_feature_rank_end": 60}
+    return json.loads(json.dumps(jsonable({"study": "idinit", "config": {}, "metrics": m})))
+
+
+@pytest.mark.parametrize("he_trains", [True, False])
+def test_claims_and_figures_from_stored_results(he_trains):
+    results = _made_up_results(he_trains)
+    checked = {c["id"]: c for c in check_claims(idi, results)}
+    assert all(c["holds"] for c in checked.values())
+    assert checked["idinit_trains_faster_than_he"]["measured"] == pytest.approx(
+        0.4 if he_trains else 0.0)
+    assert checked["repeated_identity_breaks_rank_constraint"]["measured"] == 100 / 64
+    figs = idi.figures(results)
+    assert list(figs) == ["idinit"] and all(isinstance(f, Figure) for f in figs.values())
