@@ -45,6 +45,10 @@ fastest -- the constant matters for plain gradient descent.) The training claim 
 the vanishing ``c = 0.36`` and He's ``c = 2``; ``c = 1`` (growth 1.8 per layer for K = 5) is
 trained and recorded too (``mean_loss_ratio_vs``): at depth 16 with a small rate it trains
 about as fast as ``1 / M_K`` (faster on some seeds), so it is not part of the claim.
+
+Scaled down: width 64, depth 30, 8 nets per ``c`` at init; a depth-16 width-16 net trained on
+128 digits (full: width 256, depth 50, 64 nets; depth-21 width-32 training on 1000 digits, 3
+seeds).
 """
 from __future__ import annotations
 
@@ -58,11 +62,13 @@ from scipy import integrate, stats
 
 from experiments._init_nets import (cross_entropy, digits_classification, heavy_ball_train,
                                    log_slope)
-from experiments.records import Claim
+from experiments.claims import at_most, claim, less, within
 
-NAME = "maxout_init"
-DESCRIPTION = ("Tseran & Montufar 2023: maxout initialisation c = 1/E[max_K^2] keeps activation "
-               "length and deep Jacobian O(1) with depth")
+SUMMARY = ("Tseran & Montufar 2023: maxout initialisation c = 1/E[max_K^2] keeps activation "
+           "length O(1) with depth")
+PAPER = "tseran2023maxout"
+CITATION = ("Tseran, H. & Montufar, G. (2023). Expected gradients of maxout networks and "
+            "consequences to parameter initialization. ICML 2023, arXiv:2301.06956.")
 
 DTYPE = jnp.float32
 
@@ -76,7 +82,6 @@ class Config:
     n_seeds: int = 8                         # networks per c, vectorised with vmap
     n_inputs: int = 16                       # digits inputs per network
     baseline_c: tuple[float, ...] = (0.36, 1.0, 2.0)   # compared with c = 1 / M_K
-    slope_tolerance: float = 0.05            # claims: |slope - predicted| per layer
     # training
     train_width: int = 16
     train_depth: int = 16
@@ -86,8 +91,6 @@ class Config:
     learning_rates: tuple[float, ...] = (0.003, 0.01, 0.03)   # best rate per c
     momentum: float = 0.9                    # full-batch heavy-ball SGD
     n_train_seeds: int = 1
-    claim_alternatives: tuple[float, ...] = (0.36, 2.0)   # the training claim's comparison
-    loss_ratio_max: float = 1.0              # claim: mean loss(c = 1/M_K) / best alternative
     checkpoint_every: int = 2
     seed: int = 0
 
@@ -119,9 +122,6 @@ class Config:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
         if not self.learning_rates or min(self.learning_rates) <= 0:
             raise ValueError(f"learning_rates needs positive values, got {self.learning_rates}")
-        if not set(self.claim_alternatives) <= set(self.baseline_c):
-            raise ValueError(f"claim_alternatives={self.claim_alternatives} must be among "
-                             f"baseline_c={self.baseline_c}")
         if self.n_train + 1 > 1797:
             raise ValueError(f"n_train={self.n_train} exceeds the digits data set")
 
@@ -362,77 +362,100 @@ def run(cfg: Config, ctx) -> dict:
     c_star = 1.0 / m_k
     c_values = (c_star,) + tuple(float(c) for c in cfg.baseline_c)
     metrics = {"maxout_rank": k, "M_K": m_k, "S_K": s_k, "L_K": l_k, "c_paper": c_star,
+               "width": cfg.width, "train_depth": cfg.train_depth, "learning_rates": list(cfg.learning_rates),
                **_init_study(cfg, m_k, c_values), **_train_study(cfg, ctx, c_values)}
     best = metrics["best_mean_loss"]
     metrics["mean_loss_ratio_vs"] = {f"{c:g}": (best[0] / b if np.isfinite(b) else 0.0)
                                      for c, b in zip(c_values[1:], best[1:])}
-    _figures(cfg, metrics, ctx)
     return metrics
 
 
-def _figures(cfg, m, ctx) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    depth = np.array(m["depths"])
+def figures(results: dict) -> dict:
+    """Activation length and ``|J_l u|^2 / n_l`` against depth for every ``c`` (points: networks,
+    lines: the exact expectations); the training curve at the best rate per ``c``."""
+    from matplotlib.figure import Figure
+    m = results["metrics"]
+    depth = np.asarray(m["depths"])
     labels = [f"c = {c:.3g}" + (" (1/M_K, paper)" if i == 0 else "")
               for i, c in enumerate(m["c_values"])]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig = Figure(figsize=(14, 3.8))
+    axes = fig.subplots(1, 3)
     for i, lab in enumerate(labels):
-        line, = axes[0].semilogy(depth, m["length"][i], "o", ms=3, label=lab)
-        axes[0].semilogy(depth, m["predicted_length"][i], "-", color=line.get_color(), lw=1)
-        line, = axes[1].semilogy(depth, m["jacobian"][i], "o", ms=3, label=lab)
-        axes[1].semilogy(depth, m["predicted_jacobian"][i], "-", color=line.get_color(), lw=1)
-    axes[0].set_title(f"Activation length, K = {cfg.maxout_rank} (lines: (c M_K)^l)")
+        line, = axes[0].semilogy(depth, np.asarray(m["length"][i], float), "o", ms=3, label=lab)
+        axes[0].semilogy(depth, np.asarray(m["predicted_length"][i], float), "-",
+                         color=line.get_color(), lw=1)
+        line, = axes[1].semilogy(depth, np.asarray(m["jacobian"][i], float), "o", ms=3,
+                                 label=lab)
+        axes[1].semilogy(depth, np.asarray(m["predicted_jacobian"][i], float), "-",
+                         color=line.get_color(), lw=1)
+    axes[0].set_title(f"Activation length, K = {m['maxout_rank']} (lines: (c M_K)^l)")
     axes[0].set_xlabel("layer l")
     axes[0].set_ylabel("|h_l|^2 / n_l (mean over nets, inputs)")
     axes[1].set_title("Input-output Jacobian, random direction u\n(lines: exact recursion)")
     axes[1].set_xlabel("layer l")
     axes[1].set_ylabel("|J_l u|^2 / n_l")
     axes[0].legend(fontsize=7)
-    steps = np.array(m["train_steps"])
+    steps = np.asarray(m["train_steps"])
     for i, lab in enumerate(labels):
         b = m["best_lr"][i]
-        curve = m["train_loss_curves"][i][list(cfg.learning_rates).index(b)]
-        tag = f"lr {b:g}" if np.isfinite(m["best_mean_loss"][i]) else "diverged at every lr"
+        curve = np.asarray(m["train_loss_curves"][i][list(m["learning_rates"]).index(b)], float)
+        tag = (f"lr {b:g}" if np.isfinite(float(m["best_mean_loss"][i]))
+               else "diverged at every lr")
         axes[2].semilogy(steps, curve, "o-", ms=3, label=f"{lab}, {tag}")
-    axes[2].set_title(f"Training a depth-{cfg.train_depth} maxout net on digits\n"
+    axes[2].set_title(f"Training a depth-{m['train_depth']} maxout net on digits\n"
                       "(SGD + momentum, best learning rate per c)")
     axes[2].set_xlabel("step")
     axes[2].set_ylabel("train cross-entropy")
     axes[2].legend(fontsize=7)
-    ctx.save_figure(fig, "maxout_init")
+    return {"maxout_init": fig}
 
 
-def claims(m: dict, cfg: Config) -> list[Claim]:
-    tol = cfg.slope_tolerance
-    s_len = m["length_slope"]
-    pred = m["predicted_length_slope"]
-    err = max(abs(s - p) for s, p in zip(s_len[1:], pred[1:]))
-    s_jac = m["jacobian_deep_slope"][0]
+#: the training claim's comparison: the vanishing c = 1/L_K and He's c = 2 (c = 1 is trained
+#: and recorded, not claimed: see the module docstring)
+TRAINING_ALTERNATIVES = (0.36, 2.0)
+
+
+def _length_slope_error(m: dict) -> float:
+    """max over the baseline c of |slope of log length - log(c M_K)|."""
+    return max(abs(float(s) - float(p)) for s, p in
+               zip(m["length_slope"][1:], m["predicted_length_slope"][1:]))
+
+
+def _loss_ratio_vs_alternatives(m: dict) -> float:
+    """Mean training loss at c = 1/M_K over the best of :data:`TRAINING_ALTERNATIVES` (0 when
+    every alternative diverged; NaN when the run trained none of them)."""
     # results.json stores non-finite losses (diverged runs) as the string "inf"
     losses = [float(v) for v in m["best_mean_loss"]]
-    best = dict(zip(m["c_values"][1:], losses[1:]))
-    alt = min(best[c] for c in cfg.claim_alternatives)
-    ratio = losses[0] / alt if np.isfinite(alt) else 0.0
-    alt_txt = ", ".join(f"{c:.3g}" for c in cfg.claim_alternatives)
-    c_txt = ", ".join(f"{c:.3g}" for c in m["c_values"][1:])
-    return [
-        Claim("length_flat_at_paper_c",
-              f"c = 1/M_K = {m['c_paper']:.5f}: slope of log(|h_l|^2/n) against depth "
-              f"(l = 1..{cfg.depth}, width {cfg.width}, K = {cfg.maxout_rank})",
-              f"|slope| <= {tol:g}", float(s_len[0]), bool(abs(s_len[0]) <= tol)),
-        Claim("length_slope_is_log_cM",
-              f"c in ({c_txt}): max |slope of log length - log(c M_K)| (vanishing for "
-              "c M_K < 1, exploding for c M_K > 1)", f"<= {tol:g}", float(err),
-              bool(err <= tol)),
-        Claim("jacobian_flat_at_paper_c",
-              f"c = 1/M_K: slope of log(|J_l u|^2/n) over the deep half (l > {cfg.depth // 2}), "
-              "random input direction u", f"|slope| <= {tol:g}", float(s_jac),
-              bool(abs(s_jac) <= tol)),
-        Claim("paper_c_trains_faster",
-              f"depth-{cfg.train_depth} maxout net on digits, SGD + momentum, best lr per c: "
-              f"mean train loss over {cfg.train_steps} steps, c = 1/M_K / best of c in "
-              f"({alt_txt})",
-              f"< {cfg.loss_ratio_max:g}", float(ratio), bool(ratio < cfg.loss_ratio_max)),
-    ]
+    best = dict(zip((float(c) for c in m["c_values"][1:]), losses[1:]))
+    if not all(c in best for c in TRAINING_ALTERNATIVES):
+        return float("nan")
+    alt = min(best[c] for c in TRAINING_ALTERNATIVES)
+    return losses[0] / alt if np.isfinite(alt) else 0.0
+
+
+def _alternatives_text() -> str:
+    return ", ".join(f"{c:.3g}" for c in TRAINING_ALTERNATIVES)
+
+
+# Bounds (the old defaults): slopes per layer within +- 0.05 of their prediction (0 at
+# c = 1/M_K, log(c M_K) otherwise); c = 1/M_K's mean training loss below the alternatives'.
+CLAIMS = (
+    claim("length_flat_at_paper_c",
+          lambda m: f"c = 1/M_K = {m['c_paper']:.5f}: slope of log(|h_l|^2/n) against depth "
+                    f"(l = 1..{m['depths'][-1]}, width {m['width']}, K = {m['maxout_rank']})",
+          lambda m: m["length_slope"][0], within(-0.05, 0.05)),
+    claim("length_slope_is_log_cM",
+          lambda m: f"c in ({', '.join(f'{c:.3g}' for c in m['c_values'][1:])}): max |slope of "
+                    "log length - log(c M_K)| (vanishing for c M_K < 1, exploding for "
+                    "c M_K > 1)",
+          _length_slope_error, at_most(0.05)),
+    claim("jacobian_flat_at_paper_c",
+          lambda m: "c = 1/M_K: slope of log(|J_l u|^2/n) over the deep half "
+                    f"(l > {m['depths'][-1] // 2}), random input direction u",
+          lambda m: m["jacobian_deep_slope"][0], within(-0.05, 0.05)),
+    claim("paper_c_trains_faster",
+          lambda m: f"depth-{m['train_depth']} maxout net on digits, SGD + momentum, best lr "
+                    f"per c: mean train loss over {m['train_steps'][-1]} steps, c = 1/M_K / "
+                    f"best of c in ({_alternatives_text()})",
+          _loss_ratio_vs_alternatives, less(1.0)),
+)

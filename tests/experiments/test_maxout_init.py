@@ -1,12 +1,17 @@
 """Maxout initialisation (Tseran & Montufar 2023): order-statistic moments, the per-layer growth
 factor and the Jacobian recursion, checked against closed forms, Monte Carlo and autodiff."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from scipy import stats
 
 from experiments import maxout_init as mi
+from experiments.records import jsonable
+from experiments.runner import check_claims
 from limits.criticality import gaussian_expectation
 
 
@@ -104,7 +109,42 @@ def test_jacobian_recursion_matches_monte_carlo():
 def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="train_steps"):
         mi.Config(train_steps=110, chunk=50).validate()
-    with pytest.raises(ValueError, match="claim_alternatives"):
-        mi.Config(claim_alternatives=(0.5,)).validate()
     with pytest.raises(ValueError, match="maxout_rank"):
         mi.Config(maxout_rank=1).validate()
+
+
+def _made_up_results(baseline_c=(0.36, 1.0, 2.0)):
+    """Metrics shaped as run() returns them (K = 5, depth 6, two rates; c = 2 diverges at
+    every rate), through the JSON round trip of results.json."""
+    m_k = mi.max_gaussian_second_moment(5)
+    c_values = [1 / m_k, *baseline_c]
+    depths = np.arange(1, 7)
+    inf = float("inf")
+    m = {"maxout_rank": 5, "M_K": m_k, "c_paper": 1 / m_k, "width": 16, "train_depth": 4,
+         "learning_rates": [0.01, 0.03], "depths": depths.tolist(),
+         "c_values": c_values, "train_steps": [0, 50, 100]}
+    growth = [np.log(c * m_k) for c in c_values]
+    for key in ("length", "predicted_length", "jacobian", "predicted_jacobian"):
+        m[key] = [np.exp(g * depths).tolist() for g in growth]
+    m["length_slope"] = [g + 0.01 for g in growth]
+    m["predicted_length_slope"] = growth
+    m["jacobian_deep_slope"] = [g - 0.01 for g in growth]
+    curves = {0.36: [2.3, 2.2, 2.1], 1.0: [2.3, 1.2, 0.9], 2.0: [2.3, inf, inf]}
+    m["train_loss_curves"] = [[[2.3, 1.0, 0.8]] * 2] + [[curves[c]] * 2 for c in baseline_c]
+    m["best_lr"] = [0.01] * len(c_values)
+    m["best_mean_loss"] = [0.9] + [inf if c == 2.0 else float(np.mean(curves[c][1:]))
+                                   for c in baseline_c]
+    return json.loads(json.dumps(jsonable({"study": "maxout_init", "config": {}, "metrics": m})))
+
+
+def test_claims_and_figures_from_stored_results():
+    results = _made_up_results()
+    checked = {c["id"]: c for c in check_claims(mi, results)}
+    assert all(c["holds"] for c in checked.values())
+    assert checked["length_slope_is_log_cM"]["measured"] == pytest.approx(0.01)
+    assert checked["paper_c_trains_faster"]["measured"] == pytest.approx(0.9 / 2.15)
+    # a run without one of the claimed alternatives cannot support the training claim
+    checked = {c["id"]: c for c in check_claims(mi, _made_up_results((1.0, 2.0)))}
+    assert not checked["paper_c_trains_faster"]["holds"]
+    figs = mi.figures(results)
+    assert list(figs) == ["maxout_init"] and all(isinstance(f, Figure) for f in figs.values())
