@@ -16,7 +16,6 @@ import math
 from typing import Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ntk.stax.core import KernelFn, check_positive_int, diagonalize, no_kernel_fn
