@@ -362,7 +362,8 @@ def run(cfg: Config, ctx) -> dict:
     c_star = 1.0 / m_k
     c_values = (c_star,) + tuple(float(c) for c in cfg.baseline_c)
     metrics = {"maxout_rank": k, "M_K": m_k, "S_K": s_k, "L_K": l_k, "c_paper": c_star,
-               "width": cfg.width, "train_depth": cfg.train_depth, "learning_rates": list(cfg.learning_rates),
+               "width": cfg.width, "train_depth": cfg.train_depth,
+               "learning_rates": list(cfg.learning_rates),
                **_init_study(cfg, m_k, c_values), **_train_study(cfg, ctx, c_values)}
     best = metrics["best_mean_loss"]
     metrics["mean_loss_ratio_vs"] = {f"{c:g}": (best[0] / b if np.isfinite(b) else 0.0)
