@@ -34,22 +34,28 @@ under an abc-parametrization (:class:`limits.Parametrization`): layer ``l`` comp
 
 Everything is computed by :mod:`limits`; this module picks the sizes, draws the figures
 with limits' plot functions and turns the numbers into claims.
+
+Scaled down: depth-2 ReLU MLPs with Adam; coordinate check at widths 64, 256, 1024 (2 steps,
+zero readout), learning-rate sweeps 2^-12..1 at widths 16, 64, 256 on digits (full: limits'
+full coordinate-check and transfer configs).
 """
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import numpy as np
 
-from experiments.records import Claim, atomic_write_bytes
+from experiments.claims import at_least, at_most, claim, greater, less
 from limits import parametrization as P
 from limits.coord_check import CoordCheckConfig, coord_check, plot_coord_check
 from limits.transfer import TransferConfig, lr_transfer
 
-NAME = "coord_check"
-DESCRIPTION = ("Yang et al. (Tensor Programs IV/V): coordinate check and learning-rate "
-               "transfer across width, SP vs muP")
+SUMMARY = ("Yang et al. (Tensor Programs IV/V): coordinate check and learning-rate transfer "
+           "across width, SP vs muP")
+PAPER = "yang2021tp5"
+CITATION = ("Yang, G., Hu, E. J., Babuschkin, I., Sidor, S., Liu, X., Farhi, D., Ryder, N., "
+            "Pachocki, J., Chen, W. & Gao, J. (2021). Tensor Programs V: Tuning large neural "
+            "networks via zero-shot hyperparameter transfer. arXiv:2203.03466 (NeurIPS 2021).")
 PRESETS = {"adam": (P.SP_ADAM, P.MUP_ADAM), "sgd": (P.SP, P.MUP)}
 
 
@@ -69,10 +75,6 @@ class Config:
     transfer_steps: int = 10
     n_train: int = 256
     n_transfer_seeds: int = 2
-    # claims
-    slope_tolerance: float = 0.1       # muP: every |slope| <= this
-    sp_growth_threshold: float = 0.5   # SP: output update slope >= this (theory 1)
-    shift_tolerance_octaves: float = 1.0   # muP argmin spread <= this; SP's exceeds it
     seed: int = 0
 
     @classmethod
@@ -109,10 +111,8 @@ class Config:
         if not np.allclose(np.diff(np.log2(lrs)), np.log2(lrs[1] / lrs[0])):
             raise ValueError(f"learning_rates must be evenly spaced in log2, got "
                              f"{self.learning_rates}")
-        for name in ("learning_rate", "slope_tolerance", "sp_growth_threshold",
-                     "shift_tolerance_octaves"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
 
 
 def octaves_per_step(learning_rates) -> float:
@@ -160,15 +160,6 @@ def _transfer_metrics(r: dict, octaves: float) -> dict:
             "shift_octaves": float(r["argmin_shift"] * octaves)}
 
 
-def _save_png(ctx, name: str, draw) -> None:
-    """Let a limits plot function (which writes to a path or file) draw into memory, then
-    write the PNG atomically into the run folder."""
-    buf = io.BytesIO()
-    draw(buf)
-    atomic_write_bytes(ctx.run_dir / f"{name}.png", buf.getvalue())
-    ctx.figures.append(f"{name}.png")
-
-
 def run(cfg: Config, ctx) -> dict:
     cfg.validate()
     sp, mup = PRESETS[cfg.optimizer]
@@ -184,19 +175,11 @@ def run(cfg: Config, ctx) -> dict:
     metrics = {"widths": list(cfg.widths), "steps": list(range(cfg.n_steps + 1)),
                "transfer_widths": list(cfg.transfer_widths),
                "learning_rates": list(cfg.learning_rates), "octaves_per_grid_step": octaves}
-    checks, transfers = {}, []
     for label, preset in (("SP", sp), ("muP", mup)):
-        checks[label] = coord_check(preset, coord_cfg)
         tr = lr_transfer(preset, transfer_cfg)
-        transfers.append(tr)
         metrics[label.lower()] = {"parametrization": preset.name,
-                                  **_coord_metrics(checks[label]),
+                                  **_coord_metrics(coord_check(preset, coord_cfg)),
                                   **_transfer_metrics(tr, octaves)}
-    _save_png(ctx, "coord_check", lambda f: plot_coord_check(
-        side_by_side(checks), f,
-        title=f"Coordinate check, {cfg.optimizer} lr {cfg.learning_rate:g}: SP grows with "
-              "width, muP is flat (legend: log-log slope vs width)"))
-    _transfer_figure(cfg, metrics, ctx)
     steps = range(1, cfg.n_steps + 1)
     metrics["mup_max_abs_slope"] = max(max_abs_slope(metrics["mup"]["size_slope"], steps),
                                        max_abs_slope(metrics["mup"]["update_slope"], steps))
@@ -209,19 +192,39 @@ def run(cfg: Config, ctx) -> dict:
     return metrics
 
 
-def _transfer_figure(cfg: Config, m: dict, ctx) -> None:
-    """Final training loss against log2 learning rate, one curve per width, SP and muP side
-    by side; stars mark each width's best rate. Log loss axis: the curves span decades."""
+def _coord_result(m: dict, label: str) -> dict:
+    """One parametrization's coordinate check from the metrics, shaped like
+    :func:`limits.coord_check.coord_check`'s result (the seed mean as a single seed)."""
+    r = m[label]
+    floats = lambda table, seed_axis: {
+        name: np.asarray(v, float)[None] if seed_axis else np.asarray(v, float)
+        for name, v in table.items()}
+    return {"parametrization": r["parametrization"], "widths": m["widths"], "steps": m["steps"],
+            "size": floats(r["size"], True), "update": floats(r["update"], True),
+            "size_slope": floats(r["size_slope"], False),
+            "update_slope": floats(r["update_slope"], False)}
+
+
+def figures(results: dict) -> dict:
+    """``coord_check``: every layer's coordinate size and update against width, SP and muP in
+    the same panels (:func:`limits.coord_check.plot_coord_check`). ``lr_transfer``: final
+    training loss against log2 learning rate, one curve per width, SP and muP side by side;
+    stars mark each width's best rate. Log loss axis: the curves span decades."""
     import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    lr = np.log2(m["learning_rates"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(m["transfer_widths"])))
+    from matplotlib.figure import Figure
+    m, cfg = results["metrics"], results["config"]
+    coord = plot_coord_check(
+        side_by_side({"SP": _coord_result(m, "sp"), "muP": _coord_result(m, "mup")}),
+        title=f"Coordinate check, {cfg['optimizer']} lr {cfg['learning_rate']:g}: SP grows "
+              "with width, muP is flat (legend: log-log slope vs width)")
+    lr = np.log2(np.asarray(m["learning_rates"], float))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(m["transfer_widths"])))
     for ax, label in zip(axes, ("sp", "mup")):
         r = m[label]
         for w, curve, k, col in zip(m["transfer_widths"], r["mean_loss"], r["argmin"], colors):
-            curve = np.array([float(v) for v in curve])
+            curve = np.asarray(curve, float)
             curve[~np.isfinite(curve)] = np.nan       # diverged runs leave a gap
             ax.semilogy(lr, curve, "o-", color=col, ms=3, label=f"width {w}")
             ax.semilogy(lr[k], curve[k], "*", color=col, ms=14)
@@ -229,36 +232,40 @@ def _transfer_figure(cfg: Config, m: dict, ctx) -> None:
         ax.set_title(f"{r['parametrization']}: best rate moves {r['shift_octaves']:g} "
                      "octaves", fontsize=9)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel(f"training loss after {cfg.transfer_steps} steps")
-    fig.suptitle(f"Learning-rate transfer across width ({cfg.optimizer}, full-batch "
+    axes[0].set_ylabel(f"training loss after {cfg['transfer_steps']} steps")
+    fig.suptitle(f"Learning-rate transfer across width ({cfg['optimizer']}, full-batch "
                  "cross-entropy on digits): muP's optimum stays, SP's drifts")
     fig.tight_layout()
-    ctx.save_figure(fig, "lr_transfer")
+    return {"coord_check": coord, "lr_transfer": fig}
 
 
-def claims(m: dict, cfg: Config) -> list[Claim]:
-    tol, thr, shift_tol = cfg.slope_tolerance, cfg.sp_growth_threshold, cfg.shift_tolerance_octaves
-    w, tw = m["widths"], m["transfer_widths"]
-    mu, sp_slope = m["mup_max_abs_slope"], m["sp_output_update_slope_step1"]
-    mu_shift, sp_shift = m["mup"]["shift_octaves"], m["sp"]["shift_octaves"]
-    widen = m["mup"]["worst_widening_ratio"]
-    return [
-        Claim("mup_coordinates_width_stable",
-              f"muP: largest absolute log-log slope vs width of every layer's coordinate "
-              f"size mean abs(h_t) and update mean abs(h_t - h_0), steps 1..{cfg.n_steps}, "
-              f"widths {w[0]}..{w[-1]}",
-              f"<= {tol:g} (theory 0)", mu, bool(mu <= tol)),
-        Claim("sp_output_update_grows",
-              f"SP: log-log slope of the output's first update mean abs(f_1 - f_0) vs width "
-              f"({w[0]}..{w[-1]})", f">= {thr:g} (theory 1)", sp_slope, bool(sp_slope >= thr)),
-        Claim("mup_learning_rate_transfers",
-              f"muP: spread of the loss-optimal learning rate over widths {tw[0]}..{tw[-1]} "
-              f"(octaves)", f"<= {shift_tol:g}", mu_shift, bool(mu_shift <= shift_tol)),
-        Claim("sp_learning_rate_drifts",
-              f"SP: spread of the loss-optimal learning rate over widths {tw[0]}..{tw[-1]} "
-              f"(octaves)", f"> {shift_tol:g}", sp_shift, bool(sp_shift > shift_tol)),
-        Claim("mup_wider_is_better",
-              f"muP: largest ratio best loss(next width) / best loss(width) over widths "
-              f"{tw[0]}..{tw[-1]}, each at its own best learning rate", "< 1", widen,
-              bool(widen < 1)),
-    ]
+def _widths(m: dict, key: str) -> str:
+    return f"{m[key][0]}..{m[key][-1]}"
+
+
+# Thresholds (the old defaults): muP's slopes within 0.1 of the theory's 0; SP's output update
+# slope at least 0.5 (theory 1); muP's best rate moves at most one grid octave, SP's more.
+CLAIMS = (
+    claim("mup_coordinates_width_stable",
+          lambda m: f"muP: largest absolute log-log slope vs width of every layer's coordinate "
+                    f"size mean abs(h_t) and update mean abs(h_t - h_0), steps "
+                    f"1..{m['steps'][-1]}, widths {_widths(m, 'widths')} (theory 0)",
+          "mup_max_abs_slope", at_most(0.1)),
+    claim("sp_output_update_grows",
+          lambda m: f"SP: log-log slope of the output's first update mean abs(f_1 - f_0) vs "
+                    f"width ({_widths(m, 'widths')}) (theory 1)",
+          "sp_output_update_slope_step1", at_least(0.5)),
+    claim("mup_learning_rate_transfers",
+          lambda m: f"muP: spread of the loss-optimal learning rate over widths "
+                    f"{_widths(m, 'transfer_widths')} (octaves)",
+          lambda m: m["mup"]["shift_octaves"], at_most(1.0)),
+    claim("sp_learning_rate_drifts",
+          lambda m: f"SP: spread of the loss-optimal learning rate over widths "
+                    f"{_widths(m, 'transfer_widths')} (octaves)",
+          lambda m: m["sp"]["shift_octaves"], greater(1.0)),
+    # TP V Fig. 1: under muP every wider network reaches a lower best loss
+    claim("mup_wider_is_better",
+          lambda m: f"muP: largest ratio best loss(next width) / best loss(width) over widths "
+                    f"{_widths(m, 'transfer_widths')}, each at its own best learning rate",
+          lambda m: m["mup"]["worst_widening_ratio"], less(1.0)),
+)
