@@ -19,7 +19,13 @@ own), a ``Config`` dataclass of run settings with ``quick()`` and ``full()`` pre
 ``run(cfg, ctx) -> metrics``, ``figures(results) -> {name: Figure}`` and ``CLAIMS`` (see
 :mod:`experiments.registry`). Data sets come from :mod:`tasks`.
 """
-from experiments.registry import study_names, load_study
-from experiments.runner import run_study, RunContext
+from experiments.registry import load_study, study_names
 
 __all__ = ["study_names", "load_study", "run_study", "RunContext"]
+
+
+def __getattr__(name):  # the runner imports JAX: only when asked for (``ntk-lab list`` is not)
+    if name in ("run_study", "RunContext"):
+        from experiments import runner
+        return getattr(runner, name)
+    raise AttributeError(f"module 'experiments' has no attribute {name!r}")

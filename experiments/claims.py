@@ -12,6 +12,10 @@ A study lists its claims once, apart from its run config::
 ``measure`` is a metrics key or a function of the metrics dict; the bound is a
 :class:`Bound` (``within``, ``greater``, ``less``, ``at_least``, ``at_most``, ``close_to``,
 ``is_true``, ``each``) that both decides and renders itself, so a threshold is written once.
+A paper's claim that does not hold at our scale stays in ``CLAIMS`` with ``reported=True``:
+it is measured, checked and shown like the others (tables, report), but does not decide
+whether a run's claims hold; the README lists every such claim with its number.
+
 Thresholds are not part of the run config: changing one re-checks stored metrics
 (:func:`check` on ``results.json``) without recomputing them, and the run id (a hash of the
 config) stays the same.
@@ -158,9 +162,10 @@ class ClaimSpec:
     text: Union[str, Callable[[dict], str]]
     measure: Measure
     bound: Bound
+    reported: bool = False
 
     def evaluate(self, metrics: dict) -> dict:
-        """``{id, text, expected, measured, holds, bound}`` for one results' metrics."""
+        """``{id, text, expected, measured, holds, bound, reported}`` for one results' metrics."""
         if isinstance(self.measure, str):
             if self.measure not in metrics:
                 raise KeyError(f"claim {self.id!r}: metrics have no {self.measure!r}")
@@ -171,19 +176,22 @@ class ClaimSpec:
         value = jsonable(value)
         text = self.text(metrics) if callable(self.text) else self.text
         return {"id": self.id, "text": text, "expected": self.bound.text, "measured": value,
-                "holds": bool(self.bound.holds(value)), "bound": self.bound.to_dict()}
+                "holds": bool(self.bound.holds(value)), "bound": self.bound.to_dict(),
+                "reported": self.reported}
 
 
-def claim(id: str, text, measure: Measure, bound: Bound) -> ClaimSpec:
+def claim(id: str, text, measure: Measure, bound: Bound, *, reported: bool = False) -> ClaimSpec:
     """One claim: ``id`` (stable, snake_case), ``text`` (what is claimed, str or a function
-    of the metrics), ``measure`` (a metrics key or a function of the metrics) and ``bound``."""
+    of the metrics), ``measure`` (a metrics key or a function of the metrics) and ``bound``.
+    ``reported=True``: the paper's claim, checked and shown, known not to hold at our scale
+    (it does not decide :func:`all_hold`)."""
     if not isinstance(id, str) or not id:
         raise TypeError(f"claim: id must be a non-empty str, got {id!r}")
     if not isinstance(bound, Bound):
         raise TypeError(f"claim {id!r}: bound must be a Bound (within, less, ...), got {bound!r}")
     if not (isinstance(measure, str) or callable(measure)):
         raise TypeError(f"claim {id!r}: measure must be a metrics key or a function")
-    return ClaimSpec(id, text, measure, bound)
+    return ClaimSpec(id, text, measure, bound, bool(reported))
 
 
 def check(specs: Sequence[ClaimSpec], metrics: dict) -> list[dict]:
@@ -193,3 +201,16 @@ def check(specs: Sequence[ClaimSpec], metrics: dict) -> list[dict]:
     if dupes:
         raise ValueError(f"claims: duplicate ids {dupes}")
     return [s.evaluate(metrics) for s in specs]
+
+
+def all_hold(checked: Sequence[dict]) -> bool:
+    """Whether every claim that is not only reported holds (and there is at least one)."""
+    decisive = [c for c in checked if not c.get("reported")]
+    return bool(decisive) and all(c["holds"] for c in decisive)
+
+
+def verdict(c: dict) -> str:
+    """``yes`` / ``NO`` for a claim, ``yes (reported)`` / ``no (reported)`` for a reported one."""
+    if c.get("reported"):
+        return "yes (reported)" if c["holds"] else "no (reported)"
+    return "yes" if c["holds"] else "NO"

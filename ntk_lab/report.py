@@ -25,6 +25,7 @@ th, td { border: 1px solid #ddd; padding: 0.3em 0.5em; text-align: left; vertica
 th { background: #f4f4f4; }
 tr.holds td.verdict { color: #1a7f37; font-weight: 600; }
 tr.fails td.verdict { color: #c62828; font-weight: 600; }
+tr.reported td.verdict { color: #8a6d00; }
 td.num { font-family: ui-monospace, monospace; white-space: nowrap; }
 .citation { color: #555; font-style: italic; }
 .missing { color: #8a6d00; }
@@ -92,6 +93,7 @@ def pick_run(results: Path, study: str) -> Path | None:
 def _study_section(study: str, results_dir: Path, out: Path, paper: str | None) -> tuple[str, list]:
     """HTML for one study's run and its re-checked claims; returns (html, claims)."""
     from experiments.registry import load_study
+    from experiments.claims import verdict
     from experiments.runner import check_claims, read_results
     e = html.escape
     run = pick_run(results_dir, study)
@@ -104,13 +106,14 @@ def _study_section(study: str, results_dir: Path, out: Path, paper: str | None) 
     quick = res.get("quick", run.name.startswith("quick"))
     rows = []
     for c in claims:
-        verdict = "yes" if c["holds"] else "NO"
+        state = "reported" if c.get("reported") else ("holds" if c["holds"] else "fails")
         rows.append(
-            f'<tr class="claim {"holds" if c["holds"] else "fails"}" data-id="{e(c["id"])}" '
-            f'data-holds="{str(bool(c["holds"])).lower()}"><td>{e(c["id"])}</td>'
+            f'<tr class="claim {state}" data-id="{e(c["id"])}" '
+            f'data-holds="{str(bool(c["holds"])).lower()}" '
+            f'data-reported="{str(bool(c.get("reported"))).lower()}"><td>{e(c["id"])}</td>'
             f'<td>{e(str(c["text"]))}</td><td class="num">{e(str(c["expected"]))}</td>'
             f'<td class="num">{e(format_measured(c["measured"]))}</td>'
-            f'<td class="verdict">{verdict}</td></tr>')
+            f'<td class="verdict">{e(verdict(c))}</td></tr>')
     table = ("<table><thead><tr><th>id</th><th>claim</th><th>expected</th><th>measured</th>"
              "<th>holds</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
              if rows else "<p>This study states no claims; it writes figures.</p>")
@@ -164,8 +167,11 @@ def write_report(out="results/report", *, results="results") -> Path:
             body, checked = _study_section(study, results_dir, out, name)
             parts.append(body)
             claims += checked
-        n_ok = sum(c["holds"] for c in claims)
-        status = (f"{n_ok}/{len(claims)} claims hold" if claims else "not run yet")
+        decisive = [c for c in claims if not c.get("reported")]
+        n_rep = len(claims) - len(decisive)
+        status = (f"{sum(c['holds'] for c in decisive)}/{len(decisive)} claims hold"
+                  + (f", {n_rep} reported (not reproduced at our scale)" if n_rep else "")
+                  if claims else "not run yet")
         summary.append(f'<tr class="paper" data-paper="{e(name)}"><td><a href="#{e(name)}">'
                        f'{e(name)}</a></td><td>{e(info["summary"])}</td><td>{e(status)}</td></tr>')
         sections.append(f'<section class="paper" id="{e(name)}"><h2>{e(name)}</h2>'

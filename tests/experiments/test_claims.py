@@ -32,6 +32,16 @@ def test_each_and_is_true():
     assert not C.is_true().holds("yes")
 
 
+def test_reported_claims_are_shown_but_do_not_decide():
+    specs = (C.claim("a", "t", "a", C.less(1)),
+             C.claim("b", "paper's claim, not reproduced", "b", C.greater(0), reported=True))
+    out = C.check(specs, {"a": 0.5, "b": -1.0})
+    assert out[1]["reported"] and not out[1]["holds"]
+    assert C.all_hold(out) and [C.verdict(c) for c in out] == ["yes", "no (reported)"]
+    assert not C.all_hold(out[1:])      # reported claims alone decide nothing
+    assert not C.all_hold(C.check(specs, {"a": 2.0, "b": 1.0}))
+
+
 def test_claim_evaluates_a_key_or_a_function_and_records_its_bound():
     specs = (C.claim("slope", "s ~ -1", "slope", C.within(-1.2, -0.8)),
              C.claim("gap", lambda m: f"gap at {m['n']}", lambda m: m["a"] - m["b"], C.less(0.1)))
