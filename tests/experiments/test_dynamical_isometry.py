@@ -107,3 +107,35 @@ def test_config_validation_names_the_field():
         di.Config(q_star=-1.0).validate()
     with pytest.raises(ValueError, match="q_star"):
         di.critical_point(0.0)
+
+
+def test_figures_redraw_from_json_results_and_claims_read_metrics_only():
+    """Results shaped like a quick run's (no Jacobians), read back from JSON."""
+    import json
+    from matplotlib.figure import Figure
+    from experiments import config as configlib
+    from experiments.records import jsonable
+    from experiments.runner import check_claims
+    depths = [1, 2, 4, 8, 16]
+    rng = np.random.default_rng(0)
+    density, edges = di.log_spectrum_histogram(rng.gamma(2.0, 0.5, (16, 128)))
+    assert density.shape == (60,) and edges.shape == (61,)
+    assert np.sum(density * np.diff(edges)) == pytest.approx(1.0)
+    metrics = {"depths": depths, "orthogonal_over_gaussian_variance": 0.002,
+               "orthogonal_over_gaussian_theory": 0.0017, "max_abs_mean_minus_one": 0.02}
+    for kind, scale in (("orthogonal", 0.002), ("gaussian", 1.0)):
+        metrics.update({f"{kind}_variance": scale * np.array(depths, float),
+                        f"{kind}_variance_theory": scale * np.array(depths, float),
+                        f"{kind}_variance_slope": 1.0, f"{kind}_variance_over_theory": 1.05,
+                        f"{kind}_max_over_mean": [1.5, 2.0, 3.0, 4.0, float("inf")],
+                        f"{kind}_log10_spectrum_density": density,
+                        f"{kind}_log10_spectrum_edges": edges})
+    results = json.loads(json.dumps(jsonable(
+        {"study": "dynamical_isometry", "config": configlib.to_dict(di.Config()),
+         "metrics": metrics})))
+    figs = di.figures(results)
+    assert list(figs) == ["dynamical_isometry"]
+    assert all(isinstance(f, Figure) for f in figs.values())
+    checked = check_claims(di, results)
+    assert [c["id"] for c in checked] == [c.id for c in di.CLAIMS]
+    assert all(c["holds"] for c in checked)
