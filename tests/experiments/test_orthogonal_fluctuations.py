@@ -99,3 +99,35 @@ def test_inputs_are_validated():
         of.exact_gaussian_kurtosis("tanh", 8, 3)
     with pytest.raises(ValueError, match="fit_from"):
         of.Config(fit_from=0.95, depth=8).validate()
+
+
+def test_figures_redraw_from_json_results_and_claims_read_metrics_only():
+    """Results shaped like a quick run's (no sampling), read back from JSON."""
+    import json
+    from matplotlib.figure import Figure
+    from experiments import config as configlib
+    from experiments.records import jsonable
+    from experiments.runner import check_claims
+    width, depth = 64, 16
+    layers = np.arange(1, depth + 1)
+    ryh = of.ryh_gaussian_kurtosis("tanh", width, depth)
+    exact = of.exact_gaussian_kurtosis("relu", width, depth)
+    metrics = {"width": width, "layers": layers, "fit_layers": layers[8:],
+               "sphere_kurtosis": -6 / (width + 2),
+               "tanh_gaussian_kurtosis": ryh, "tanh_orthogonal_kurtosis": np.full(depth, -0.09),
+               "relu_gaussian_kurtosis": exact, "relu_orthogonal_kurtosis": 0.5 * exact,
+               "tanh_gaussian_ryh_kurtosis": ryh, "relu_gaussian_exact_kurtosis": exact,
+               "tanh_gaussian_ryh_slope": 2 / width, "tanh_gaussian_slope_over_ryh": 1.05,
+               "tanh_orthogonal_over_gaussian_slope": -0.02, "relu_gaussian_over_exact": 0.99}
+    metrics["tanh_orthogonal_kurtosis"][0] = float("nan")
+    results = json.loads(json.dumps(jsonable(
+        {"study": "orthogonal_fluctuations", "config": configlib.to_dict(of.Config()),
+         "metrics": metrics})))
+    figs = of.figures(results)
+    assert list(figs) == ["orthogonal_fluctuations"]
+    assert all(isinstance(f, Figure) for f in figs.values())
+    checked = check_claims(of, results)
+    assert [c["id"] for c in checked] == [c.id for c in of.CLAIMS]
+    assert all(c["holds"] for c in checked)
+    assert checked[1]["measured"] == pytest.approx(0.02)
+    assert "2.00/n per layer" in checked[0]["text"]
