@@ -11,7 +11,8 @@ Conventions follow neural-tangents' ``predict`` so numbers can be compared one f
   ``df/dt = -(eta / |Y|) K (f - Y)`` (Lee et al. 2019, "Wide Neural Networks of Any Depth
   Evolve as Linear Models Under Gradient Descent").
 
-Functions: :func:`gp_inference` (NNGP posterior and the NTK-GP of Lee et al. 2019 eq. 16),
+Functions: :func:`gp_inference` (NNGP posterior, the NTK-GP of Lee et al. 2019 eq. 16 and
+the NTKGP posterior of He et al. 2020),
 :func:`gradient_descent_mse` (closed-form outputs at any ``t`` and at ``t = inf``),
 :func:`gradient_descent_mse_ensemble` (the Gaussian over an infinite ensemble of trained
 networks, from a kernel function), :func:`gradient_descent` (the function-space ODE of any
@@ -132,19 +133,33 @@ def gp_inference(k_train_train, y_train, *, diag_reg: float = 0.0,
     - ``'ntk'`` (NTK-GP: the distribution over random initialisations of the linearized
       network trained to ``t = inf`` on MSE; Lee et al. 2019, eq. 16), with
       ``A = Theta_td (Theta_dd + lambda I)^{-1}``:
-      ``mean = A Y``, ``cov = K_tt + A K_dd A^T - A K_dt - K_td A^T``.
+      ``mean = A Y``, ``cov = K_tt + A K_dd A^T - A K_dt - K_td A^T``;
+    - ``'ntkgp'`` (the Bayesian posterior of a GP whose prior kernel is the NTK; He,
+      Lakshminarayanan & Teh 2020): ``mean = A Y`` (as ``'ntk'``),
+      ``cov = Theta_tt - Theta_td (Theta_dd + lambda I)^{-1} Theta_dt``. It is what an
+      ensemble of wide networks samples when each member adds an untrainable
+      ``delta ~ GP(0, Theta - K)`` to its output (NTKGP-param), and it is never less
+      certain than ``'ntk'``: ``cov_ntkgp - cov_ntk`` is the covariance of
+      ``delta_t - A delta_d``, positive semi-definite when ``Theta - K`` is.
 
     Args:
       k_train_train: an ``(N, N)`` or ``(N, N, O, O)`` array (a plain GP with that kernel;
         ``get`` must then be ``None``), or a Kernel-like object / dict with ``nngp`` and
-        ``ntk`` entries.
+        ``ntk`` entries (``'ntkgp'`` reads only ``ntk``).
       y_train: ``(N, O)`` (or ``(N,)``) targets.
     Returns:
       ``predict_fn(get=None, k_test_train=None, k_test_test=None)``. ``k_test_train`` is
       ``(N_test, N)`` (or full / Kernel-like); ``k_test_test`` ``(N_test, N_test)``. With an
       array kernel it returns a :class:`Gaussian`; with a Kernel-like one, a dict
-      ``{get: Gaussian}`` (``get`` default ``('nngp', 'ntk')``; a string returns one
-      :class:`Gaussian`). Without ``k_test_train`` the train-set posterior is returned.
+      ``{get: Gaussian}`` (``get`` default ``('nngp', 'ntk')``, entries from ``'nngp'``,
+      ``'ntk'``, ``'ntkgp'``; a string returns one :class:`Gaussian`). Without
+      ``k_test_train`` the train-set posterior is returned.
+
+    References:
+      Lee, Xiao, Schoenholz, Bahri, Novak, Sohl-Dickstein & Pennington, 2019, "Wide Neural
+      Networks of Any Depth Evolve as Linear Models Under Gradient Descent",
+      arXiv:1902.06720. He, Lakshminarayanan & Teh, 2020, "Bayesian Deep Ensembles via the
+      Neural Tangent Kernel", arXiv:2007.05864.
     """
     is_array = hasattr(k_train_train, "ndim")
     y_shape = tuple(y_train.shape)
@@ -179,11 +194,12 @@ def gp_inference(k_train_train, y_train, *, diag_reg: float = 0.0,
         return (n_test, o)
 
     def one(g, k_test_train, k_test_test):
-        kdd, o, y2, chol = get_prepared(g)
+        k = "ntk" if g == "ntkgp" else g  # the NTKGP posterior conditions the NTK prior
+        kdd, o, y2, chol = get_prepared(k)
         if k_test_train is None:
             ktd = kdd
         else:
-            ktd, o2 = _flatten(_get_kernel(k_test_train, g, "k_test_train"), "k_test_train",
+            ktd, o2 = _flatten(_get_kernel(k_test_train, k, "k_test_train"), "k_test_train",
                                False)
             check_kernel(ktd, "k_test_train", symmetric=False, n=kdd.shape[0])
         n_test = ktd.shape[0] // (o or 1)
@@ -191,8 +207,8 @@ def gp_inference(k_train_train, y_train, *, diag_reg: float = 0.0,
         mean = (ktd @ alpha).reshape(mean_shape(n_test, o))
         if k_test_test is None:
             return Gaussian(mean, None)
-        if g == "nngp":
-            ktt, _ = _flatten(_get_kernel(k_test_test, "nngp", "k_test_test"), "k_test_test",
+        if g in ("nngp", "ntkgp"):
+            ktt, _ = _flatten(_get_kernel(k_test_test, k, "k_test_test"), "k_test_test",
                               True)
             check_kernel(ktt, "k_test_test")
             v = solvers.cho_solve(chol, ktd.T)
@@ -220,10 +236,12 @@ def gp_inference(k_train_train, y_train, *, diag_reg: float = 0.0,
             return one("nngp", k_test_train, k_test_test)
         gets = ("nngp", "ntk") if get is None else get
         if isinstance(gets, str):
+            if gets not in ("nngp", "ntk", "ntkgp"):
+                raise ValueError(f"`get` must be 'nngp', 'ntk' or 'ntkgp', got {gets!r}.")
             return one(gets, k_test_train, k_test_test)
         for g in gets:
-            if g not in ("nngp", "ntk"):
-                raise ValueError(f"`get` entries must be 'nngp' or 'ntk', got {g!r}.")
+            if g not in ("nngp", "ntk", "ntkgp"):
+                raise ValueError(f"`get` entries must be 'nngp', 'ntk' or 'ntkgp', got {g!r}.")
         return {g: one(g, k_test_train, k_test_test) for g in gets}
 
     return predict_fn

@@ -1,10 +1,18 @@
 """predict: GP posteriors vs direct solves and Monte Carlo, GD-MSE vs explicit linearized GD."""
+import os
+import subprocess
+import tempfile
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ntk import predict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REF_PYTHON = os.path.join(ROOT, ".venv-ref", "bin", "python")
 
 
 def _mlp(key, sizes):
@@ -94,6 +102,117 @@ def test_ntk_gp_covariance_is_the_ensemble_of_trained_linear_networks():
     mc_cov = np.cov(finf.T)
     scale = np.sqrt(np.outer(np.diag(mc_cov), np.diag(mc_cov)))
     assert np.max(np.abs(out.covariance - mc_cov) / scale) < 0.02
+
+
+def _ntkgp_kernels(n_train=8, n_test=4, seed=20):
+    """NNGP ``K`` and NTK ``Theta = K + D`` with ``D`` positive semi-definite (as for a network
+    whose non-readout layers add ``J J^T``), on train + test points."""
+    rng = np.random.default_rng(seed)
+    f1, f2 = rng.normal(size=(n_train + n_test, 30)), rng.normal(size=(n_train + n_test, 10))
+    nngp = f1 @ f1.T / 30
+    return nngp, nngp + f2 @ f2.T / 10, slice(0, n_train), slice(n_train, None)
+
+
+def test_ntkgp_posterior_equals_dense_closed_form():
+    """'ntkgp': mean Theta_td (Theta_dd + lambda I)^-1 Y (the 'ntk' mean), covariance
+    Theta_tt - Theta_td (Theta_dd + lambda I)^-1 Theta_dt, by np.linalg.solve; only the NTK
+    is needed."""
+    nngp, theta, d, t = _ntkgp_kernels()
+    y = np.random.default_rng(21).normal(size=(8, 2))
+    ridge = 0.05
+    kreg = theta[d, d] + ridge * np.trace(theta[d, d]) / 8 * np.eye(8)  # relative ridge
+    want_mean = theta[t, d] @ np.linalg.solve(kreg, y)
+    want_cov = theta[t, t] - theta[t, d] @ np.linalg.solve(kreg, theta[d, t])
+    k = {g: jnp.asarray(v) for g, v in (("nngp", nngp), ("ntk", theta))}
+    both = predict.gp_inference({g: v[d, d] for g, v in k.items()}, jnp.asarray(y),
+                                diag_reg=ridge)(("ntk", "ntkgp"),
+                                                {g: v[t, d] for g, v in k.items()},
+                                                {g: v[t, t] for g, v in k.items()})
+    np.testing.assert_allclose(both["ntkgp"].mean, want_mean, rtol=1e-9)
+    np.testing.assert_allclose(both["ntkgp"].covariance, want_cov, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(both["ntkgp"].mean, both["ntk"].mean, rtol=1e-12)
+    only_ntk = predict.gp_inference({"ntk": k["ntk"][d, d]}, jnp.asarray(y), diag_reg=ridge)(
+        "ntkgp", {"ntk": k["ntk"][t, d]}, {"ntk": k["ntk"][t, t]})
+    np.testing.assert_allclose(only_ntk.covariance, want_cov, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="'ntkgp'"):
+        predict.gp_inference({"ntk": k["ntk"][d, d]}, jnp.asarray(y))("ntgp")
+
+
+def test_ntkgp_is_what_trained_networks_with_an_added_prior_function_sample():
+    """NTKGP-param in the linear regime (Monte Carlo, 200,000 draws): ``g = f0 + delta`` with
+    ``f0 ~ GP(0, K)`` and an untrainable ``delta ~ GP(0, Theta - K)``, trained to t = inf,
+    ``g_t + A (Y - g_d)``, has the 'ntkgp' mean and covariance; its variance exceeds the
+    standard ensemble's ('ntk') by ``cov(delta_t - A delta_d)``."""
+    nngp, theta, d, t = _ntkgp_kernels(n_train=6, n_test=3, seed=22)
+    y = np.random.default_rng(23).normal(size=(6, 1))
+    k = {g: jnp.asarray(v) for g, v in (("nngp", nngp), ("ntk", theta))}
+    out = predict.gp_inference({g: v[d, d] for g, v in k.items()}, jnp.asarray(y))(
+        ("ntk", "ntkgp"), {g: v[t, d] for g, v in k.items()}, {g: v[t, t] for g, v in k.items()})
+    rng = np.random.default_rng(24)
+    n_samples = 200_000
+    g0 = (rng.multivariate_normal(np.zeros(9), nngp, n_samples)
+          + rng.multivariate_normal(np.zeros(9), theta - nngp, n_samples))
+    a = theta[t, d] @ np.linalg.inv(theta[d, d])
+    finf = g0[:, 6:] + (y[:, 0] - g0[:, :6]) @ a.T
+    np.testing.assert_allclose(out["ntkgp"].mean[:, 0], finf.mean(0),
+                               atol=4 * finf.std(0).max() / np.sqrt(n_samples))
+    mc_cov = np.cov(finf.T)
+    scale = np.sqrt(np.outer(np.diag(mc_cov), np.diag(mc_cov)))
+    assert np.max(np.abs(out["ntkgp"].covariance - mc_cov) / scale) < 0.015
+    dd = theta - nngp
+    extra = dd[t, t] - a @ dd[d, t] - dd[t, d] @ a.T + a @ dd[d, d] @ a.T
+    np.testing.assert_allclose(out["ntkgp"].covariance - out["ntk"].covariance, extra,
+                               rtol=1e-8, atol=1e-10)
+    assert np.linalg.eigvalsh(extra).min() > -1e-10
+
+
+_REFERENCE_NTKGP = textwrap.dedent("""
+    import sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import collections
+    import numpy as np
+    from neural_tangents import predict
+    a = dict(np.load(sys.argv[1]))
+    Kernels = collections.namedtuple("Kernels", "nngp ntk")
+    kern = lambda s: Kernels(a["nngp" + s], a["ntk" + s])
+    fn = predict.gp_inference(kern("_dd"), a["y"], diag_reg=1e-2)
+    out = fn(("nngp", "ntk", "ntkgp"), kern("_td"), kern("_tt"))
+    np.savez(sys.argv[2], **{f"{g}/{m}": np.asarray(getattr(getattr(out, g), m))
+                            for g in ("nngp", "ntk", "ntkgp") for m in ("mean", "covariance")})
+""")
+
+
+@pytest.mark.slow  # neural-tangents imports TensorFlow (~8 CPU-s): make test-all
+@pytest.mark.reference
+@pytest.mark.skipif(not os.path.exists(REF_PYTHON),
+                    reason="neural-tangents reference environment (.venv-ref) absent")
+def test_gp_inference_matches_neural_tangents_live():
+    """The same posteriors ('nngp', 'ntk', 'ntkgp', relative ridge) in neural-tangents 0.6.5."""
+    nngp, theta, d, t = _ntkgp_kernels(seed=25)
+    y = np.random.default_rng(26).normal(size=(8, 2))
+    arrays = {"y": y}
+    for g, v in (("nngp", nngp), ("ntk", theta)):
+        arrays.update({f"{g}_dd": v[d, d], f"{g}_td": v[t, d], f"{g}_tt": v[t, t]})
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        np.savez(src, **arrays)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+        proc = subprocess.run([REF_PYTHON, "-c", _REFERENCE_NTKGP, src, dst], cwd=tmp, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        with np.load(dst) as f:
+            nt = {k: np.asarray(f[k]) for k in f.files}
+    k = {"nngp": nngp, "ntk": theta}
+    ours = predict.gp_inference({g: jnp.asarray(v[d, d]) for g, v in k.items()},
+                                jnp.asarray(y), diag_reg=1e-2)(
+        ("nngp", "ntk", "ntkgp"), {g: jnp.asarray(v[t, d]) for g, v in k.items()},
+        {g: jnp.asarray(v[t, t]) for g, v in k.items()})
+    for key, want in nt.items():
+        g, m = key.split("/")
+        got = np.asarray(getattr(ours[g], m))
+        assert got.shape == want.shape, (key, got.shape, want.shape)
+        assert np.max(np.abs(got - want)) < 1e-9 * max(np.max(np.abs(want)), 1.0), key
 
 
 def test_gp_inference_full_kernel_and_errors():
