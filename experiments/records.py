@@ -26,24 +26,8 @@ from typing import Any
 import numpy as np
 
 
-@dataclasses.dataclass
-class Claim:
-    """One checked claim: ``holds`` is a plain bool computed from ``measured``."""
-    id: str
-    text: str
-    expected: str
-    measured: Any
-    holds: bool
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "text": self.text, "expected": self.expected,
-                "measured": jsonable(self.measured), "holds": bool(self.holds)}
-
-
 def jsonable(obj: Any) -> Any:
     """Plain-JSON version of ``obj``: numpy / JAX arrays to lists, non-finite floats to strings."""
-    if isinstance(obj, Claim):
-        return obj.to_dict()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return jsonable(dataclasses.asdict(obj))
     if isinstance(obj, dict):

@@ -55,10 +55,9 @@ def _scan() -> dict[str, dict]:
         if path.name.startswith("_"):
             continue
         consts = _constants(path)
-        summary = consts.get("SUMMARY", consts.get("DESCRIPTION"))  # DESCRIPTION: legacy shape
-        if summary is None:
+        if "SUMMARY" not in consts:
             continue
-        studies[path.stem] = {"module": f"experiments.{path.stem}", "summary": summary,
+        studies[path.stem] = {"module": f"experiments.{path.stem}", "summary": consts["SUMMARY"],
                               "paper": consts.get("PAPER"), "citation": consts.get("CITATION"),
                               "defined": consts["__defined__"]}
     return studies
@@ -84,9 +83,7 @@ def check_study_name(name: str) -> str:
 def load_study(name: str) -> ModuleType:
     """Import and return the study module called ``name`` (ValueError if unknown)."""
     module = importlib.import_module(_scan()[check_study_name(name)]["module"])
-    legacy = not hasattr(module, "SUMMARY")
-    missing = [attr for attr in (("Config", "run", "claims") if legacy else REQUIRED)
-               if not hasattr(module, attr)]
+    missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
     if missing:
         raise TypeError(f"study module {module.__name__} lacks {', '.join(missing)}")
     return module

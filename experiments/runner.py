@@ -25,7 +25,7 @@ from experiments import config as configlib
 from experiments.checkpoint import Checkpoint
 from experiments.loop import RunInterrupted
 from experiments.claims import check
-from experiments.records import Claim, atomic_write_json, environment, jsonable, save_figure
+from experiments.records import atomic_write_json, environment, jsonable, save_figure
 from experiments.registry import load_study
 
 
@@ -46,19 +46,9 @@ def read_results(run_dir: str | os.PathLike) -> dict:
     return results
 
 
-def _config_of(module, results: dict):
-    fields = configlib.field_types(module.Config)
-    values = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in results["config"].items() if k in fields}
-    return module.Config(**values)
-
-
 def check_claims(module, results: dict) -> list[dict]:
     """The study's claims evaluated on ``results["metrics"]`` (its current thresholds)."""
-    if hasattr(module, "CLAIMS"):
-        return check(module.CLAIMS, results["metrics"])
-    legacy = module.claims(results["metrics"], _config_of(module, results))
-    return [c.to_dict() if isinstance(c, Claim) else c for c in legacy]
+    return check(module.CLAIMS, results["metrics"])
 
 
 def draw_figures(module, results: dict, run_dir: Path) -> list[str]:
@@ -76,8 +66,6 @@ def redraw(run_dir: str | os.PathLike) -> list[str]:
     run_dir = Path(run_dir)
     results = read_results(run_dir)
     module = load_study(results["study"])
-    if not hasattr(module, "figures"):
-        raise ValueError(f"study {results['study']!r} draws its figures while it runs")
     names = draw_figures(module, results, run_dir)
     results["figures"] = sorted(set(results.get("figures", [])) | set(names))
     atomic_write_json(run_dir / "results.json", results)
@@ -105,23 +93,16 @@ class StudyFailed(RuntimeError):
 
 @dataclasses.dataclass
 class RunContext:
-    """What a study's ``run(cfg, ctx)`` may use: its folder, checkpoints, figures, progress."""
+    """What a study's ``run(cfg, ctx)`` may use: its folder, checkpoints, progress."""
     run_dir: Path
     config_key: str = ""
     progress: bool = True
     interrupt_after_steps: int | None = None  # test hook: raise RunInterrupted after this many
     steps_done: int = 0
-    figures: list = dataclasses.field(default_factory=list)
     resumed: list = dataclasses.field(default_factory=list)
 
     def checkpoint(self, task: str) -> Checkpoint:
         return Checkpoint(self.run_dir / "checkpoints", task, key=self.config_key)
-
-    def save_figure(self, fig, name: str) -> str:
-        path = self.run_dir / (name if name.endswith(".png") else name + ".png")
-        save_figure(fig, path)
-        self.figures.append(path.name)
-        return str(path)
 
     def tick(self, n_steps: int) -> None:
         self.steps_done += n_steps
@@ -200,14 +181,13 @@ def run_study(name: str, *, quick: bool = True, seed: int | None = None,
         raise StudyFailed(f"study {name!r} failed in run(): {type(err).__name__}: {err}") from err
     results = jsonable({
         "study": name, "run_id": run_id, "quick": quick, "config": config_dict,
-        "metrics": metrics, "claims": [], "figures": list(ctx.figures), "resumed_tasks": ctx.resumed,
+        "metrics": metrics, "claims": [], "figures": [], "resumed_tasks": ctx.resumed,
         "environment": environment(cfg.seed),
         "elapsed_s": time.perf_counter() - start,
     })
     try:
         results["claims"] = check_claims(module, results)
-        if hasattr(module, "figures"):
-            results["figures"] += draw_figures(module, results, run_dir)
+        results["figures"] = draw_figures(module, results, run_dir)
     except Exception as err:
         raise StudyFailed(f"study {name!r} failed checking claims or drawing figures: "
                           f"{type(err).__name__}: {err}") from err

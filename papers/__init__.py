@@ -51,7 +51,7 @@ def papers() -> dict[str, dict]:
         if path.stem in found:
             raise TypeError(f"paper {path.stem!r} is defined by papers/{path.name} and by study "
                             f"{found[path.stem]['studies'][0]!r}")
-        studies = tuple(consts.get("STUDIES", (consts["STUDY"],) if "STUDY" in consts else ()))
+        studies = tuple(consts.get("STUDIES", ()))
         unknown = [s for s in studies if s not in registry.studies()]
         if not studies or unknown or "CITATION" not in consts:
             raise TypeError(f"papers/{path.name}: needs CITATION and STUDIES naming known "

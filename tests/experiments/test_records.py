@@ -1,4 +1,5 @@
 """Atomic writes and the plain-JSON results schema."""
+import dataclasses
 import json
 import math
 import os
@@ -6,16 +7,19 @@ import os
 import numpy as np
 import pytest
 
-from experiments.records import Claim, atomic_write_json, jsonable
+from experiments.records import atomic_write_json, jsonable
 
 
 def test_jsonable_handles_numpy_and_nonfinite():
+    @dataclasses.dataclass
+    class Row:
+        measured: object
+        holds: object
     obj = {"a": np.float32(1.5), "b": np.arange(3), "c": [math.inf, -math.inf, math.nan],
-           "d": Claim("x", "t", "> 0", np.float64(2.0), np.bool_(True))}
+           "d": Row(np.float64(2.0), np.bool_(True))}
     out = jsonable(obj)
     assert out == {"a": 1.5, "b": [0, 1, 2], "c": ["inf", "-inf", "nan"],
-                   "d": {"id": "x", "text": "t", "expected": "> 0", "measured": 2.0,
-                         "holds": True}}
+                   "d": {"measured": 2.0, "holds": True}}
     json.dumps(out, allow_nan=False)
 
 
