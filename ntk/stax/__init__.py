@@ -21,9 +21,11 @@ from ntk.stax.activations import (ABRelu, Abs, Cos, Elementwise, ElementwiseNume
                                   ExpNormalized, Gabor, Gaussian, Gelu, Hermite, LeakyRelu,
                                   Monomial, Polynomial, Rbf, RectifiedMonomial, Relu,
                                   Sigmoid_like, Sign, Sin, Tanh)
+from ntk.stax.attention import GlobalSelfAttention
 from ntk.stax.combinators import FanInConcat, FanInProd, FanInSum, FanOut, parallel, repeat, serial
 from ntk.stax.core import GET_NAMES, KernelFn
 from ntk.stax.kernel import Kernel
+from ntk.stax.linear_maps import DotGeneral, ImageResize
 from ntk.stax.layers import (AvgPool, Conv, Dense, Dropout, Flatten, GlobalAvgPool, GlobalSumPool,
                              Identity, Index, LayerNorm, Scale, Slice, SumPool)
 
@@ -31,7 +33,8 @@ __all__ = [
     "Kernel", "KernelFn", "GET_NAMES",
     "serial", "repeat", "parallel", "FanOut", "FanInSum", "FanInProd", "FanInConcat",
     "Identity", "Scale", "Dense", "Conv", "AvgPool", "SumPool", "GlobalAvgPool",
-    "GlobalSumPool", "Flatten", "LayerNorm", "Index", "Slice", "Dropout",
+    "GlobalSumPool", "Flatten", "LayerNorm", "Index", "Slice", "Dropout", "GlobalSelfAttention",
+    "DotGeneral", "ImageResize",
     "Relu", "LeakyRelu", "ABRelu", "Abs", "Erf", "Sigmoid_like", "Gelu", "Sin", "Cos",
     "Monomial", "RectifiedMonomial", "Sign", "Exp", "Gaussian", "Rbf", "Tanh",
     "ElementwiseNumerical", "Elementwise", "Polynomial", "Hermite", "Gabor", "ExpNormalized",

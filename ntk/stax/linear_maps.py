@@ -1,0 +1,243 @@
+"""Constant linear maps over the positions of the activations -- ``DotGeneral`` and
+``ImageResize`` -- and their kernels, with neural-tangents 0.6.5's arguments.
+
+A layer ``y = f(x)`` that acts linearly on the spatial axes of ``x (N, *spatial, C)``, the
+same way for every input and channel (``y(a) = sum_p A(a, p) x(p)``), maps the kernel as
+
+    K'(x1, a; x2, b) = sum_{p, q} A(a, p) K(x1, p; x2, q) A(b, q),   i.e.  K' = A K A^T
+
+for ``nngp``, ``ntk`` (the layer has no parameters) and ``cov1``/``cov2``. It is computed by
+applying ``f`` itself to the kernel, once with the left positions in the place of ``x``'s
+spatial axes (the right ones stacked into the channel axis) and once with the right ones, so
+any map ``f`` can be used without writing ``A`` down.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ntk.stax.attention import from_position_matrix, to_position_matrix
+from ntk.stax.core import layer, require_single
+from ntk.stax.kernel import Kernel
+from ntk.stax.layers import _check_axes
+
+__all__ = ["DotGeneral", "ImageResize"]
+
+
+def _map_side(f, mat, spatial, first: bool):
+    """Apply ``f`` to one side of a kernel in position-matrix form.
+
+    ``mat`` is ``(N1, N2, P, Q)`` (cross) or ``(N, P, Q)`` (same input). ``first=True`` maps
+    the left positions ``P`` (as ``(N1, *spatial, C)`` with everything else stacked in the
+    channel axis), ``False`` the right positions ``Q`` (``x2``'s batch axis then leads).
+    """
+    if mat.ndim == 4:
+        perm = (0, 2, 1, 3) if first else (1, 3, 0, 2)
+        m = jnp.transpose(mat, perm)                       # (Nb, Pb, No, Po)
+        nb, _, no, po = m.shape
+        out = f(m.reshape((nb,) + tuple(spatial) + (no * po,)))
+        if out.shape[0] != nb:
+            raise NotImplementedError("the map changes the batch axis")
+        out = out.reshape((nb, -1, no, po))
+        back = (0, 2, 1, 3) if first else (2, 0, 3, 1)
+        return jnp.transpose(out, back)
+    m = mat if first else jnp.transpose(mat, (0, 2, 1))  # (N, Pb, Po)
+    n, _, po = m.shape
+    out = f(m.reshape((n,) + tuple(spatial) + (po,))).reshape((n, -1, po))
+    return out if first else jnp.transpose(out, (0, 2, 1))
+
+
+def _position_map_transform(name: str, f, out_shape):
+    """Kernel map ``K -> A K A^T`` of a linear map ``f`` over positions (module docstring);
+    ``out_shape(shape)`` is the activations' shape after ``f``."""
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        s = k.n_spatial
+        if s and not k.full_spatial:
+            raise ValueError(f"{name}: needs the full-spatial kernel layout (internal error: "
+                             f"the layout planner gave a diagonal one)")
+        shape1, shape2 = tuple(out_shape(k.shape1)), tuple(out_shape(k.shape2))
+        if shape1[0] != k.shape1[0] or shape2[0] != k.shape2[0]:
+            raise NotImplementedError(f"{name}: the map changes the batch axis ({k.shape1} -> "
+                                      f"{shape1}); the kernel keeps one row per input")
+        sp_in1, sp_in2 = k.shape1[1:-1], k.shape2[1:-1]
+        sp_out = shape1[1:-1]
+
+        def both(mat, batch_ndim):
+            if mat is None:
+                return None
+            m = to_position_matrix(mat, batch_ndim, s)
+            m = _map_side(f, m, sp_in1, True)
+            m = _map_side(f, m, sp_in2, False)
+            return from_position_matrix(m, batch_ndim, sp_out)
+
+        return k.replace(nngp=both(k.nngp, 2), ntk=both(k.ntk, 2), cov1=both(k.cov1, 1),
+                         cov2=both(k.cov2, 1), shape1=shape1, shape2=shape2,
+                         diagonal_spatial=False)
+
+    return transform
+
+
+def _axes(dims, ndim: int, name: str, arg: str) -> tuple:
+    try:
+        return tuple(int(d) % ndim for d in dims)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: {arg} must be a sequence of ints, got {dims!r}") from None
+
+
+def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())),
+               precision=None, batch_axis: int = 0, channel_axis: int = -1):
+    """A constant (non-trainable) ``jax.lax.dot_general`` with the inputs: ``apply_fn`` computes
+    ``dot_general(x, rhs, dimension_numbers, precision)`` (``rhs`` given) or
+    ``dot_general(lhs, x, ...)`` (``lhs`` given); neither: the identity.
+
+    Any linear map over the spatial axes -- a weighted sum of positions, a permutation, a
+    contraction of a spatial axis with a vector, a scalar factor -- is one such layer. The batch
+    and channel axes of ``x`` must stay untouched (neither contracted nor dot-batched) and the
+    output must be batch-first and channels-last again (e.g. ``rhs`` without free axes, or
+    ``lhs`` contracted with a spatial axis and dot-batched on the axes before it); other
+    layouts raise ``NotImplementedError``.
+
+    Kernel: ``K' = A K A^T`` over positions for ``nngp``, ``ntk``, ``cov1``, ``cov2``, where
+    ``A`` is the map (computed by applying ``dot_general`` itself to the kernel, see
+    :mod:`ntk.stax.linear_maps`). Shapes: ``(N, *spatial, C) -> (N, *spatial', C)``.
+
+    Novak et al. (2020), "Neural Tangents: Fast and Easy Infinite Neural Networks in Python",
+    arXiv:1912.02803 (``stax.DotGeneral``).
+    """
+    if lhs is not None and rhs is not None:
+        raise ValueError("DotGeneral: at most one of the constants lhs and rhs can be given; "
+                         "the other factor is the layer's input")
+    is_lhs = rhs is None
+    other = None if (lhs is None and rhs is None) else jnp.asarray(lhs if is_lhs else rhs)
+    try:
+        (lhs_c, rhs_c), (lhs_b, rhs_b) = dimension_numbers
+        lhs_c, rhs_c, lhs_b, rhs_b = (tuple(d) for d in (lhs_c, rhs_c, lhs_b, rhs_b))
+    except (TypeError, ValueError):
+        raise TypeError(f"DotGeneral: dimension_numbers must be ((lhs_contracting, "
+                        f"rhs_contracting), (lhs_batch, rhs_batch)), got "
+                        f"{dimension_numbers!r}") from None
+    dimension_numbers = ((lhs_c, rhs_c), (lhs_b, rhs_b))
+    name = (f"DotGeneral({'lhs' if is_lhs else 'rhs'}"
+            f"{'' if other is None else tuple(other.shape)}, {dimension_numbers})")
+
+    def dot_fn(x):
+        if other is None:
+            return x
+        args = (x, other.astype(x.dtype))[::-1 if is_lhs else 1]
+        return jax.lax.dot_general(*args, dimension_numbers, precision)
+
+    def check_layout(ndim: int):
+        """The input's batch (0) and channel (-1) axes must stay first and last."""
+        _check_axes(name, batch_axis, channel_axis, ndim)
+        if other is None:
+            return
+        in_c, in_b = (rhs_c, rhs_b) if is_lhs else (lhs_c, lhs_b)
+        oth_c, oth_b = (lhs_c, lhs_b) if is_lhs else (rhs_c, rhs_b)
+        in_c, in_b = _axes(in_c, ndim, name, "dimension_numbers"), _axes(in_b, ndim, name,
+                                                                           "dimension_numbers")
+        if ndim - 1 in in_c + in_b:
+            raise ValueError(f"{name}: the channel axis {channel_axis} of the inputs cannot be "
+                             f"contracted or dot-batched (it is infinitely wide in the kernel)")
+        if 0 in in_c:
+            raise NotImplementedError(f"{name}: contracting the batch axis mixes inputs; the "
+                                      f"kernel keeps one row per input")
+        n_other_free = other.ndim - len(oth_c) - len(oth_b)
+        free = [a for a in range(ndim) if a not in in_c + in_b]
+        out_ndim = len(in_b) + (ndim - len(in_c) - len(in_b)) + n_other_free
+        offset = len(in_b) + (n_other_free if is_lhs else 0)
+        batch_pos = in_b.index(0) if 0 in in_b else offset + free.index(0)
+        channel_pos = offset + free.index(ndim - 1)
+        if 0 in in_b:
+            raise NotImplementedError(f"{name}: dot-batching the batch axis gives each input "
+                                      f"its own constant; not supported in ntk.stax")
+        if batch_pos != 0 or channel_pos != out_ndim - 1:
+            raise NotImplementedError(
+                f"{name}: the output would have its batch axis at {batch_pos} and its channel "
+                f"axis at {channel_pos} of {out_ndim}; ntk.stax layers are batch-first and "
+                f"channels-last (choose dimension_numbers that keep them so)")
+
+    def out_shape(shape):
+        check_layout(len(shape))
+        dtype = jnp.float32 if other is None else other.dtype
+        return tuple(jax.eval_shape(dot_fn, jax.ShapeDtypeStruct(tuple(shape), dtype)).shape)
+
+    def init_fn(key, input_shape):
+        return out_shape(input_shape), ()
+
+    def apply_fn(params, x, **kwargs):
+        check_layout(x.ndim)
+        return dot_fn(x)
+
+    transform = _position_map_transform(name, dot_fn, out_shape)
+    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+
+
+def ImageResize(shape: Sequence[int], method, antialias: bool = True,
+                precision=jax.lax.Precision.HIGHEST, batch_axis: int = 0,
+                channel_axis: int = -1):
+    """Resize the spatial axes as ``jax.image.resize(x, shape, method, antialias, precision)``,
+    with ``shape[i] = -1`` keeping axis ``i`` (neural-tangents' ``stax.ImageResize``).
+
+    ``shape`` has one entry per axis of the inputs; the batch and channel entries must be
+    ``-1`` (resizing the channel axis has no infinite-width limit: ``ValueError``; resizing the
+    batch axis mixes inputs: ``NotImplementedError``).
+
+    Kernel: every method of ``jax.image.resize`` is a fixed linear map ``A`` over positions
+    (separable per axis), so ``K' = A K A^T`` for ``nngp``, ``ntk``, ``cov1``, ``cov2``,
+    computed by resizing the kernel's own position axes (see :mod:`ntk.stax.linear_maps`).
+    ``'nearest'`` and ``'linear'`` match neural-tangents; ``'cubic'``, ``'lanczos3'`` and
+    ``'lanczos5'``, for which neural-tangents' ``kernel_fn`` raises, use the same identity.
+
+    Novak et al. (2020), "Neural Tangents: Fast and Easy Infinite Neural Networks in Python",
+    arXiv:1912.02803 (``stax.ImageResize``).
+    """
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"ImageResize: shape must be a sequence of ints, got {shape!r}") from None
+    if any(s < 1 and s != -1 for s in shape):
+        raise ValueError(f"ImageResize: shape entries must be positive or -1, got {shape}")
+    try:
+        resize_method = (method if isinstance(method, jax.image.ResizeMethod)
+                         else jax.image.ResizeMethod.from_string(method))
+    except ValueError as e:
+        raise ValueError(f"ImageResize: unknown method {method!r} ({e})") from None
+    name = f"ImageResize({shape}, {resize_method.name.lower()})"
+
+    def resolved(input_shape):
+        if len(input_shape) != len(shape):
+            raise ValueError(f"{name}: shape has {len(shape)} entries for inputs of rank "
+                             f"{len(input_shape)} (shape {tuple(input_shape)})")
+        _check_axes(name, batch_axis, channel_axis, len(input_shape))
+        return tuple(d if s == -1 else s for s, d in zip(shape, input_shape))
+
+    def resize(x, out):
+        return jax.image.resize(x, out, resize_method, antialias=antialias,
+                                precision=precision)
+
+    def init_fn(key, input_shape):
+        return resolved(input_shape), ()
+
+    def apply_fn(params, x, **kwargs):
+        return resize(x, resolved(x.shape))
+
+    def map_positions(m):
+        """The spatial resize on an ``(N, *spatial, R)`` array (any N and R)."""
+        spatial = tuple(d if s == -1 else s for s, d in zip(shape[1:-1], m.shape[1:-1]))
+        return resize(m, (m.shape[0],) + spatial + (m.shape[-1],))
+
+    def out_shape(input_shape):
+        if shape[-1] != -1:
+            raise ValueError(f"{name}: resizing the channel axis is not defined in the "
+                             f"infinite-width limit; set shape[{channel_axis}] = -1")
+        if shape[0] != -1:
+            raise NotImplementedError(f"{name}: resizing the batch axis mixes inputs; the "
+                                      f"kernel keeps one row per input (set shape[0] = -1)")
+        return resolved(input_shape)
+
+    transform = _position_map_transform(name, map_positions, out_shape)
+    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
