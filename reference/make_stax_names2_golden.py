@@ -1,6 +1,6 @@
 """Write ``tests/golden/stax_nt065_names2.npz``: neural-tangents 0.6.5 kernels of the second
 batch of layers added under its names (``GlobalSelfAttention``, ``DotGeneral``, ``ImageResize``,
-``ConvTranspose``, ``ConvLocal``).
+``ConvLocal``).
 
 Run from the main environment; neural-tangents runs in ``.venv-ref`` through a subprocess
 (this same module with ``--nt``):
@@ -110,6 +110,18 @@ def battery():
         "resize_nearest": (serial(dense(3, 1.1, 0.2), L("Relu"),
                                   L("ImageResize", shape=[-1, 7, 2, -1], method="nearest"),
                                   L("GlobalAvgPool"), dense(1)), "i"),
+        "conv_local": (serial(L("ConvLocal", out_chan=4, filter_shape=[2, 2], padding="SAME",
+                                W_std=1.3, b_std=0.2), L("Relu"),
+                              L("ConvLocal", out_chan=4, filter_shape=[2, 1], strides=[2, 1]),
+                              L("Erf"), L("Flatten"), dense(1)), "i"),
+        # (a symmetric filter after a Conv: neural-tangents 0.6.5 does not reverse an unshared
+        # filter for the reversed kernel layout a Conv leaves, and differs from ntk.stax there)
+        "conv_local_pool": (serial(conv(4, (2, 2), padding="SAME"), L("Relu"),
+                                   L("ConvLocal", out_chan=4, filter_shape=[3, 3], W_std=1.2),
+                                   L("Relu"), L("GlobalAvgPool"), dense(1)), "i"),
+        "conv_local_standard": (serial(L("ConvLocal", out_chan=4, filter_shape=[2, 2],
+                                         parameterization="standard", b_std=0.1), L("Relu"),
+                                       L("Flatten"), dense(1)), "i"),
     }
     out = []
     for name, (layers, data) in cases.items():

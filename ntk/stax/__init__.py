@@ -25,7 +25,7 @@ from ntk.stax.attention import GlobalSelfAttention
 from ntk.stax.combinators import FanInConcat, FanInProd, FanInSum, FanOut, parallel, repeat, serial
 from ntk.stax.core import GET_NAMES, KernelFn
 from ntk.stax.kernel import Kernel
-from ntk.stax.linear_maps import DotGeneral, ImageResize
+from ntk.stax.linear_maps import ConvLocal, DotGeneral, ImageResize
 from ntk.stax.layers import (AvgPool, Conv, Dense, Dropout, Flatten, GlobalAvgPool, GlobalSumPool,
                              Identity, Index, LayerNorm, Scale, Slice, SumPool)
 
@@ -34,7 +34,7 @@ __all__ = [
     "serial", "repeat", "parallel", "FanOut", "FanInSum", "FanInProd", "FanInConcat",
     "Identity", "Scale", "Dense", "Conv", "AvgPool", "SumPool", "GlobalAvgPool",
     "GlobalSumPool", "Flatten", "LayerNorm", "Index", "Slice", "Dropout", "GlobalSelfAttention",
-    "DotGeneral", "ImageResize",
+    "DotGeneral", "ImageResize", "ConvLocal",
     "Relu", "LeakyRelu", "ABRelu", "Abs", "Erf", "Sigmoid_like", "Gelu", "Sin", "Cos",
     "Monomial", "RectifiedMonomial", "Sign", "Exp", "Gaussian", "Rbf", "Tanh",
     "ElementwiseNumerical", "Elementwise", "Polynomial", "Hermite", "Gabor", "ExpNormalized",

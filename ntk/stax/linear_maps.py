@@ -17,13 +17,14 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ntk.stax.attention import from_position_matrix, to_position_matrix
 from ntk.stax.core import layer, require_single
 from ntk.stax.kernel import Kernel
 from ntk.stax.layers import _check_axes
 
-__all__ = ["DotGeneral", "ImageResize"]
+__all__ = ["DotGeneral", "ImageResize", "ConvLocal"]
 
 
 def _map_side(f, mat, spatial, first: bool):
@@ -241,3 +242,109 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
 
     transform = _position_map_transform(name, map_positions, out_shape)
     return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+
+
+def _embed_diagonal(mat, batch_ndim: int, n_spatial: int):
+    """Diagonal layout ``(B.., X, Y)`` -> full layout ``(B.., X, X', Y, Y')``, zero off the
+    spatial diagonal."""
+    out = mat
+    for i in range(n_spatial):
+        axis = batch_ndim + 2 * i
+        size = out.shape[axis]
+        out = jnp.expand_dims(out, axis + 1)
+        shape = [1] * out.ndim
+        shape[axis], shape[axis + 1] = size, size
+        out = out * jnp.eye(size, dtype=out.dtype).reshape(shape)
+    return out
+
+
+def ConvLocal(out_chan: int, filter_shape: Sequence[int], strides=None, padding: str = "VALID",
+              W_std: float = 1.0, b_std=None, dimension_numbers=None,
+              parameterization: str = "ntk", s=(1, 1)):
+    """Locally connected (unshared) convolution: a separate filter and bias at every output
+    position (``jax.lax.conv_general_dilated_local``), as neural-tangents' ``stax.ConvLocal``.
+
+    Finite layer (fan_in ``F = C_in prod(filter_shape)``): parameters ``W (*out_spatial, F,
+    out_chan)`` and ``b (1, *out_spatial, out_chan)``, ``N(0, 1)``;
+    ``ntk``: ``z = W_std / sqrt(F) conv_local(x, W) + b_std b``; ``standard``: weights drawn
+    with std ``W_std / sqrt(F)`` and ``b_std``, used unscaled.
+
+    Kernel: equal output positions as :func:`Conv`'s (the filter-averaged input kernel),
+    different positions have independent weights and biases, so
+
+        K'(a, b) = 1[a = b] (W_std^2 A[K](a, a) + b_std^2),   ntk likewise
+
+    (Novak et al. 2019, "Bayesian Deep Convolutional Networks with Many Channels are Gaussian
+    Processes", arXiv:1810.05148, the locally connected network). It reads only
+    equal-position input covariances. Only channels-last ``dimension_numbers`` (``None`` or
+    ``('NH..C', 'H..IO', 'NH..C')``), ``'VALID'``/``'SAME'`` padding and ``s=(1, 1)`` are
+    supported; others raise ``NotImplementedError``.
+    """
+    from ntk.stax.core import KernelFn
+    from ntk.stax.layers import Conv, _norm_window_args
+    from ntk.stax.kernel import to_diagonal
+
+    if tuple(s) != (1, 1):
+        raise NotImplementedError(f"ConvLocal: s={s!r} (standard-parameterization width "
+                                  f"scaling) is not supported in ntk.stax; use s=(1, 1)")
+    if isinstance(padding, str) and padding.upper() == "CIRCULAR":
+        raise NotImplementedError("ConvLocal: CIRCULAR padding is not supported in ntk.stax")
+    filter_shape, strides, padding = _norm_window_args("ConvLocal", filter_shape, strides,
+                                                       padding)
+    n_sp = len(filter_shape)
+    letters = "HWDXYZUV"[:n_sp]
+    dims = ("N" + letters + "C", letters + "IO", "N" + letters + "C")
+    if dimension_numbers is not None and tuple(dimension_numbers) != dims:
+        raise NotImplementedError(f"ConvLocal: dimension_numbers={dimension_numbers!r}; ntk.stax "
+                                  f"layers are channels-last, {dims} (or None)")
+    _, _, conv_kf = Conv(out_chan, filter_shape, strides, padding, W_std, b_std,
+                         parameterization)
+    W_std_, b_std_ = float(W_std), None if b_std is None else float(b_std)
+    param = parameterization.lower()
+    name = conv_kf.name.replace("Conv(", "ConvLocal(", 1)
+
+    def geometry(input_shape):
+        if len(input_shape) != n_sp + 2:
+            raise ValueError(f"{name}: expects inputs of rank {n_sp + 2}, got shape "
+                             f"{tuple(input_shape)}")
+        w = jax.ShapeDtypeStruct(tuple(filter_shape) + (input_shape[-1], out_chan), jnp.float32)
+        out = jax.eval_shape(lambda x, w: jax.lax.conv_general_dilated(
+            x, w, strides, padding, dimension_numbers=dims),
+            jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32), w)
+        return tuple(out.shape)
+
+    def init_fn(key, input_shape):
+        out_shape = geometry(input_shape)
+        fan_in = input_shape[-1] * int(np.prod(filter_shape))
+        k1, k2 = jax.random.split(key)
+        W = jax.random.normal(k1, out_shape[1:-1] + (fan_in, out_chan))
+        b = None if b_std_ is None else jax.random.normal(k2, (1,) + out_shape[1:])
+        if param == "standard":
+            W = W * (W_std_ / np.sqrt(fan_in))
+            b = None if b is None else b * b_std_
+        return out_shape, (W, b)
+
+    def apply_fn(params, x, **kwargs):
+        W, b = params
+        out = jax.lax.conv_general_dilated_local(x, W.astype(x.dtype), strides, padding,
+                                                 filter_shape, dimension_numbers=dims)
+        if param == "ntk":
+            out = out * (W_std_ / np.sqrt(x.shape[-1] * int(np.prod(filter_shape))))
+            return out if b is None else out + b_std_ * b
+        return out if b is None else out + b
+
+    def transform(k, out_full):
+        k = require_single(k, name)
+        k = conv_kf.transform(to_diagonal(k), False)
+        if not out_full or k.n_spatial == 0:
+            return k
+        n = k.n_spatial
+
+        def embed(mat, batch_ndim):
+            return None if mat is None else _embed_diagonal(mat, batch_ndim, n)
+
+        return k.replace(nngp=embed(k.nngp, 2), ntk=embed(k.ntk, 2), cov1=embed(k.cov1, 1),
+                         cov2=embed(k.cov2, 1), diagonal_spatial=False)
+
+    init_fn.__name__ = apply_fn.__name__ = name
+    return init_fn, apply_fn, KernelFn(name, transform, lambda out_full: False)

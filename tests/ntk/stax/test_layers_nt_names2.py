@@ -8,6 +8,7 @@ not share:
   the slow test, the empirical NTK of ``serial(layer, Dense(1))`` at every position); the
   spread across draws gives the standard error, and every entry must lie within 4.5 standard
   errors (errors ~2 % of the kernel);
+* ``ConvLocal``: Monte Carlo over the i.i.d. channels of one wide layer on raw inputs;
 * ``DotGeneral``, ``ImageResize``: the linear map ``A`` the finite layer applies over positions
   (read off ``apply_fn`` on basis images), ``K' = A K A^T``, to 1e-12;
 * everything: neural-tangents 0.6.5's own kernels, stored in
@@ -15,7 +16,10 @@ not share:
   ``.venv-ref`` with ``-m "slow and reference"``), to 1e-6 relative. neural-tangents 0.6.5's
   ``ImageResize`` kernel is wrong after an odd number of ``Conv`` layers (it resizes a kernel
   whose spatial axes it stores reversed along the wrong axes, and then disagrees with its own
-  ``apply_fn``), so the golden cases resize after ``Dense`` or two ``Conv`` layers.
+  ``apply_fn``), so the golden cases resize after ``Dense`` or two ``Conv`` layers; likewise
+  its ``ConvLocal`` with a non-square filter after one ``Conv`` differs from ``ntk.stax`` (it
+  agrees on raw inputs, after ``Dense``, and with square filters -- the same reversed-layout
+  pattern), so that golden case uses a square filter.
 """
 import json
 import os
@@ -178,6 +182,23 @@ def test_linear_map_kernel_is_its_map_on_both_sides(name):
         want = np.einsum("ap,...pq,bq->...ab", a, mat, a)
         got = to_position_matrix(getattr(out, field), batch_ndim, len(out_spatial))
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_local_nngp_matches_monte_carlo():
+    """Raw inputs (exact kernel): the output channels of one wide ConvLocal + Relu are i.i.d.,
+    so the channel average has its own standard error; 4.5 of them per entry."""
+    width = 2 ** 11
+    x = jnp.asarray(_x((3, 5, 4, 2), 4))
+    layer = stax.serial(stax.ConvLocal(width, (3, 2), strides=(2, 1), padding="SAME",
+                                       W_std=1.3, b_std=0.2), stax.Relu(), stax.Flatten())
+    init_fn, apply_fn, kernel_fn = layer
+    _, params = init_fn(jax.random.PRNGKey(3), x.shape)
+    y = apply_fn(params, x).reshape(3, -1, width)            # (N, positions, channels)
+    terms = jnp.einsum("ipc,jpc->ijc", y, y) / y.shape[1]    # Flatten: mean over positions
+    mean, se = np.mean(terms, -1), np.std(terms, -1) / np.sqrt(width)
+    truth = np.asarray(kernel_fn(x, get="nngp"))
+    assert np.max(se) < 0.04 * np.max(np.abs(truth))
+    assert np.all(np.abs(mean - truth) / se < N_SE), (mean, truth)
 
 
 def test_linear_maps_refuse_layouts_they_cannot_keep():
