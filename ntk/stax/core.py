@@ -142,6 +142,29 @@ def _select(k, get, single):
     return vals[0] if single else _namedtuple(get)(*vals)
 
 
+_NT_KERNEL_KWARGS = {"rng": None, "diagonal_batch": True, "mask_constant": None,
+                     "pattern": None}
+
+
+def _check_apply_kwargs(name: str, kwargs: dict) -> None:
+    """Refuse keyword arguments a kernel function would otherwise drop (see ``__call__``)."""
+    unknown = sorted(set(kwargs) - set(_NT_KERNEL_KWARGS))
+    if unknown:
+        raise TypeError(f"{name} kernel_fn got unexpected keyword argument(s) {unknown}; it "
+                        "takes x1, x2, get, diagonal_spatial, batch_size, memory_budget and "
+                        "neural-tangents' rng / diagonal_batch=True / mask_constant=None / "
+                        "pattern=None")
+    for key in ("diagonal_batch", "mask_constant", "pattern"):
+        value = kwargs.get(key, _NT_KERNEL_KWARGS[key])
+        if not (value is _NT_KERNEL_KWARGS[key] or (isinstance(value, bool)
+                                                    and value == _NT_KERNEL_KWARGS[key])):
+            shown = (f"<array of shape {tuple(value.shape)}>" if hasattr(value, "shape")
+                     else repr(value))
+            raise NotImplementedError(
+                f"{name} kernel_fn: {key}={shown} is not supported (only "
+                f"{key}={_NT_KERNEL_KWARGS[key]!r}); it is refused rather than ignored")
+
+
 class KernelFn:
     """The infinite-width ``kernel_fn`` of a layer or network (see the module docstring)."""
 
@@ -182,7 +205,7 @@ class KernelFn:
     # -- public call ----------------------------------------------------------------------
     def __call__(self, x1, x2=None, get=None, *, diagonal_spatial: bool = False,
                  batch_size: Optional[int | tuple] = None, memory_budget: Optional[int] = None,
-                 **unused_apply_kwargs):
+                 **apply_kwargs):
         """Infinite-width kernels of ``x1 (N1, *spatial, C)`` against ``x2 (N2, ...)``.
 
         Args:
@@ -197,7 +220,13 @@ class KernelFn:
             (an int or a pair); by default blocks are only used when the working memory,
             estimated before anything is materialized, would exceed ``memory_budget``.
           memory_budget: bytes a block may use (default: ``ntk.budget.default_memory_budget``).
+          apply_kwargs: neural-tangents' keyword arguments, honoured or refused, never dropped:
+            ``rng`` (an apply-time argument; the infinite-width kernel does not depend on it),
+            ``diagonal_batch=True`` (the only mode: ``cov1`` / ``cov2`` hold per-example
+            variances), ``mask_constant=None`` and ``pattern=None`` (masking and graph
+            aggregation are not supported). Anything else raises ``TypeError``.
         """
+        _check_apply_kwargs(self.name, apply_kwargs)
         if self.missing is not None:
             raise NotImplementedError(self.missing)
         get_names, compute_ntk = _parse_get(get)
