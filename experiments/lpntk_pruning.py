@@ -309,8 +309,11 @@ def run(cfg: Config, ctx) -> dict:
     acc = jax.jit(partial(_accuracy, apply_fn))
 
     # 1. reference network on the full training set, forgetting events on the way
+    # one compiled initialiser (eager init compiles a Gaussian sampler per weight shape)
+    init_params = jax.jit(lambda k: init_fn(k, x.shape)[1])
+
     def init_reference():
-        _, p = init_fn(jax.random.fold_in(key, 0), x.shape)
+        p = init_params(jax.random.fold_in(key, 0))
         n = x.shape[0]
         return {"params": p, "opt": opt.init(p), "key": jax.random.fold_in(key, 1),
                 "correct": jnp.zeros(n, bool), "forgets": jnp.zeros(n, jnp.int32)}
@@ -352,7 +355,7 @@ def run(cfg: Config, ctx) -> dict:
     seeds = [n[2] for n in names]
 
     def init_models():
-        inits = [init_fn(jax.random.fold_in(key, 100 + s), x.shape)[1] for s in seeds]
+        inits = [init_params(jax.random.fold_in(key, 100 + s)) for s in seeds]
         p = jax.tree.map(lambda *a: jnp.stack(a), *inits)
         return {"params": p, "opt": jax.vmap(opt.init)(p), "weights": weights,
                 "key": jnp.stack([jax.random.fold_in(key, 200 + s) for s in seeds])}
