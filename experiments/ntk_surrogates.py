@@ -5,10 +5,10 @@ Engel, Wang, Frank, Dumitriu, Choudhury, Sarwate & Chiang 2024, "Faithful and Ef
 Explanations for Neural Networks via Neural Tangent Kernel Surrogate Models" (ICLR 2024);
 attribution scored with the linear datamodeling score of Park et al. 2023 (TRAK).
 
-Setup. A network ``f: R^64 -> R^O`` (``O = 10`` digit classes; an MLP, and in the full
-config also a small CNN, both in NTK parametrisation) is trained on scikit-learn's digits
-(:func:`tasks.load`) by full-batch gradient descent with momentum on the softmax
-cross-entropy. With ``g_c(x) = d f_c(x) / d theta`` at the *trained* parameters, the kernels
+Setup. A network ``f: R^64 -> R^O`` (``O = 10`` digit classes; a ReLU MLP, and in the full
+config also a small CNN, two 3x3 convolutions and a dense readout; NTK parametrisation,
+float32) is trained on scikit-learn's digits (:func:`tasks.load`, pixels scaled to unit
+variance) by full-batch gradient descent with momentum on the softmax cross-entropy. With ``g_c(x) = d f_c(x) / d theta`` at the *trained* parameters, the kernels
 compared are (as the authors' code defines them, every one cosine-normalised
 ``K(x, x') / sqrt(K(x, x) K(x', x'))`` before use):
 
@@ -23,7 +23,11 @@ compared are (as the authors' code defines them, every one cosine-normalised
   TRAK's projector; :func:`ntk.approx.projected_features_fn` with ``output='each'`` /
   ``'sum'``). For a Gaussian sketch and one output, ``Var K_hat(x, x') = (K(x, x) K(x', x')
   + K(x, x')^2) / k`` (Johnson-Lindenstrauss), so the relative Frobenius error
-  ``|K_hat - K|_F / |K|_F`` falls like ``k^-1/2``; a Rademacher sketch has variance no larger;
+  ``|K_hat - K|_F / |K|_F`` falls like ``k^-1/2``; a Rademacher sketch has variance no larger.
+  The error is measured as its root mean square over independent sketches: ``n_sketches``
+  sketches of the largest ``k``, each cut into disjoint blocks of ``k'`` columns for every
+  smaller ``k'`` (with i.i.d. entries, a block rescaled by ``sqrt(k / k')`` is itself an
+  independent sketch of dimension ``k'``);
 - ``CK(x, x') = <h_L(x), h_L(x')>``, the conjugate kernel of the last hidden layer (the
   readout weights' block of the trNTK, up to the factor ``O``);
 - ``Em(x, x') = sum_l <z_l(x), z_l(x')>``, the embedding kernel: inner products of every
@@ -35,7 +39,8 @@ on the kernel rows ``K(x, X_train)`` fitted to the training *labels* (not the ne
 outputs), ``logit_c(x) = sum_i W_ci K(x, x_i) + b_c``, L2 penalty ``alpha |W|^2 / 2`` per
 example (``alpha = 1e-4`` for the paper's small models), balanced classes. The authors fit
 scikit-learn's one-vs-rest ``SGDClassifier`` (log loss); here the exact minimiser of the
-multinomial objective (L-BFGS), which does not depend on the order of SGD steps.
+multinomial objective (trust-region Newton-CG), which does not depend on the order of SGD
+steps.
 
 Faithfulness: Kendall's tau between the kGLM's and the network's softmax probability of the
 true class on the held-out digits (points where either is exactly 0 or 1 dropped, as the
@@ -56,8 +61,9 @@ notebooks); the trNTK kGLM reaches the paper's smallest small-model tau (0.708, 
 MLP); the projection error falls like ``k^-1/2``; the trNTK's attributions have positive LDS
 and rank above CK and Em, as the kernels rank by faithfulness in the paper.
 
-Scaled down: 8x8 digits, 10 classes, 200 + 200 points, one MLP of width 64, k = 256..2048,
-30 retrained subsets (full: 1000 + 797 points, MLP and CNN, k = 256..8192, 100 subsets).
+Scaled down: 8x8 digits, 10 classes, 200 + 200 points, one MLP 64-64-64-10 (8,970
+parameters), k = 256..1024, 30 retrained subsets (full: 600 + 400 points, MLP of width 128
+and a 4-channel CNN, k = 256..4096, 40 subsets).
 The paper: MNIST / FMNIST / CIFAR 2-class MLP and CNNs (100 seeds), ResNet-18 on CIFAR-10
 (k = 10,240), BERT-base on CoLA. Not included: the Grad-Cos (TraceIn-style) kernel, which
 needs each test point's label inside the kernel.
@@ -103,16 +109,18 @@ class Config:
     models: tuple[str, ...] = ("mlp",)
     n_train: int = 200
     n_test: int = 200
-    width: int = 64                  # MLP hidden width / CNN channels
+    width: int = 64                  # MLP hidden width
     depth: int = 2                   # MLP hidden layers
-    steps: int = 300                 # full-batch GD steps (network and every subset model)
+    channels: int = 8                # CNN channels (two 3x3 convolutions, then the readout)
+    steps: int = 200                 # full-batch GD steps (network and every subset model)
     chunk: int = 100                 # steps per checkpointed chunk
     learning_rate: float = 0.5
     momentum: float = 0.9
-    proj_dims: tuple[int, ...] = (256, 512, 1024, 2048)
-    n_sketches: int = 1              # sketch keys the projection error is averaged over
+    proj_dims: tuple[int, ...] = (256, 512, 1024)   # each divides the largest
+    n_sketches: int = 1              # sketches at the largest k (smaller k: all their blocks)
     sketch: str = "rademacher"
     kglm_l2: float = 1e-4            # alpha: L2 penalty per training example
+    kglm_iterations: int = 200       # most trust-region Newton steps of a kGLM fit
     n_subsets: int = 30              # retrained half-subsets for the LDS
     subset_fraction: float = 0.5
     seed: int = 0
@@ -123,15 +131,15 @@ class Config:
 
     @classmethod
     def full(cls) -> "Config":
-        return cls(models=("mlp", "cnn"), n_train=1000, n_test=797, width=128, steps=1000,
-                   chunk=250, proj_dims=(256, 512, 1024, 2048, 4096, 8192), n_sketches=3,
-                   n_subsets=100)
+        return cls(models=("mlp", "cnn"), n_train=600, n_test=400, width=128, channels=4,
+                   steps=300, proj_dims=(256, 512, 1024, 2048, 4096), n_sketches=2,
+                   n_subsets=40)
 
     def validate(self) -> None:
         if not self.models or any(m not in MODELS for m in self.models):
             raise ValueError(f"models: expected a non-empty subset of {MODELS}, got {self.models}")
-        for name in ("n_train", "n_test", "width", "depth", "steps", "chunk", "n_sketches",
-                     "n_subsets"):
+        for name in ("n_train", "n_test", "width", "depth", "channels", "steps", "chunk", "n_sketches",
+                     "n_subsets", "kglm_iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -143,6 +151,8 @@ class Config:
         if len(dims) < 3 or any(isinstance(k, bool) or not isinstance(k, int) or k < 1
                                 for k in dims) or any(b <= a for a, b in zip(dims, dims[1:])):
             raise ValueError(f"proj_dims needs >= 3 increasing positive ints, got {dims}")
+        if any(dims[-1] % k for k in dims):
+            raise ValueError(f"proj_dims: every k must divide the largest, got {dims}")
         if self.sketch not in approx.SKETCHES:
             raise ValueError(f"sketch must be one of {approx.SKETCHES}, got {self.sketch!r}")
         if not (self.learning_rate > 0 and 0 <= self.momentum < 1 and self.kglm_l2 > 0):
@@ -156,33 +166,45 @@ class Config:
 # ---------------------------------------------------------------- networks (NTK parametrisation)
 
 def init_network(model: str, cfg: Config, key) -> list:
-    """Parameters ``[{"W", "b"}, ...]``, every entry ``N(0, 1)`` (biases zero); the layer scales
-    ``1 / sqrt(fan_in)`` live in :func:`layer_outputs`."""
+    """Parameters ``[{"W", "b"}, ...]``, every entry ``N(0, 1)`` (biases zero), float32 (also
+    under ``jax_enable_x64``: networks and kernels are computed in single precision); the
+    layer scales ``1 / sqrt(fan_in)`` live in :func:`layer_outputs`."""
     if model == "mlp":
         shapes = [(64, cfg.width)] + [(cfg.width, cfg.width)] * (cfg.depth - 1)
         shapes.append((cfg.width, NUM_CLASSES))
     elif model == "cnn":
-        c = cfg.width // 4   # channels: a quarter of the width keeps the CNN's cost near the MLP's
+        c = cfg.channels
         shapes = [(3, 3, 1, c), (3, 3, c, c), (8 * 8 * c, NUM_CLASSES)]
     else:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     keys = jax.random.split(key, len(shapes))
-    return [{"W": jax.random.normal(k, s), "b": jnp.zeros(s[-1])} for k, s in zip(keys, shapes)]
+    return [{"W": jax.random.normal(k, s, jnp.float32), "b": jnp.zeros(s[-1], jnp.float32)}
+            for k, s in zip(keys, shapes)]
+
+
+def _patches(h):
+    """3x3 'SAME' patches of ``h`` ``(N, H, W, C)`` as ``(N, H, W, 9 C)`` (``(dy, dx, c)``
+    order, matching an ``HWIO`` kernel reshaped to ``(9 C, C_out)``): a convolution as one
+    matrix product, which vmaps over models without XLA's slow grouped convolutions."""
+    height, width = h.shape[1], h.shape[2]
+    padded = jnp.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return jnp.concatenate([padded[:, dy:dy + height, dx:dx + width]
+                            for dy in range(3) for dx in range(3)], axis=-1)
 
 
 def layer_outputs(params, x):
     """Every layer's output ``z_l`` (pre-activations; the last is the logits ``(N, O)``) and the
     last hidden features ``h_L`` (``(N, width)``), for inputs ``(N, 64)``."""
-    outs, h = [], x
-    conv = params[0]["W"].ndim == 4
-    if conv:
-        h = x.reshape(x.shape[0], 8, 8, 1)
+    # tasks.load scales inputs to mean |x|^2 = 1; times sqrt(D): unit variance per pixel, so
+    # the first layer's pre-activations have unit variance like every later layer's
+    outs, h = [], x * np.float32(np.sqrt(x.shape[-1]))
+    if params[0]["W"].ndim == 4:
+        h = h.reshape(x.shape[0], 8, 8, 1)
     for i, p in enumerate(params):
         w = p["W"]
         if w.ndim == 4:
             fan_in = w.shape[0] * w.shape[1] * w.shape[2]
-            z = jax.lax.conv_general_dilated(h, w, (1, 1), "SAME",
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            z = _patches(h) @ w.reshape(fan_in, w.shape[3])
         else:
             h = h.reshape(h.shape[0], -1)
             fan_in = w.shape[0]
@@ -200,10 +222,13 @@ def apply_fn(params, x):
 
 
 def margins(logits, labels):
-    """``f_y(x) - logsumexp_{c != y} f_c(x)`` (TRAK's output function), ``(N,)``."""
-    y = jax.nn.one_hot(labels, logits.shape[-1], dtype=bool)
-    own = jnp.sum(jnp.where(y, logits, 0.0), -1)
-    return own - jax.nn.logsumexp(jnp.where(y, -jnp.inf, logits), axis=-1)
+    """``f_y(x) - logsumexp_{c != y} f_c(x)`` (TRAK's output function), ``(..., N)`` for
+    logits ``(..., N, O)``; numpy, float64."""
+    from scipy.special import logsumexp
+    z = np.asarray(logits, np.float64)
+    y = np.eye(z.shape[-1], dtype=bool)[np.asarray(labels)]
+    own = np.sum(np.where(y, z, 0.0), -1)
+    return own - logsumexp(np.where(y, -np.inf, z), axis=-1)
 
 
 def _loss(params, x, labels, weights):
@@ -231,13 +256,14 @@ def gd_chunk(state, x, labels, weights, *, n_steps: int, learning_rate: float,
     return one(state, weights)
 
 
-def train_network(params0, x, labels, cfg: Config, *, weights=None, ctx=None, task="network"):
-    """Train from ``params0`` for ``cfg.steps`` steps; ``weights (M, N)`` trains ``M`` models
-    at once on weighted (0/1: subset) losses. With ``ctx`` the training is checkpointed
-    (:func:`experiments.loop.train`); returns the final parameters."""
-    w = jnp.ones(x.shape[0]) if weights is None else jnp.asarray(weights, jnp.float32)
-    p0 = params0 if w.ndim == 1 else jax.tree.map(
-        lambda a: jnp.broadcast_to(a, (w.shape[0],) + a.shape), params0)
+def train_networks(params0, x, labels, weights, cfg: Config, *, ctx=None, task="networks"):
+    """Train ``M`` networks from the same ``params0``, the ``m``-th on the loss weighted by
+    ``weights[m]`` (``(M, N)``; a row of ones is the network on the whole training set, a 0/1
+    row a network on a subset), ``cfg.steps`` steps in one vmapped program. With ``ctx`` the
+    training is checkpointed (:func:`experiments.loop.train`). Returns parameters with a
+    leading axis ``M``."""
+    w = jnp.asarray(weights, jnp.float32)
+    p0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (w.shape[0],) + a.shape), params0)
     init = lambda: {"params": p0, "velocity": jax.tree.map(jnp.zeros_like, p0)}
     chunk_fn = lambda s: gd_chunk(s, x, labels, w, n_steps=cfg.chunk,
                                   learning_rate=cfg.learning_rate, momentum=cfg.momentum)
@@ -246,11 +272,8 @@ def train_network(params0, x, labels, cfg: Config, *, weights=None, ctx=None, ta
         for _ in range(cfg.steps // cfg.chunk):
             state = chunk_fn(state)
         return state["params"]
-
-    def record(s, t):
-        if w.ndim == 2:
-            return {}
-        return {"train_loss": float(_loss(s["params"], x, labels, w))}
+    record = lambda s, t: {"train_loss": float(_loss(jax.tree.map(lambda a: a[0], s["params"]),
+                                                     x, labels, w[0]))}
     state, _, _ = train(ctx, task, init_state=init, chunk_fn=chunk_fn, n_steps=cfg.steps,
                         chunk=cfg.chunk, record=record)
     return state["params"]
@@ -259,9 +282,11 @@ def train_network(params0, x, labels, cfg: Config, *, weights=None, ctx=None, ta
 # ---------------------------------------------------------------- kernels
 
 def cosine_normalize(k):
-    """``K(x, x') / sqrt(K(x, x) K(x', x'))`` of a square kernel on one set of points."""
-    d = jnp.sqrt(jnp.diagonal(k))
-    return k / jnp.outer(d, d)
+    """``K(x, x') / sqrt(K(x, x) K(x', x'))`` of a square kernel on one set of points (what
+    :func:`ntk.approx.trace_ntk_fn` returns with ``normalize=True``), float64 numpy."""
+    k = np.asarray(k, np.float64)
+    d = np.sqrt(np.diagonal(k))
+    return k / np.outer(d, d)
 
 
 def _timed(fn):
@@ -279,38 +304,50 @@ def exact_kernels(params, x) -> tuple[dict, dict]:
     kernels["pNTK"], seconds["pNTK"] = _timed(lambda: approx.pntk_fn(apply_fn)(x, None, params))
 
     def features():
-        outs, last = layer_outputs(params, x)
-        flat = [z.reshape(z.shape[0], -1) for z in outs]
+        outs, last = jax.jit(layer_outputs)(params, x)
+        flat = [np.asarray(z, np.float64).reshape(z.shape[0], -1) for z in outs]
+        last = np.asarray(last, np.float64)
         return last @ last.T, sum(z @ z.T for z in flat)
     (kernels["CK"], kernels["Em"]), seconds["CK+Em"] = _timed(features)
     return kernels, seconds
 
 
-def projected_kernels(params, x, dim: int, key, sketch: str) -> tuple[dict, dict]:
-    """``proj-trNTK`` (per-logit features, traced) and ``proj-pNTK`` (sum of logits) at sketch
-    dimension ``dim`` with one sketch ``key``; and their seconds."""
-    def trace():
-        phi = approx.projected_features_fn(apply_fn, dim, sketch=sketch, output="each")(
-            x, params, key)
-        return jnp.einsum("aok,bok->ab", phi, phi)
+def projected_features(params, x, dim: int, key, sketch: str) -> tuple[dict, dict]:
+    """Per-logit features ``(N, O, dim)`` (``'each'``: their traced inner products estimate the
+    trNTK) and sum-of-logits features ``(N, dim)`` (the pNTK) of one sketch ``key``
+    (:func:`ntk.approx.projected_features_fn`); and their seconds."""
+    out, seconds = {}, {}
+    for name, output in (("proj-trNTK", "each"), ("proj-pNTK", "sum")):
+        fn = approx.projected_features_fn(apply_fn, dim, sketch=sketch, output=output)
+        out[name], seconds[name] = _timed(lambda: fn(x, params, key))
+    return out, seconds
 
-    def psum():
-        phi = approx.projected_features_fn(apply_fn, dim, sketch=sketch, output="sum")(
-            x, params, key)
-        return phi @ phi.T
-    kernels, seconds = {}, {}
-    kernels["proj-trNTK"], seconds["proj-trNTK"] = _timed(trace)
-    kernels["proj-pNTK"], seconds["proj-pNTK"] = _timed(psum)
-    return kernels, seconds
+
+def block_kernels(phi, dim: int) -> list:
+    """Kernels of the disjoint blocks of ``dim`` sketch columns, each rescaled by ``k / dim``:
+    for a sketch with i.i.d. entries of variance ``1/k`` (Gaussian, Rademacher), a block of
+    ``dim`` columns times ``sqrt(k / dim)`` is a sketch of dimension ``dim`` of the same kind,
+    independent of the other blocks; ``k / dim`` of them. ``phi``: ``(N, k)`` or per-logit
+    ``(N, O, k)`` (traced over the logits)."""
+    phi = np.asarray(phi)
+    k = phi.shape[-1]
+    if k % dim:
+        raise ValueError(f"dim={dim} must divide the sketch dimension {k}")
+    grams = []
+    for start in range(0, k, dim):
+        block = phi[..., start:start + dim].reshape(phi.shape[0], -1)
+        grams.append((block @ block.T).astype(np.float64) * (k / dim))
+    return grams
 
 
 def relative_error(k_hat, k) -> float:
     """``|K_hat - K|_F / |K|_F``."""
-    return float(jnp.linalg.norm(k_hat - k) / jnp.linalg.norm(k))
+    k_hat, k = np.asarray(k_hat, np.float64), np.asarray(k, np.float64)
+    return float(np.linalg.norm(k_hat - k) / np.linalg.norm(k))
 
 
 def jl_prediction(k, dim: int) -> float:
-    """Expected relative Frobenius error of a Gaussian sketch of a one-output kernel:
+    """Root-mean-square relative Frobenius error of a Gaussian sketch of a one-output kernel:
     ``sqrt(sum_ij (K_ii K_jj + K_ij^2) / k) / |K|_F`` (the sum-of-logits pNTK's case)."""
     k = np.asarray(k, np.float64)
     d = np.diagonal(k)
@@ -319,16 +356,54 @@ def jl_prediction(k, dim: int) -> float:
 
 # ---------------------------------------------------------------- surrogate and scores
 
-def fit_kglm(k_train, labels_train, l2: float):
-    """Multinomial logistic regression on kernel rows (the kGLM): minimises
-    ``mean_i balanced CE_i + l2 |W|^2 / 2``; returns the fitted scikit-learn model
-    (``coef_`` ``(O, N_train)``, ``intercept_`` ``(O,)``)."""
-    from sklearn.linear_model import LogisticRegression
-    n = k_train.shape[0]
-    model = LogisticRegression(C=1.0 / (l2 * n), class_weight="balanced", max_iter=5000,
-                               tol=1e-8)
-    model.fit(np.asarray(k_train, np.float64), np.asarray(labels_train))
-    return model
+def fit_kglm(k_train, labels_train, l2: float, max_iter: int = 200):
+    """The kGLM: multinomial logistic regression on kernel rows ``K (N, N)``, the minimiser of
+
+        ``L(W, b) = mean_i s_i CE(softmax(K_i W + b), y_i) + l2 |W|^2 / 2``
+
+    (``s_i = N / (O N_{y_i})``: balanced classes; the bias is not penalised), found by a
+    trust-region Newton-CG method (scipy ``trust-ncg``, float64) with exact Hessian-vector
+    products ``H v = K^T R / N + l2 v``, ``R_i = s_i (P_i * (U_i - P_i . U_i))``, ``U = K V_W +
+    v_b``. Returns ``(coef (O, N), intercept (O,), |grad L|`` at the end).``"""
+    from scipy.optimize import minimize
+    k = np.asarray(k_train, np.float64)
+    labels = np.asarray(labels_train)
+    n, o = k.shape[0], NUM_CLASSES
+    onehot = np.eye(o)[labels]
+    weight = (n / (o * np.bincount(labels, minlength=o)[labels]))[:, None] / n
+
+    def split(theta):
+        return theta[:n * o].reshape(n, o), theta[n * o:]
+
+    def probabilities(theta):
+        w, b = split(theta)
+        z = k @ w + b
+        z = z - z.max(1, keepdims=True)
+        return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+    def objective(theta):
+        w, _ = split(theta)
+        logp = probabilities(theta)
+        value = -np.sum(weight * onehot * logp) + 0.5 * l2 * np.sum(w ** 2)
+        dz = (np.exp(logp) - onehot) * weight
+        return value, np.concatenate([(k.T @ dz + l2 * w).ravel(), dz.sum(0)])
+
+    def hessp(theta, v):
+        p = np.exp(probabilities(theta))
+        vw, vb = split(v)
+        u = k @ vw + vb
+        r = p * (u - (p * u).sum(1, keepdims=True)) * weight
+        return np.concatenate([(k.T @ r + l2 * vw).ravel(), r.sum(0)])
+
+    res = minimize(objective, np.zeros(n * o + o), jac=True, hessp=hessp, method="trust-ncg",
+                   options={"maxiter": max_iter, "gtol": 1e-9})
+    w, b = split(res.x)
+    return w.T.copy(), b.copy(), float(np.linalg.norm(res.jac))
+
+
+def kglm_logits(coef, intercept, k_test_train):
+    """``logit_c(x) = sum_i W_ci K(x, x_i) + b_c``, ``(N_test, O)``."""
+    return np.asarray(k_test_train, np.float64) @ coef.T + intercept
 
 
 def true_class_probability(logits, labels):
@@ -348,24 +423,26 @@ def faithfulness_tau(p_surrogate, p_network) -> float:
     return float(kendalltau(a[keep], b[keep]).statistic)
 
 
-def attributions(kglm, k_test_train, labels_test):
+def attributions(coef, k_test_train, labels_test):
     """``tau_i(z) = W_{y_z, i} K(z, x_i)``: each training example's term in the kGLM logit of
     the test point's true class, ``(N_test, N_train)``."""
-    coef = np.asarray(kglm.coef_, np.float64)
     return coef[np.asarray(labels_test)] * np.asarray(k_test_train, np.float64)
 
 
 def linear_datamodeling_score(scores, masks, outputs) -> float:
     """``mean_z Spearman_j(outputs[j, z], masks[j] . scores[z])``: scores ``(N_test, N_train)``,
     masks ``(M, N_train)`` 0/1, outputs ``(M, N_test)``; test points whose outputs or
-    predictions do not vary are skipped."""
-    from scipy.stats import spearmanr
+    predictions do not vary are skipped. Spearman's rho = Pearson correlation of the ranks
+    (average ranks for ties)."""
+    from scipy.stats import rankdata
     predicted = np.asarray(masks, np.float64) @ np.asarray(scores, np.float64).T   # (M, N_test)
     outputs = np.asarray(outputs, np.float64)
-    rhos = [spearmanr(predicted[:, z], outputs[:, z]).statistic
-            for z in range(outputs.shape[1])
-            if np.ptp(outputs[:, z]) > 0 and np.ptp(predicted[:, z]) > 0]
-    return float(np.nanmean(rhos)) if rhos else float("nan")
+    keep = (np.ptp(outputs, axis=0) > 0) & (np.ptp(predicted, axis=0) > 0)
+    if not keep.any():
+        return float("nan")
+    a, b = (rankdata(v[:, keep], axis=0) for v in (predicted, outputs))
+    a, b = a - a.mean(0), b - b.mean(0)
+    return float(np.mean((a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))))
 
 
 def subset_masks(n_train: int, n_subsets: int, fraction: float, seed: int) -> np.ndarray:
@@ -383,73 +460,80 @@ def subset_masks(n_train: int, n_subsets: int, fraction: float, seed: int) -> np
 def _study_model(model: str, cfg: Config, data, ctx) -> dict:
     x_tr, l_tr, x_te, l_te = data
     n = x_tr.shape[0]
+    x_tr, x_te = x_tr.astype(jnp.float32), x_te.astype(jnp.float32)
     x_all = jnp.concatenate([x_tr, x_te])
     params0 = init_network(model, cfg, jax.random.PRNGKey(cfg.seed))
-    params = train_network(params0, x_tr, l_tr, cfg, ctx=ctx, task=f"{model}-network")
-    logits_te = np.asarray(apply_fn(params, x_te))
+    masks = subset_masks(n, cfg.n_subsets, cfg.subset_fraction, cfg.seed)
+    # row 0: the network on all training data; rows 1..M: the retrained subset networks
+    stacked = train_networks(params0, x_tr, l_tr, np.vstack([np.ones((1, n), np.float32), masks]),
+                             cfg, ctx=ctx, task=f"{model}-networks")
+    params = jax.tree.map(lambda a: a[0], stacked)
+    logits_te_all = np.asarray(jax.jit(jax.vmap(apply_fn, (0, None)))(stacked, x_te))
+    subset_margins = np.asarray(margins(logits_te_all[1:], np.asarray(l_te)))   # (M, N_test)
+    logits_te = logits_te_all[0]
     nn_acc = float(np.mean(logits_te.argmax(-1) == np.asarray(l_te)))
-    train_acc = float(np.mean(np.asarray(apply_fn(params, x_tr)).argmax(-1) == np.asarray(l_tr)))
+    train_acc = float(np.mean(np.asarray(jax.jit(apply_fn)(params, x_tr)).argmax(-1)
+                              == np.asarray(l_tr)))
     p_nn = true_class_probability(logits_te, l_te)
 
     exact, seconds = exact_kernels(params, x_all)
-    errors = {name: np.zeros((len(cfg.proj_dims), cfg.n_sketches))
-              for name in ("proj-trNTK", "proj-pNTK")}
-    proj_seconds = {name: [] for name in errors}
-    projected = {}   # the first sketch's kernel at every k (for the surrogates)
-    for di, dim in enumerate(cfg.proj_dims):
-        for s in range(cfg.n_sketches):
-            key = jax.random.PRNGKey(1000 * (cfg.seed + 1) + s)
-            kern, sec = projected_kernels(params, x_all, dim, key, cfg.sketch)
-            for name in errors:
-                errors[name][di, s] = relative_error(kern[name], exact[name[5:]])
+    exact = {name: np.asarray(k, np.float64) for name, k in exact.items()}
+    # n_sketches sketches at the largest k; a smaller k uses every disjoint block of k columns
+    squared = {name: np.zeros(len(cfg.proj_dims)) for name in ("proj-trNTK", "proj-pNTK")}
+    counts = np.zeros(len(cfg.proj_dims))
+    projected = {}
+    for s in range(cfg.n_sketches):
+        key = jax.random.PRNGKey(1000 * (cfg.seed + 1) + s)
+        phi, sec = projected_features(params, x_all, cfg.proj_dims[-1], key, cfg.sketch)
+        if s == 0:
+            proj_seconds = sec
+        for di, dim in enumerate(cfg.proj_dims):
+            for name in squared:
+                grams = block_kernels(phi[name], dim)
+                squared[name][di] += sum(relative_error(g, exact[name[5:]]) ** 2 for g in grams)
                 if s == 0:
-                    proj_seconds[name].append(sec[name])
-                    projected[(name, dim)] = kern[name]
-    k_max = cfg.proj_dims[-1]
+                    projected[(name, dim)] = grams[0]
+            counts[di] += cfg.proj_dims[-1] // dim
 
     normalized = {"trNTK": cosine_normalize(exact["trNTK"]),
                   "pNTK": cosine_normalize(exact["pNTK"]),
                   "CK": cosine_normalize(exact["CK"]), "Em": cosine_normalize(exact["Em"]),
-                  "trNTK0": exact["trNTK"] / jnp.std(exact["trNTK"][:n, :n])}
+                  "trNTK0": exact["trNTK"] / np.std(exact["trNTK"][:n, :n])}
     for name in ("proj-trNTK", "proj-pNTK"):
         for dim in cfg.proj_dims:
             normalized[(name, dim)] = cosine_normalize(projected[(name, dim)])
-        normalized[name] = normalized[(name, k_max)]
-
-    masks = subset_masks(n, cfg.n_subsets, cfg.subset_fraction, cfg.seed)
-    subset_params = train_network(params0, x_tr, l_tr, cfg, weights=masks, ctx=ctx,
-                                  task=f"{model}-subsets")
-    subset_margins = np.asarray(jax.vmap(lambda p: margins(apply_fn(p, x_te), l_te))(
-        subset_params))                                                # (M, N_test)
+        normalized[name] = normalized[(name, cfg.proj_dims[-1])]
 
     def surrogate(k):
         k = np.asarray(k, np.float64)
-        kglm = fit_kglm(k[:n, :n], l_tr, cfg.kglm_l2)
-        logits = kglm.decision_function(k[n:, :n])
+        coef, intercept, grad_norm = fit_kglm(k[:n, :n], l_tr, cfg.kglm_l2, cfg.kglm_iterations)
+        logits = kglm_logits(coef, intercept, k[n:, :n])
         return {"tau": faithfulness_tau(true_class_probability(logits, l_te), p_nn),
-                "accuracy": float(np.mean(kglm.classes_[logits.argmax(-1)] == np.asarray(l_te))),
-                "lds": linear_datamodeling_score(attributions(kglm, k[n:, :n], l_te), masks,
-                                                 subset_margins)}
+                "accuracy": float(np.mean(logits.argmax(-1) == np.asarray(l_te))),
+                "lds": linear_datamodeling_score(attributions(coef, k[n:, :n], l_te), masks,
+                                                 subset_margins),
+                "grad_norm": grad_norm}
 
     per_kernel = {name: surrogate(normalized[name]) for name in KERNELS}
-    tau_vs_k = {name: [surrogate(normalized[(name, d)])["tau"] for d in cfg.proj_dims]
-                for name in ("proj-trNTK", "proj-pNTK")}
-    mean_err = {name: e.mean(1) for name, e in errors.items()}
+    tau_vs_k = {name: [surrogate(normalized[(name, d)])["tau"] for d in cfg.proj_dims[:-1]]
+                + [per_kernel[name]["tau"]] for name in ("proj-trNTK", "proj-pNTK")}
+    rms_err = {name: np.sqrt(sq / counts) for name, sq in squared.items()}
     out = {
         "network_test_accuracy": nn_acc, "network_train_accuracy": train_acc,
         "n_params": int(sum(p.size for p in jax.tree.leaves(params))),
         "tau": {k: v["tau"] for k, v in per_kernel.items()},
         "kglm_accuracy": {k: v["accuracy"] for k, v in per_kernel.items()},
         "test_accuracy_differential": {k: v["accuracy"] - nn_acc for k, v in per_kernel.items()},
+        "kglm_gradient_norm": {k: v["grad_norm"] for k, v in per_kernel.items()},
         "lds": {k: v["lds"] for k, v in per_kernel.items()},
         "tau_vs_k": tau_vs_k,
-        "projection_error": {k: v.tolist() for k, v in mean_err.items()},
-        "projection_error_per_sketch": {k: v.tolist() for k, v in errors.items()},
+        "projection_error": {k: v.tolist() for k, v in rms_err.items()},
+        "projection_error_samples": counts.astype(int).tolist(),
         "projection_error_slope": {k: float(loglog_slope(cfg.proj_dims, v))
-                                   for k, v in mean_err.items()},
+                                   for k, v in rms_err.items()},
         "pntk_jl_prediction": [jl_prediction(exact["pNTK"], d) for d in cfg.proj_dims],
         "kernel_seconds": {k: float(v) for k, v in seconds.items()},
-        "projection_seconds": proj_seconds,
+        "projection_seconds": {k: float(v) for k, v in proj_seconds.items()},
         "subset_margin_spread": float(np.mean(np.std(subset_margins, axis=0))),
     }
     tau = out["tau"]
@@ -468,7 +552,7 @@ def run(cfg: Config, ctx) -> dict:
     per_model = {}
     for model in cfg.models:
         if ctx.progress:
-            print(f"  {model}: training, kernels, surrogates, {cfg.n_subsets} subset models",
+            print(f"  {model}: network and {cfg.n_subsets} subset networks, kernels, surrogates",
                   flush=True)
         per_model[model] = _study_model(model, cfg, data, ctx)
     return {"models": list(cfg.models), "kernels": list(KERNELS),
@@ -520,16 +604,19 @@ def figures(results: dict) -> dict:
                            f"{float(p['projection_error_slope'][name]):.2f})")
             axes[1].semilogx(dims, np.asarray(p["tau_vs_k"][name], float), marker,
                              label=f"{model} {name}")
-            axes[2].loglog(dims, np.asarray(p["projection_seconds"][name], float), marker,
-                           label=f"{model} {name}")
         axes[0].loglog(dims, np.asarray(p["pntk_jl_prediction"], float), "k:", lw=0.8,
                        label=f"{model} pNTK, Gaussian-sketch prediction")
         axes[1].axhline(float(p["tau"]["trNTK"]), color="0.4", lw=0.8, ls=":",
                         label=f"{model} exact trNTK")
-        for name in ("trNTK", "pNTK"):
-            axes[2].axhline(float(p["kernel_seconds"][name]), lw=0.8, ls=":",
-                            color="C3" if name == "trNTK" else "C4",
-                            label=f"{model} exact {name}")
+    names = ["trNTK", "pNTK", "CK+Em", "proj-trNTK", "proj-pNTK"]
+    for i, model in enumerate(models):
+        p = per[model]
+        sec = [float({**p["kernel_seconds"], **p["projection_seconds"]}[k]) for k in names]
+        axes[2].bar(np.arange(len(names)) + (i - (len(models) - 1) / 2) * width, sec, width,
+                    label=model)
+    axes[2].set_xticks(np.arange(len(names)))
+    axes[2].set_xticklabels(names, rotation=20)
+    axes[2].set_yscale("log")
     axes[0].loglog(dims, float(np.asarray(per[models[0]]["projection_error"]["proj-trNTK"],
                                           float)[0]) * np.sqrt(dims[0] / dims), "r--", lw=0.8,
                    label="k^-1/2")
@@ -539,7 +626,7 @@ def figures(results: dict) -> dict:
     axes[1].set_xlabel("sketch dimension k")
     axes[1].set_ylabel("Kendall tau (kGLM vs network)")
     axes[1].set_title("Projected surrogates: faithfulness vs k", fontsize=10)
-    axes[2].set_xlabel("sketch dimension k")
+    axes[2].set_xlabel(f"kernel (projections: features at k = {int(dims[-1])}, one sketch)")
     axes[2].set_ylabel("wall time (s, log scale, compilation included)")
     axes[2].set_title("Cost of the kernels on train + test points", fontsize=10)
     for ax in axes:
