@@ -59,6 +59,14 @@ def _latin_square():
 
 CASES = _latin_square()
 
+# The Jacobian implementation on the large models costs most of this file (10 CPU-s each):
+# `make test-all` runs those; the default suite checks it on Myrtle in every mode instead.
+HEAVY = {("resnet18", "jacobian", "full"), ("vit_tiny", "jacobian", "full"),
+         ("gpt", "jacobian", "trace_vocab_diagonal_time"), ("wide_resnet", "jacobian", "trace")}
+DEFAULT_CASES = [pytest.param(*c, marks=pytest.mark.slow) if c in HEAVY else c for c in CASES]
+DEFAULT_CASES += [("myrtle", "jacobian", m) for m in VECTOR_MODES
+                  if ("myrtle", "jacobian", m) not in CASES]
+
 
 NO_VMAP_CASES = [("myrtle", "jacobian", "trace"), ("gpt", "structured", "full"),
                  ("gpt", "ntvp", "trace")]
@@ -129,7 +137,7 @@ def _check(name, implementation, mode, vmap_axes):
     assert err < 1e-10, err
 
 
-@pytest.mark.parametrize("name,implementation,mode", CASES)
+@pytest.mark.parametrize("name,implementation,mode", DEFAULT_CASES)
 def test_entk_matches_jacobian_contraction(name, implementation, mode):
     _check(name, implementation, mode, vmap_axes=0)
 
