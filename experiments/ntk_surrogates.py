@@ -8,8 +8,9 @@ attribution scored with the linear datamodeling score of Park et al. 2023 (TRAK)
 Setup. A network ``f: R^64 -> R^O`` (``O = 10`` digit classes; a ReLU MLP, and in the full
 config also a small CNN, two 3x3 convolutions and a dense readout; NTK parametrisation,
 float32) is trained on scikit-learn's digits (:func:`tasks.load`, pixels scaled to unit
-variance) by full-batch gradient descent with momentum on the softmax cross-entropy. With ``g_c(x) = d f_c(x) / d theta`` at the *trained* parameters, the kernels
-compared are (as the authors' code defines them, every one cosine-normalised
+variance) by full-batch gradient descent with momentum on the softmax cross-entropy. With
+``g_c(x) = d f_c(x) / d theta`` at the *trained* parameters, the kernels compared are (as
+the authors' code defines them, every one cosine-normalised
 ``K(x, x') / sqrt(K(x, x) K(x', x'))`` before use):
 
 - ``trNTK(x, x') = sum_c <g_c(x), g_c(x')>`` (:func:`ntk.approx.trace_ntk_fn`);
@@ -82,7 +83,6 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import tasks
 from experiments.claims import at_least, at_most, claim, each, greater, within
@@ -138,8 +138,8 @@ class Config:
     def validate(self) -> None:
         if not self.models or any(m not in MODELS for m in self.models):
             raise ValueError(f"models: expected a non-empty subset of {MODELS}, got {self.models}")
-        for name in ("n_train", "n_test", "width", "depth", "channels", "steps", "chunk", "n_sketches",
-                     "n_subsets", "kglm_iterations"):
+        for name in ("n_train", "n_test", "width", "depth", "channels", "steps", "chunk",
+                     "n_sketches", "n_subsets", "kglm_iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -571,21 +571,21 @@ def figures(results: dict) -> dict:
     dims = np.asarray(m["proj_dims"], float)
     per = m["per_model"]
 
-    fig = Figure(figsize=(13, 4))
+    fig = Figure(figsize=(13, 4), layout="constrained")
     axes = fig.subplots(1, 2)
-    width = 0.8 / len(models)
+    width = 0.3 / len(models)
     pos = np.arange(len(kernels))
     for i, model in enumerate(models):
         off = (i - (len(models) - 1) / 2) * width
         tau = np.asarray([per[model]["tau"][k] for k in kernels], float)
         lds = np.asarray([per[model]["lds"][k] for k in kernels], float)
-        axes[0].bar(pos + off, tau, width, label=f"{model} (network acc "
-                    f"{float(per[model]['network_test_accuracy']):.2f})")
-        axes[1].bar(pos + off, lds, width, label=model)
+        axes[0].plot(pos + off, tau, "o", ms=8, label=f"{model} (network acc "
+                     f"{float(per[model]['network_test_accuracy']):.2f})")
+        axes[1].plot(pos + off, lds, "s", ms=8, label=model)
     for ax in axes:
         ax.set_xticks(pos)
         ax.set_xticklabels(kernels, rotation=20)
-        ax.axhline(0, color="k", lw=0.6)
+        ax.grid(axis="y", lw=0.4)
         ax.set_xlabel("kernel of the kGLM surrogate (projections at the largest k)")
         ax.legend(fontsize=7)
     axes[0].set_ylabel("Kendall tau (kGLM vs network, true-class prob.)")
@@ -594,7 +594,7 @@ def figures(results: dict) -> dict:
     axes[1].set_title(f"Attribution vs retraining on {results['config']['n_subsets']} "
                       "half subsets (LDS)", fontsize=10)
 
-    proj = Figure(figsize=(14, 4))
+    proj = Figure(figsize=(15, 4.2), layout="constrained")
     axes = proj.subplots(1, 3)
     for model in models:
         p = per[model]
@@ -612,7 +612,8 @@ def figures(results: dict) -> dict:
     for i, model in enumerate(models):
         p = per[model]
         sec = [float({**p["kernel_seconds"], **p["projection_seconds"]}[k]) for k in names]
-        axes[2].bar(np.arange(len(names)) + (i - (len(models) - 1) / 2) * width, sec, width,
+        bar = 0.8 / len(models)
+        axes[2].bar(np.arange(len(names)) + (i - (len(models) - 1) / 2) * bar, sec, bar,
                     label=model)
     axes[2].set_xticks(np.arange(len(names)))
     axes[2].set_xticklabels(names, rotation=20)
