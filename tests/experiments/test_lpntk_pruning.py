@@ -21,9 +21,11 @@ from ntk import approx
 
 @pytest.fixture
 def x64():
+    """float64 for this test, and the session's setting back afterwards."""
+    before = bool(jax.config.jax_enable_x64)
     jax.config.update("jax_enable_x64", True)
     yield
-    jax.config.update("jax_enable_x64", False)
+    jax.config.update("jax_enable_x64", before)
 
 
 def test_lpntk_is_the_label_masked_sum_of_the_full_entk(x64):
