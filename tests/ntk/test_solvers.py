@@ -107,6 +107,7 @@ def test_block_kernel_is_the_dense_kernel():
     np.testing.assert_allclose(op.diagonal(), jnp.diagonal(kd), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_nystrom_pcg_matrix_free_matches_cholesky_and_beats_cg():
     rng = np.random.default_rng(10)
     x = jnp.asarray(rng.normal(size=(600, 4)))

@@ -55,6 +55,7 @@ def test_detects_independent_and_coupled_batches():
                                          table, tokens)[0]
 
 
+@pytest.mark.slow
 def test_auto_default_under_jit():
     """Under jax.jit the probe runs on fixed random stand-ins for traced inputs / params."""
     for build, independent in ((models.mlp, True), (coupled, False)):
@@ -82,7 +83,8 @@ def test_auto_default_matches_explicit_on_both_kinds(mode):
                                        err_msg=f"{build.__name__} {mode} x2={b is not None}")
 
 
-@pytest.mark.parametrize("mode", list(REDUCE))
+@pytest.mark.parametrize("mode", [pytest.param(m, marks=pytest.mark.slow) if m != "trace" else m
+                                  for m in REDUCE])
 def test_tight_budgets_stream_outputs_blocks_and_leaf_groups(mode):
     """Budgets just above the output force output chunks, row / column blocks (kept rows,
     streamed columns, transposed lower blocks for x2=None) and leaf groups; the kernel does
