@@ -13,12 +13,8 @@ and ``ImageResize``'s ``shape`` a list (``-1`` keeps an axis).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
@@ -142,60 +138,12 @@ def inputs():
 
 def run_reference(cases: list, arrays: dict, timeout: int = 900) -> dict:
     """neural-tangents' kernels of ``cases`` (``{i}/{name}``), computed in ``.venv-ref``."""
-    if not os.path.exists(REF_PYTHON):
-        raise FileNotFoundError(f"reference environment missing: {REF_PYTHON} (run "
-                                f"`make reference`)")
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
-        np.savez(src, spec=np.asarray(json.dumps(cases)), **arrays)
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
-        proc = subprocess.run([REF_PYTHON, "-m", "reference.make_stax_names2_golden", "--nt",
-                               src, dst], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"reference run failed:\n{proc.stderr[-4000:]}")
-        with np.load(dst) as out:
-            return {k: np.asarray(out[k]) for k in out.files}
-
-
-def _nt_main(src, dst):
-    """Inside ``.venv-ref``: neural-tangents' kernels of every case of ``src``."""
-    import warnings
-    warnings.filterwarnings("ignore")
-    import jax
-    jax.config.update("jax_enable_x64", True)
-    from neural_tangents import stax
-
-    data = np.load(src)
-    out = {}
-    for i, case in enumerate(json.loads(str(data["spec"]))):
-        _, _, kernel_fn = build(stax, case["layers"])
-        x1 = np.asarray(data[case["x1"]])
-        x2 = None if case.get("x2") is None else np.asarray(data[case["x2"]])
-        get = tuple(case["get"])
-        for name, value in zip(get, kernel_fn(x1, x2, get=get)):
-            if value is not None:
-                out[f"{i}/{name}"] = np.asarray(value)
-    np.savez(dst, **out)
+    return names1.run_reference(cases, arrays, timeout, module="reference.make_stax_names2_golden")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=GOLDEN)
-    parser.add_argument("--nt", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.nt:
-        return _nt_main(*args.nt)
-    named = battery()
-    arrays = inputs()
-    result = run_reference([spec for _, spec in named], arrays)
-    payload = {"spec": np.asarray(json.dumps([spec for _, spec in named])),
-               "names": np.asarray(json.dumps([name for name, _ in named]))}
-    payload.update({f"input/{k}": v for k, v in arrays.items()})
-    payload.update({f"nt/{k}": v for k, v in result.items()})
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    np.savez_compressed(args.out, **payload)
-    print(f"wrote {args.out}: {len(named)} cases, {os.path.getsize(args.out) / 1024:.1f} KiB")
+    return names1.main(argv, golden=GOLDEN, battery_fn=battery, inputs_fn=inputs, build_fn=build,
+                       module="reference.make_stax_names2_golden", doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -141,8 +141,10 @@ def inputs():
     }
 
 
-def run_reference(cases: list, arrays: dict, timeout: int = 900) -> dict:
-    """neural-tangents' kernels of ``cases`` (``{i}/{name}``), computed in ``.venv-ref``."""
+def run_reference(cases: list, arrays: dict, timeout: int = 900,
+                  module: str = "reference.make_stax_names_golden") -> dict:
+    """neural-tangents' kernels of ``cases`` (``{i}/{name}``), computed in ``.venv-ref`` by
+    ``module``'s ``--nt`` entry (its ``build`` turns specs into layers)."""
     if not os.path.exists(REF_PYTHON):
         raise FileNotFoundError(f"reference environment missing: {REF_PYTHON} (run "
                                 f"`make reference`)")
@@ -150,16 +152,15 @@ def run_reference(cases: list, arrays: dict, timeout: int = 900) -> dict:
         src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
         np.savez(src, spec=np.asarray(json.dumps(cases)), **arrays)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
-        proc = subprocess.run([REF_PYTHON, "-m", "reference.make_stax_names_golden", "--nt",
-                               src, dst], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run([REF_PYTHON, "-m", module, "--nt", src, dst], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise RuntimeError(f"reference run failed:\n{proc.stderr[-4000:]}")
         with np.load(dst) as out:
             return {k: np.asarray(out[k]) for k in out.files}
 
 
-def _nt_main(src, dst):
+def nt_main(src, dst, build_fn=None):
     """Inside ``.venv-ref``: neural-tangents' kernels of every case of ``src``."""
     import warnings
     warnings.filterwarnings("ignore")
@@ -167,10 +168,11 @@ def _nt_main(src, dst):
     jax.config.update("jax_enable_x64", True)
     from neural_tangents import stax
 
+    build_fn = build_fn or build
     data = np.load(src)
     out = {}
     for i, case in enumerate(json.loads(str(data["spec"]))):
-        _, _, kernel_fn = build(stax, case["layers"])
+        _, _, kernel_fn = build_fn(stax, case["layers"])
         x1 = np.asarray(data[case["x1"]])
         x2 = None if case.get("x2") is None else np.asarray(data[case["x2"]])
         get = tuple(case["get"])
@@ -180,16 +182,18 @@ def _nt_main(src, dst):
     np.savez(dst, **out)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=GOLDEN)
+def main(argv=None, *, golden=GOLDEN, battery_fn=None, inputs_fn=None, build_fn=None,
+         module="reference.make_stax_names_golden", doc=__doc__):
+    """Write the golden file of a battery (defaults: this module's)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", default=golden)
     parser.add_argument("--nt", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.nt:
-        return _nt_main(*args.nt)
-    named = battery()
-    arrays = inputs()
-    result = run_reference([spec for _, spec in named], arrays)
+        return nt_main(*args.nt, build_fn=build_fn)
+    named = (battery_fn or battery)()
+    arrays = (inputs_fn or inputs)()
+    result = run_reference([spec for _, spec in named], arrays, module=module)
     payload = {"spec": np.asarray(json.dumps([spec for _, spec in named])),
                "names": np.asarray(json.dumps([name for name, _ in named]))}
     payload.update({f"input/{k}": v for k, v in arrays.items()})
