@@ -19,10 +19,10 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/ntk-lab demo --out $(OUT)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 test-all: $(VENV)/.installed
-	$(PY) -m pytest -q -n auto -m "slow or not slow"
+	$(PY) -m pytest -q -n auto --dist worksteal -m "slow or not slow"
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks --out $(OUT)/bench

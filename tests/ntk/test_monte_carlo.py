@@ -130,7 +130,7 @@ ARCHITECTURES = {
 
 
 @pytest.mark.parametrize("arch,widths", [
-    ("mlp", (8, 128)),
+    pytest.param("mlp", (8, 128), marks=pytest.mark.slow),
     pytest.param("mlp", (16, 1024), marks=pytest.mark.slow, id="mlp-wide"),
     pytest.param("cnn1d", (8, 256), marks=pytest.mark.slow),
     pytest.param("cnn2d", (8, 256), marks=pytest.mark.slow)])

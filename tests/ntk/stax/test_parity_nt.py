@@ -145,6 +145,7 @@ def _run_reference(cases, arrays):
     return run_reference(cases, arrays, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.reference
 @pytest.mark.skipif(not os.path.exists(REF_PYTHON), reason="no .venv-ref (make reference)")
 def test_live_parity_fresh_inputs():
