@@ -11,12 +11,14 @@ from ntk.empirical import (
     empirical_nngp_fn,
     empirical_ntk_fn,
 )
+from ntk.batching import batch
 from ntk.linearize import linearize, taylor_expand
 from ntk.monte_carlo import monte_carlo_kernel_fn
 from ntk import approx, budget, diagnostics, predict, solvers, stax  # noqa: E402,F401
 
 __all__ = [
     "approx",
+    "batch",
     "budget",
     "diagnostics",
     "predict",
