@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from ntk import stax
+from tests.golden_parity import check_against_golden
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -250,14 +251,7 @@ QUICK = ("attention_softmax_x2",)
 
 
 def _check(index, spec, arrays, reference, build):
-    _, _, kernel_fn = build(stax, spec["layers"])
-    x2 = None if spec.get("x2") is None else arrays[spec["x2"]]
-    get = tuple(spec["get"])
-    for name, value in zip(get, kernel_fn(arrays[spec["x1"]], x2, get=get)):
-        theirs = reference[f"{index}/{name}"]
-        assert value.shape == theirs.shape, (name, value.shape, theirs.shape)
-        err = float(np.max(np.abs(np.asarray(value) - theirs))) / float(np.max(np.abs(theirs)))
-        assert err < RTOL, f"{spec['layers']}: {name} relative error {err:.2e}"
+    check_against_golden(index, spec, arrays, reference, build, RTOL)
 
 
 @pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow)

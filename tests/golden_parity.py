@@ -1,0 +1,19 @@
+"""One golden-file comparison for the stax layer batteries made in the neural-tangents
+reference environment (``reference/make_stax_names*_golden.py``)."""
+import numpy as np
+
+from ntk import stax
+
+
+def check_against_golden(index: int, spec: dict, arrays: dict, reference, build,
+                         rtol: float) -> None:
+    """Our kernels of case ``index`` (``spec``: layers, x1, x2, get) against ``reference``'s
+    ``{index}/{name}`` arrays, to relative error ``rtol`` of the largest entry."""
+    _, _, kernel_fn = build(stax, spec["layers"])
+    x2 = None if spec.get("x2") is None else arrays[spec["x2"]]
+    get = tuple(spec["get"])
+    for name, value in zip(get, kernel_fn(arrays[spec["x1"]], x2, get=get)):
+        theirs = reference[f"{index}/{name}"]
+        assert value.shape == theirs.shape, (name, value.shape, theirs.shape)
+        err = float(np.max(np.abs(np.asarray(value) - theirs))) / float(np.max(np.abs(theirs)))
+        assert err < rtol, f"{spec['layers']}: {name} relative error {err:.2e}"
