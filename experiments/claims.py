@@ -26,18 +26,22 @@ import dataclasses
 import math
 from typing import Any, Callable, Sequence, Union
 
+from experiments.records import jsonable
+
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _number(value: Any) -> float:
-    """A measured scalar as float; JSON's ``"nan"`` / ``"inf"`` strings included."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        return float(value)     # "nan", "inf", "-inf" as stored by records.jsonable
-    return float(value)
+# comparison -> (test, how it reads); float() also parses JSON's "nan" / "inf" strings
+_COMPARISONS = {
+    "within": (lambda x, lo, hi: lo <= x <= hi, lambda lo, hi: f"in [{_fmt(lo)}, {_fmt(hi)}]"),
+    "greater": (lambda x, t: x > t, lambda t: f"> {_fmt(t)}"),
+    "less": (lambda x, t: x < t, lambda t: f"< {_fmt(t)}"),
+    "at_least": (lambda x, t: x >= t, lambda t: f">= {_fmt(t)}"),
+    "at_most": (lambda x, t: x <= t, lambda t: f"<= {_fmt(t)}"),
+    "close_to": (lambda x, c, tol: abs(x - c) <= tol, lambda c, tol: f"{_fmt(c)} +- {_fmt(tol)}"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,40 +59,17 @@ class Bound:
             values = list(value) if isinstance(value, (list, tuple)) else [value]
             return bool(values) and all(self.inner.holds(v) for v in values)
         if self.kind == "is_true":
-            return value is True or (not isinstance(value, str) and bool(value) is True
-                                     and _number(value) == 1.0)
-        x = _number(value)
-        if math.isnan(x):
-            return False
-        if self.kind == "within":
-            lo, hi = self.args
-            return lo <= x <= hi
-        if self.kind == "greater":
-            return x > self.args[0]
-        if self.kind == "less":
-            return x < self.args[0]
-        if self.kind == "at_least":
-            return x >= self.args[0]
-        if self.kind == "at_most":
-            return x <= self.args[0]
-        if self.kind == "close_to":
-            target, tol = self.args
-            return abs(x - target) <= tol
-        raise ValueError(f"unknown bound kind {self.kind!r}")
+            return value is True or (type(value) in (int, float) and value == 1)
+        x = float(value)
+        return not math.isnan(x) and _COMPARISONS[self.kind][0](x, *self.args)
 
     @property
     def text(self) -> str:
-        a = self.args
-        return {
-            "within": lambda: f"in [{_fmt(a[0])}, {_fmt(a[1])}]" if a else "",
-            "greater": lambda: f"> {_fmt(a[0])}" if a else "",
-            "less": lambda: f"< {_fmt(a[0])}" if a else "",
-            "at_least": lambda: f">= {_fmt(a[0])}" if a else "",
-            "at_most": lambda: f"<= {_fmt(a[0])}" if a else "",
-            "close_to": lambda: f"{_fmt(a[0])} +- {_fmt(a[1])}" if a else "",
-            "is_true": lambda: "true",
-            "each": lambda: f"each {self.inner.text}" if self.inner else "",
-        }[self.kind]()
+        if self.kind == "each":
+            return f"each {self.inner.text}"
+        if self.kind == "is_true":
+            return "true"
+        return _COMPARISONS[self.kind][1](*self.args)
 
     def to_dict(self) -> dict:
         out = {"kind": self.kind, "args": list(self.args)}
@@ -172,7 +153,6 @@ class ClaimSpec:
             value = metrics[self.measure]
         else:
             value = self.measure(metrics)
-        from experiments.records import jsonable
         value = jsonable(value)
         text = self.text(metrics) if callable(self.text) else self.text
         return {"id": self.id, "text": text, "expected": self.bound.text, "measured": value,

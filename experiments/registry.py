@@ -25,26 +25,19 @@ _HERE = Path(__file__).resolve().parent
 REQUIRED = ("SUMMARY", "Config", "run", "figures", "CLAIMS")
 
 
-def _constants(path: Path) -> dict[str, str]:
-    """Module-level string constants and the names the module defines."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found: dict[str, str] = {}
-    defined = set()
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            defined.add(node.name)
+def module_constants(path: Path) -> dict:
+    """The module-level ``NAME = <literal>`` assignments of a Python file, read with
+    :mod:`ast` (nothing is imported)."""
+    found = {}
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
         targets = (node.targets if isinstance(node, ast.Assign)
                    else [node.target] if isinstance(node, ast.AnnAssign) and node.value else [])
         for t in targets:
             if isinstance(t, ast.Name):
-                defined.add(t.id)
                 try:
-                    value = ast.literal_eval(node.value)
+                    found[t.id] = ast.literal_eval(node.value)
                 except ValueError:
-                    continue
-                if isinstance(value, str):
-                    found[t.id] = value
-    found["__defined__"] = defined
+                    pass
     return found
 
 
@@ -54,19 +47,17 @@ def _scan() -> dict[str, dict]:
     for path in sorted(_HERE.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        consts = _constants(path)
+        consts = module_constants(path)
         if "SUMMARY" not in consts:
             continue
         studies[path.stem] = {"module": f"experiments.{path.stem}", "summary": consts["SUMMARY"],
-                              "paper": consts.get("PAPER"), "citation": consts.get("CITATION"),
-                              "defined": consts["__defined__"]}
+                              "paper": consts.get("PAPER"), "citation": consts.get("CITATION")}
     return studies
 
 
 def studies() -> dict[str, dict]:
     """``{name: {"module", "summary", "paper", "citation"}}`` for every study module."""
-    return {name: {k: v for k, v in info.items() if k != "defined"}
-            for name, info in _scan().items()}
+    return {name: dict(info) for name, info in _scan().items()}
 
 
 def study_names() -> list[str]:

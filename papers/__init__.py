@@ -12,26 +12,12 @@ without computing anything.
 """
 from __future__ import annotations
 
-import ast
 import functools
 from pathlib import Path
 
 from experiments import registry
 
 _HERE = Path(__file__).resolve().parent
-
-
-def _module_constants(path: Path) -> dict:
-    out = {}
-    for node in ast.parse(path.read_text(), filename=str(path)).body:
-        if isinstance(node, ast.Assign):
-            for t in node.targets:
-                if isinstance(t, ast.Name):
-                    try:
-                        out[t.id] = ast.literal_eval(node.value)
-                    except ValueError:
-                        pass
-    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -47,7 +33,7 @@ def papers() -> dict[str, dict]:
     for path in sorted(_HERE.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        consts = _module_constants(path)
+        consts = registry.module_constants(path)
         if path.stem in found:
             raise TypeError(f"paper {path.stem!r} is defined by papers/{path.name} and by study "
                             f"{found[path.stem]['studies'][0]!r}")
