@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import collections
 import functools
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp

@@ -1,5 +1,4 @@
 """Kumar et al. 2023 committee machine: exact identities and the study's trends."""
-import itertools
 import json
 
 import jax
