@@ -17,3 +17,15 @@ def check_against_golden(index: int, spec: dict, arrays: dict, reference, build,
         assert value.shape == theirs.shape, (name, value.shape, theirs.shape)
         err = float(np.max(np.abs(np.asarray(value) - theirs))) / float(np.max(np.abs(theirs)))
         assert err < rtol, f"{spec['layers']}: {name} relative error {err:.2e}"
+
+
+def load_golden(path) -> tuple[list, list, dict, dict]:
+    """``(names, specs, inputs, neural-tangents arrays)`` of a golden battery file."""
+    import json
+    with np.load(path) as data:
+        specs = json.loads(str(data["spec"]))
+        names = json.loads(str(data["names"]))
+        arrays = {k[len("input/"):]: np.asarray(data[k]) for k in data.files
+                  if k.startswith("input/")}
+        nt = {k[len("nt/"):]: np.asarray(data[k]) for k in data.files if k.startswith("nt/")}
+    return names, specs, arrays, nt

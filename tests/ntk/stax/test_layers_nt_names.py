@@ -13,7 +13,6 @@
   ``tests/golden/stax_nt065_names.npz`` by ``reference/make_stax_names_golden.py`` (and live in
   ``.venv-ref`` with ``-m "slow and reference"``), to 1e-6 relative.
 """
-import json
 import os
 import sys
 
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 
 from ntk import stax
-from tests.golden_parity import check_against_golden
+from tests.golden_parity import check_against_golden, load_golden
 from ntk.stax.core import KernelFn
 from ntk.stax.kernel import input_kernel, spatial_diagonal, to_diagonal
 
@@ -296,17 +295,7 @@ def _reference_module():
     return module
 
 
-def _golden():
-    with np.load(GOLDEN) as data:
-        specs = json.loads(str(data["spec"]))
-        names = json.loads(str(data["names"]))
-        arrays = {k[len("input/"):]: np.asarray(data[k]) for k in data.files
-                  if k.startswith("input/")}
-        nt = {k[len("nt/"):]: np.asarray(data[k]) for k in data.files if k.startswith("nt/")}
-    return names, specs, arrays, nt
-
-
-NAMES, SPECS, ARRAYS, NT = _golden()
+NAMES, SPECS, ARRAYS, NT = load_golden(GOLDEN)
 #: cases run by default (each costs an XLA compilation); the convolutional rest are `slow`
 #: (the Monte Carlo and serial checks above cover the other layers by default)
 QUICK = ("dropout_mlp", "hermite_unit_x2", "exp_normalized_clip_x2",

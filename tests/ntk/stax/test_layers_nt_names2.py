@@ -21,7 +21,6 @@ not share:
   agrees on raw inputs, after ``Dense``, and with square filters -- the same reversed-layout
   pattern), so that golden case uses a square filter.
 """
-import json
 import os
 import sys
 
@@ -31,7 +30,7 @@ import numpy as np
 import pytest
 
 from ntk import stax
-from tests.golden_parity import check_against_golden
+from tests.golden_parity import check_against_golden, load_golden
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -235,17 +234,7 @@ def _reference_module():
     return module
 
 
-def _golden():
-    with np.load(GOLDEN) as data:
-        specs = json.loads(str(data["spec"]))
-        names = json.loads(str(data["names"]))
-        arrays = {k[len("input/"):]: np.asarray(data[k]) for k in data.files
-                  if k.startswith("input/")}
-        nt = {k[len("nt/"):]: np.asarray(data[k]) for k in data.files if k.startswith("nt/")}
-    return names, specs, arrays, nt
-
-
-NAMES, SPECS, ARRAYS, NT = _golden()
+NAMES, SPECS, ARRAYS, NT = load_golden(GOLDEN)
 #: cases run by default (each costs an XLA compilation); the rest are `slow`
 QUICK = ("attention_softmax_x2",)
 
