@@ -50,15 +50,31 @@ MODES = {
 }
 
 
-@pytest.mark.parametrize("model", list(models.MODELS))
-def test_matches_explicit_jacobians(model):
+# The axes modes are reductions the engine applies whatever the network; they are checked on
+# the hand-written models, and the framework wrappers (whose point is their parameter
+# pytrees) are checked in the full mode by default, in every mode under ``make test-all``.
+ALL_MODES = ("mlp", "cnn", "resnet")
+
+
+def _model_cases():
+    for m in models.MODELS:
+        if m in ALL_MODES:
+            yield pytest.param(m, True, id=m)
+        else:
+            yield pytest.param(m, False, id=f"{m}-full")
+            yield pytest.param(m, True, id=f"{m}-all-modes", marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("model, all_modes", list(_model_cases()))
+def test_matches_explicit_jacobians(model, all_modes):
     apply_fn, params, shape = models.MODELS[model](jax.random.PRNGKey(0))
     x1, x2 = inputs(shape)
     raw = explicit_raw_kernel(apply_fn, params, x1, x2)
     raw_sym = explicit_raw_kernel(apply_fn, params, x1, x1)
+    modes = MODES if all_modes else {"full": MODES["full"]}
     for implementation in ("jacobian", "ntvp", "structured"):
         for vmap_axes in ([None, 0] if model == "mlp" else [0]):
-            for mode, (trace_axes, diagonal_axes, reduce) in MODES.items():
+            for mode, (trace_axes, diagonal_axes, reduce) in modes.items():
                 fn = ntk.empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes,
                                           implementation)
                 np.testing.assert_allclose(
@@ -242,7 +258,11 @@ def test_jit_of_kernel_fn():
                                fn(x1, x2, doubled), atol=1e-10)
 
 
-def test_sharded_blocks_equal_single_device():
+# The sharding wraps whichever implementation computes a block: 'structured' by default, the
+# other two under ``make test-all`` (each case is a fresh 4-device process).
+@pytest.mark.parametrize("impl", ["structured", pytest.param("jacobian", marks=pytest.mark.slow),
+                                  pytest.param("ntvp", marks=pytest.mark.slow)])
+def test_sharded_blocks_equal_single_device(impl):
     code = textwrap.dedent("""
         import jax, jax.numpy as jnp, numpy as np
         jax.config.update("jax_enable_x64", True)
@@ -256,7 +276,7 @@ def test_sharded_blocks_equal_single_device():
         def counted(p, x):
             traces.append(1)
             return apply_fn(p, x)
-        for impl in ("jacobian", "ntvp", "structured"):
+        for impl in (IMPL,):
             one = ntk.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0,
                                        implementation=impl)(x1, x2, params)
             fn = ntk.empirical_ntk_fn(counted, trace_axes=(), vmap_axes=0,
@@ -271,7 +291,7 @@ def test_sharded_blocks_equal_single_device():
             fn(x1, None, params)
             assert len(traces) == count, (impl, count, len(traces))
         print("OK")
-    """)
+    """).replace("IMPL", repr(impl))
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
