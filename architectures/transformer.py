@@ -122,7 +122,7 @@ class GPT(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, tokens, train: bool = False):
+    def __call__(self, tokens, train: bool = False, features: bool = False):
         tokens = jnp.asarray(tokens)
         if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(f"GPT: tokens must be integers of shape (N, T), got dtype "
@@ -140,7 +140,7 @@ class GPT(nn.Module):
         for _ in range(self.depth):
             h = Block(self.heads, self.mlp_dim or 4 * self.dim, **kw)(h, mask)
         h = nn.LayerNorm(**kw)(h)
-        return embed.attend(h)
+        return h if features else embed.attend(h)
 
 
 def gpt(vocab_size: int = 256, context: int = 64, dim: int = 128, depth: int = 4,
@@ -150,7 +150,9 @@ def gpt(vocab_size: int = 256, context: int = 64, dim: int = 128, depth: int = 4
     ``h = E[tokens] + P[:T] -> depth x pre-LN block (causal heads-head self-attention, GELU MLP
     of 4 dim) -> LayerNorm -> logits = h E^T`` (the token embedding ``E`` is the output layer,
     ``nn.Embed.attend``). Inputs int tokens ``(N, T)`` with ``T <= context``, outputs logits
-    ``(N, T, vocab_size)``; position ``t``'s logits depend on tokens ``0..t`` only.
+    ``(N, T, vocab_size)``; position ``t``'s logits depend on tokens ``0..t`` only. Called with
+    ``features=True`` it returns the final LayerNorm's output ``h`` ``(N, T, dim)`` instead (the
+    representation a new classification head reads).
 
     References:
       Radford, Narasimhan, Salimans & Sutskever 2018, "Improving Language Understanding by
