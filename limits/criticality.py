@@ -163,6 +163,12 @@ def correlation_map(c, qstar, sigma_w2, sigma_b2, activation="tanh", deg: int = 
     """``c^{l+1} = (sigma_w^2 E[phi(u_1) phi(u_2)] + sigma_b^2) / q*`` for inputs at the
     fixed length ``q*``."""
     act = signal_activation(activation)
+    c_arr = np.asarray(c, dtype=float)
+    if not np.all(np.isfinite(c_arr)) or np.any(np.abs(c_arr) > 1):
+        raise ValueError(f"`c` is a correlation: expected values in [-1, 1], got {c!r}.")
+    if not np.isfinite(qstar) or qstar <= 0:
+        raise ValueError(f"`qstar` is a squared length: expected a finite value > 0, got "
+                         f"{qstar!r}.")
     if act.name == "relu":
         cc = np.clip(np.asarray(c, dtype=float), -1, 1)
         cov = qstar * (np.sqrt(1 - cc * cc) + (np.pi - np.arccos(cc)) * cc) / (2 * np.pi)

@@ -61,6 +61,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ntk import validation
+
 __all__ = [
     "SKETCHES",
     "lift",
@@ -91,16 +93,41 @@ def _check_apply_fn(apply_fn):
 
 
 def _check_x(x, name):
-    if not hasattr(x, "shape") or getattr(x, "ndim", 0) < 1:
-        raise ValueError(f"`{name}` must be an array with a leading batch axis, got "
-                         f"{getattr(x, 'shape', type(x).__name__)}.")
+    validation.array(x, name)
+    validation.finite(x, name)
 
 
 def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int, got {type(value).__name__}.")
-    if value <= 0:
-        raise ValueError(f"`{name}` must be positive, got {value}.")
+    validation.positive_int(value, name)
+
+
+def _check_options(batch_size, memory_budget):
+    validation.optional_positive_int(batch_size, "batch_size")
+    validation.memory_budget(memory_budget)
+
+
+def _public(fn):
+    """The boundary of every kernel function here: inputs and parameters checked (arrays,
+    finite), and an empty batch answered with an empty kernel (the kernel of one stand-in
+    example, cut to zero rows or columns)."""
+    def wrapped(x1, x2, params, *args, **kwargs):
+        _check_x(x1, "x1")
+        if x2 is not None:
+            _check_x(x2, "x2")
+        validation.finite_tree(params, "params")
+        n1, n2 = x1.shape[0], (None if x2 is None else x2.shape[0])
+        if n1 and n2 != 0:
+            return fn(x1, x2, params, *args, **kwargs)
+        stand = lambda x: jnp.zeros((1,) + x.shape[1:], x.dtype)
+        kw = dict(kwargs)
+        for lab, n in (("labels1", n1), ("labels2", n2)):
+            if n == 0 and kw.get(lab) is not None:
+                kw[lab] = jnp.zeros(1, jnp.asarray(kw[lab]).dtype)
+        out = fn(stand(x1) if n1 == 0 else x1,
+                 None if x2 is None else (stand(x2) if n2 == 0 else x2), params, *args, **kw)
+        return out[:n1, :n1 if n2 is None else n2]
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
 
 
 def _check_output(output):
@@ -117,8 +144,8 @@ def _split_kwargs(kwargs):
     return dyn, static
 
 
-def _out_dim(apply_fn, params, x, kwargs):
-    out = jax.eval_shape(lambda p, xx: apply_fn(p, xx, **kwargs), params, x[:1])
+def _out_dim(apply_fn, params, x, kwargs, name="x1"):
+    out = validation.output_shape(apply_fn, params, x[:1], name, **kwargs)
     if out.shape[0] != 1:
         raise ValueError(f"`apply_fn` must keep the batch axis first: a batch of 1 gave "
                          f"outputs of shape {out.shape}.")
@@ -168,8 +195,7 @@ def _budget(budget):
     if budget is None:
         from ntk.budget import default_memory_budget
         return default_memory_budget()
-    _check_positive_int(budget, "memory_budget")
-    return int(budget)
+    return validation.memory_budget(budget)
 
 
 def plan_batch(n: int, per_example_bytes: int, budget: int, fixed_bytes: int = 0,
@@ -375,6 +401,7 @@ def pntk_fn(apply_fn: Callable, *, implementation: str = "auto",
     Returns ``fn(x1, x2=None, params, **apply_kwargs) -> (N1, N2)``.
     """
     _check_apply_fn(apply_fn)
+    _check_options(batch_size, memory_budget)
     engine_kinds = ("jacobian", "ntvp", "structured")
     if implementation not in ("auto", "gradients") + engine_kinds:
         raise ValueError(f"`implementation` must be one of "
@@ -403,7 +430,7 @@ def pntk_fn(apply_fn: Callable, *, implementation: str = "auto",
         return _blocked_kernel(block, apply_fn, x1, x2, params, None, None, lambda o: 1,
                                batch_size, memory_budget, apply_kwargs, cache, symmetric=True)
 
-    return fn
+    return _public(fn)
 
 
 def trace_ntk_fn(apply_fn: Callable, *, normalize: bool = False, implementation: str = "auto",
@@ -420,6 +447,7 @@ def trace_ntk_fn(apply_fn: Callable, *, normalize: bool = False, implementation:
     Returns ``fn(x1, x2=None, params, **apply_kwargs) -> (N1, N2)``.
     """
     _check_apply_fn(apply_fn)
+    _check_options(batch_size, memory_budget)
     block = _gram_fn("each", "aon,bon->ab")
     diag_block = _gram_fn("each", "aon,bon->ab")
     cache, dcache = {}, {}
@@ -451,7 +479,7 @@ def trace_ntk_fn(apply_fn: Callable, *, normalize: bool = False, implementation:
                                                memory_budget, apply_kwargs, dcache)
         return k / jnp.sqrt(jnp.outer(d1, d2))
 
-    return fn
+    return _public(fn)
 
 
 def _self_norms(diag_block, apply_fn, x, params, batch_size, budget, kwargs, cache):
@@ -468,10 +496,7 @@ def _self_norms(diag_block, apply_fn, x, params, batch_size, budget, kwargs, cac
 
 
 def _label_signs(labels, o, name, n, dtype):
-    labels = jnp.asarray(labels)
-    if labels.ndim != 1 or labels.shape[0] != n or not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"`{name}` must be integer class labels of shape ({n},), got shape "
-                         f"{tuple(labels.shape)} and dtype {labels.dtype}.")
+    labels = validation.labels(jnp.asarray(labels), n, o, name)
     return 1.0 - 2.0 * jax.nn.one_hot(labels, o, dtype=dtype)
 
 
@@ -487,6 +512,7 @@ def lpntk_fn(apply_fn: Callable, *, batch_size: Optional[int] = None,
     Returns ``fn(x1, x2, params, *, labels1, labels2=None, **apply_kwargs) -> (N1, N2)``.
     """
     _check_apply_fn(apply_fn)
+    _check_options(batch_size, memory_budget)
     block = _gram_fn("weighted", "aRn,bRn->ab")
     cache = {}
 
@@ -503,7 +529,7 @@ def lpntk_fn(apply_fn: Callable, *, batch_size: Optional[int] = None,
         return _blocked_kernel(block, apply_fn, x1, x2, params, s1, s2, lambda o: 1,
                                batch_size, memory_budget, apply_kwargs, cache, symmetric=True)
 
-    return fn
+    return _public(fn)
 
 
 def sign_kernel_fn(apply_fn: Callable, *, output: Union[str, Callable] = "sum",
@@ -517,6 +543,7 @@ def sign_kernel_fn(apply_fn: Callable, *, output: Union[str, Callable] = "sum",
     Returns ``fn(x1, x2=None, params, **apply_kwargs)``.
     """
     _check_apply_fn(apply_fn)
+    _check_options(batch_size, memory_budget)
     _check_output(output)
     contraction = "aon,bpn->abop" if output == "each" else "aRn,bRn->ab"
     block = _gram_fn(output, contraction, (jnp.sign, jnp.sign))
@@ -527,7 +554,7 @@ def sign_kernel_fn(apply_fn: Callable, *, output: Union[str, Callable] = "sum",
                                (lambda o: o) if output == "each" else (lambda o: 1),
                                batch_size, memory_budget, apply_kwargs, cache, symmetric=True)
 
-    return fn
+    return _public(fn)
 
 
 def adam_kernel_fn(apply_fn: Callable, *, output: Union[str, Callable] = "sum",
@@ -541,6 +568,7 @@ def adam_kernel_fn(apply_fn: Callable, *, output: Union[str, Callable] = "sum",
     :func:`sign_kernel_fn`.
     """
     _check_apply_fn(apply_fn)
+    _check_options(batch_size, memory_budget)
     _check_output(output)
     contraction = "aon,bpn->abop" if output == "each" else "aRn,bRn->ab"
     block = _gram_fn(output, contraction, (lambda a: a, jnp.sign))
@@ -551,7 +579,7 @@ def adam_kernel_fn(apply_fn: Callable, *, output: Union[str, Callable] = "sum",
                                (lambda o: o) if output == "each" else (lambda o: 1),
                                batch_size, memory_budget, apply_kwargs, cache)
 
-    return fn
+    return _public(fn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -698,6 +726,7 @@ def projected_features_fn(apply_fn: Callable, dim: int, *, sketch: str = "radema
       ``fn(x, params, key, **apply_kwargs) -> (N, dim)`` (or ``(N, O, dim)`` for 'each').
     """
     _check_apply_fn(apply_fn)
+    _check_options(batch_size, memory_budget)
     _check_positive_int(dim, "dim")
     _check_output(output)
     if sketch not in SKETCHES:
@@ -713,7 +742,11 @@ def projected_features_fn(apply_fn: Callable, dim: int, *, sketch: str = "radema
 
     def fn(x, params, key, **apply_kwargs):
         _check_x(x, "x")
-        o, dtype = _out_dim(apply_fn, params, x, apply_kwargs)
+        validation.prng_key(key, "key")
+        validation.finite_tree(params, "params")
+        if x.shape[0] == 0:    # an empty batch: the features of a stand-in example, cut
+            return fn(jnp.zeros((1,) + x.shape[1:], x.dtype), params, key, **apply_kwargs)[:0]
+        o, dtype = _out_dim(apply_fn, params, x, apply_kwargs, "x")
         rows = o if output == "each" else 1
         itemsize = np.dtype(dtype).itemsize
         # A batch holds its gradients twice (per leaf, and the leaves side by side while
@@ -757,11 +790,14 @@ def projected_kernel_fn(apply_fn: Callable, dim: int, **kwargs):
     feats = projected_features_fn(apply_fn, dim, **kwargs)
 
     def fn(x1, x2, params, key, **apply_kwargs):
+        for name, x in (("x1", x1), ("x2", x2)):
+            if x is not None:
+                _out_dim(apply_fn, params, x, apply_kwargs, name)
         phi1 = feats(x1, params, key, **apply_kwargs)
         phi2 = phi1 if x2 is None else feats(x2, params, key, **apply_kwargs)
         return features_to_kernel(phi1, phi2)
 
-    return fn
+    return _public(fn)
 
 
 # Short names of the kernel-function factories above.

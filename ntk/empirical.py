@@ -45,6 +45,7 @@ from ntk import budget as _budget
 from ntk import distributed as _distributed
 from ntk import streaming as _streaming
 from ntk import structured as _structured
+from ntk import validation
 
 
 class Implementation(str, enum.Enum):
@@ -156,6 +157,8 @@ def _check_inputs(x1, x2, in_axis: int):
             raise ValueError(f"{name} must have a batch axis, got a scalar")
         if not -x.ndim <= in_axis < x.ndim:
             raise ValueError(f"{name} of shape {tuple(x.shape)} has no batch axis {in_axis}")
+        if jnp.issubdtype(x.dtype, jnp.complexfloating):
+            raise TypeError(f"{name} has dtype {x.dtype}: empirical kernels take real inputs")
         if not _is_tracer(x) and jnp.issubdtype(x.dtype, jnp.inexact):
             with jax.ensure_compile_time_eval():  # concrete x closed over inside a jit
                 bad = int(_count_non_finite(x))
@@ -164,19 +167,8 @@ def _check_inputs(x1, x2, in_axis: int):
                                  "entries (NaN or inf)")
 
 
-def _param_shapes(params) -> str:
-    shapes = jax.tree_util.tree_map(lambda p: tuple(jnp.shape(p)), params)
-    text = str(shapes)
-    return text if len(text) < 400 else text[:400] + "..."
-
-
 def _output_shape(apply_fn, params, x, kwargs):
-    try:
-        out = jax.eval_shape(functools.partial(apply_fn, **kwargs), params, x)
-    except Exception as e:  # noqa: BLE001 - re-raised with the shapes involved
-        raise TypeError(f"params do not fit apply_fn for inputs of shape {tuple(x.shape)}: "
-                        f"{type(e).__name__}: {e}\nparams shapes: {_param_shapes(params)}"
-                        ) from e
+    out = validation.output_shape(apply_fn, params, x, "x1", **kwargs)
     if not hasattr(out, "shape"):
         raise TypeError("apply_fn must return a single array, got "
                         f"{jax.tree_util.tree_structure(out)}")
@@ -629,10 +621,8 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
     trace = _as_axes(trace_axes, "trace_axes")
     diag = _as_axes(diagonal_axes, "diagonal_axes")
     vmap = _parse_vmap_axes(vmap_axes)
-    if memory_budget is not None and (not isinstance(memory_budget, (int, float))
-                                      or memory_budget <= 0):
-        raise ValueError(f"memory_budget must be a positive number of bytes, got "
-                         f"{memory_budget!r}")
+    memory_budget = validation.memory_budget(memory_budget)
+    block_size = validation.block_size(block_size)
 
     def ntk_fn(x1, x2, params, **apply_kwargs):
         return _compute("ntk", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
@@ -685,6 +675,8 @@ def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), 
     fns = {"ntk": ntk, "nngp": nngp}
 
     def kernel_fn(x1, x2, get, params, **apply_kwargs):
+        if not isinstance(get, (str, tuple, list)):
+            raise TypeError(f"get must be 'nngp', 'ntk' or a tuple of them, got {get!r}")
         names = (get,) if isinstance(get, str) else tuple(get)
         for g in names:
             if g not in fns:
@@ -702,6 +694,23 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
     """Validate, find (or make) the plan for these shapes and settings, and run it."""
     in_axis = vmap[0] if isinstance(vmap, tuple) else 0
     _check_inputs(x1, x2, in_axis)
+    if x2 is not None and (x1.ndim != x2.ndim or np.delete(x1.shape, in_axis % x1.ndim).tolist()
+                           != np.delete(x2.shape, in_axis % x2.ndim).tolist()):
+        raise ValueError(f"x1 and x2 must have the same per-example shape: x1 has shape "
+                         f"{tuple(x1.shape)} and x2 has shape {tuple(x2.shape)} (batch axis "
+                         f"{in_axis})")
+    n1, n2 = x1.shape[in_axis], (None if x2 is None else x2.shape[in_axis])
+    if n1 == 0 or n2 == 0:
+        # an empty batch: the kernel of one stand-in example, cut to zero rows / columns
+        stand = lambda x: jnp.zeros(x.shape[:in_axis] + (1,) + x.shape[in_axis + 1:], x.dtype)
+        s1 = stand(x1) if n1 == 0 else x1
+        s2 = None if x2 is None else (stand(x2) if n2 == 0 else x2)
+        out = _compute(kind, apply_fn, s1, s2, params, kwargs, trace, diag, vmap, impl,
+                       param_scales, memory_budget, block_size, devices, dry_run)
+        if dry_run:
+            return out
+        return jax.tree_util.tree_map(lambda k: k[:n1, :n1 if n2 is None else n2], out)
+    validation.finite_tree(params, "params")
     leaves, treedef = jax.tree_util.tree_flatten(params)
     if not leaves and kind == "ntk":
         raise ValueError("params has no array leaves; the NTK of a parameter-free function "
@@ -829,6 +838,7 @@ def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, d
                impl, scales, memory_budget, block_size, devices):
     detection = "given by vmap_axes"
     if vmap == "auto":
+        _output_shape(apply_fn, params, x1, kwargs)     # a clear error before the probing
         independent, reason = detect_batch_independence(apply_fn, params, x1, kwargs)
         vmap = (0, 0) if independent else None
         detection = ("auto: " + reason + (" (vmap over axis 0)" if independent

@@ -47,7 +47,7 @@ def _displacement(new_params, params, treedef):
 
     def sub(a, b):
         if jnp.shape(a) != jnp.shape(b):
-            raise ValueError(f"A parameter leaf has shape {jnp.shape(a)}, but the expansion "
+            raise ValueError(f"`params`: a leaf has shape {jnp.shape(a)}, but the expansion "
                              f"point's leaf has shape {jnp.shape(b)}.")
         return (jnp.asarray(a) - b).astype(jnp.result_type(b))
 

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntk import validation
+
 __all__ = ["monte_carlo_kernel_fn", "MonteCarloKernel"]
 
 MonteCarloKernel = collections.namedtuple("MonteCarloKernel", ("nngp", "ntk", "n_samples"))
@@ -87,10 +89,7 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
         raise TypeError("init_fn and apply_fn must be callable")
     counts, as_generator = _parse_n_samples(n_samples)
     keys = jax.random.split(key, counts[-1])
-    if memory_budget is not None and (not isinstance(memory_budget, (int, float))
-                                      or memory_budget <= 0):
-        raise ValueError(f"memory_budget must be a positive number of bytes, got "
-                         f"{memory_budget!r}")
+    memory_budget = validation.memory_budget(memory_budget)
 
     compiled = {}
 

@@ -348,9 +348,7 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0, *,
     kdd, o = _flatten(k_train_train, "k_train_train", True)
     check_kernel(kdd, "k_train_train")
     y2 = _targets(y_train, kdd.shape[0], o, "k_train_train")
-    lr = _concrete(learning_rate)
-    if lr is not None and (not np.isfinite(lr) or lr <= 0):
-        raise ValueError(f"`learning_rate` must be finite and > 0, got {learning_rate}.")
+    _check_learning_rate(learning_rate)
     basis = _eigenbasis(kdd, diag_reg, diag_reg_absolute_scale, "k_train_train")
     normalization = y_train.size
     n_rows = kdd.shape[0]
@@ -476,6 +474,10 @@ def _kernel_layout(m, n: int, y_shape: tuple, trace_axes: tuple):
 
 
 def _check_learning_rate(learning_rate):
+    if isinstance(learning_rate, (str, bytes, bool)) or learning_rate is None or (
+            hasattr(learning_rate, "dtype") and not jnp.issubdtype(learning_rate.dtype,
+                                                                   jnp.number)):
+        raise TypeError(f"`learning_rate` must be a real number, got {learning_rate!r}.")
     lr = _concrete(learning_rate)
     if lr is not None and (lr.ndim != 0 or not np.isfinite(lr) or lr <= 0):
         raise ValueError(f"`learning_rate` must be a finite scalar > 0, got {learning_rate}.")
@@ -939,13 +941,16 @@ def max_learning_rate(ntk_train_train, y_train_size: Optional[int] = None,
     traced ``(N, N)`` kernel with ``O`` output columns.
     """
     k, _ = _flatten(ntk_train_train, "ntk_train_train", True)
-    check_kernel(k, "ntk_train_train")
+    check_kernel(k, "ntk_train_train", psd=True)
     if momentum < 0 or momentum >= 1:
         raise ValueError(f"`momentum` must be in [0, 1), got {momentum}.")
     factor = k.shape[0] if y_train_size is None else int(y_train_size)
     if factor <= 0:
         raise ValueError(f"`y_train_size` must be positive, got {y_train_size}.")
     lam_max = float(np.linalg.eigvalsh(np.asarray(k, dtype=np.float64))[-1])
+    if not lam_max > 0:
+        raise ValueError(f"`ntk_train_train` has largest eigenvalue {lam_max:.3g}: an NTK with "
+                         "no positive eigenvalue sets no learning-rate bound.")
     return 2.0 * (1.0 + momentum) * factor / (lam_max + eps)
 
 

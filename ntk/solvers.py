@@ -31,7 +31,10 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from jax import lax
+
+from ntk import validation
 
 __all__ = [
     "JitterWarning",
@@ -113,6 +116,9 @@ def check_kernel(k, name: str = "k", *, symmetric: bool = True, psd: bool = Fals
         raise TypeError(f"`{name}` must be an array, got {type(k).__name__}.")
     if not (jnp.issubdtype(k.dtype, jnp.floating) or jnp.issubdtype(k.dtype, jnp.integer)):
         raise TypeError(f"`{name}` must be a real floating array, got dtype {k.dtype}.")
+    if jnp.issubdtype(k.dtype, jnp.floating) and jnp.dtype(k.dtype).itemsize < 4:
+        raise TypeError(f"`{name}` has dtype {k.dtype}: the solvers need float32 or float64 "
+                        f"(cast it, e.g. `{name}.astype(jnp.float32)`).")
     if k.ndim != 2:
         raise ValueError(f"`{name}` must be a 2-D kernel matrix, got shape {tuple(k.shape)}.")
     if symmetric and k.shape[0] != k.shape[1]:
@@ -360,6 +366,8 @@ def conjugate_gradient(a, b, *, diag_reg: float = 0.0, tol: float = 1e-8,
     Returns:
       :class:`IterativeResult`.
     """
+    validation.finite_number(tol, "tol", minimum=0)
+    validation.optional_positive_int(maxiter, "maxiter")
     if callable(a) and not isinstance(a, BlockKernel):
         if n is None:
             raise TypeError("`a` is a function: pass `n=` (the number of rows) too.")

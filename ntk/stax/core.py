@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import warnings
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -97,6 +98,17 @@ def _validate_inputs(x1, x2, name: str):
             finite = True
         if not finite:
             raise ValueError(f"{name}: {arg} contains non-finite values (nan or inf)")
+        try:
+            largest = float(jnp.max(jnp.abs(x))) if x.size else 0.0
+        except jax.errors.ConcretizationTypeError:
+            largest = 0.0
+        limit = float(jnp.finfo(x.dtype).max)
+        if largest and largest ** 2 * np.prod(x.shape[1:]) > limit / 16:
+            warnings.warn(f"{name}: {arg} has entries up to {largest:.3g}, whose second moments "
+                          f"overflow {x.dtype} (max {limit:.3g}): the kernel will be inf or NaN."
+                          f" Rescale the inputs or compute in float64 "
+                          f"(jax.config.update('jax_enable_x64', True)).", RuntimeWarning,
+                          stacklevel=4)
         return x
 
     x1 = as_array(x1, "x1")

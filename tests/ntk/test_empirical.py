@@ -316,7 +316,7 @@ def test_bad_input_errors():
         ntk.empirical_ntk_fn(apply_fn, trace_axes=(5,))(x1, x2, params)
     with pytest.raises(ValueError, match="share axes"):
         ntk.empirical_ntk_fn(apply_fn, trace_axes=(-1,), diagonal_axes=(1,))(x1, x2, params)
-    with pytest.raises(TypeError, match=r"params do not fit apply_fn.*\(1, 5\)"):
+    with pytest.raises(TypeError, match=r"`x1` of shape \(1, 5\) does not fit `apply_fn`"):
         fn(x1, x2, params[:1] + [{"W": jnp.ones((9, 9)), "b": jnp.ones(9)}] + params[2:])
     with pytest.raises(ValueError, match="param_scales must be a pytree"):
         ntk.empirical_ntk_fn(apply_fn, param_scales=[1.0, 2.0])(x1, x2, params)

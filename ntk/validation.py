@@ -1,0 +1,224 @@
+"""The checks every public function of ``ntk`` runs on its arguments, in one place.
+
+Each check names the argument, says what it got and what it expects, and raises ``TypeError``
+for a wrong kind of value and ``ValueError`` for a wrong value. Checks that need values (NaN,
+label ranges) run on concrete arrays only: under ``jax.jit`` they are skipped, and
+:func:`checked` turns a kernel function's NaN checks into ``checkify`` checks instead.
+
+    >>> from ntk import validation
+    >>> validation.positive_int(0, "batch_size")
+    Traceback (most recent call last):
+    ...
+    ValueError: `batch_size` must be a positive int, got 0.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["array", "batch", "finite", "finite_tree", "positive_int", "optional_positive_int",
+           "memory_budget", "block_size", "finite_number", "prng_key", "labels",
+           "output_shape", "checked", "is_tracer"]
+
+
+def is_tracer(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _describe(value) -> str:
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) < 60 else text[:60] + '...'}"
+
+
+def positive_int(value, name: str) -> int:
+    """An ``int`` (not a bool) ``>= 1``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be a positive int, got {_describe(value)}.")
+    if value < 1:
+        raise ValueError(f"`{name}` must be a positive int, got {value}.")
+    return int(value)
+
+
+def optional_positive_int(value, name: str) -> Optional[int]:
+    return None if value is None else positive_int(value, name)
+
+
+def finite_number(value, name: str, *, minimum: float | None = None,
+                  strict: bool = False, maximum: float | None = None) -> float:
+    """A real number, finite, optionally ``>= minimum`` (``> minimum`` if ``strict``) and
+    ``<= maximum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) and not (
+            hasattr(value, "shape") and np.shape(value) == () and not is_tracer(value)):
+        raise TypeError(f"`{name}` must be a real number, got {_describe(value)}.")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"`{name}` must be finite, got {v}.")
+    if minimum is not None and (v <= minimum if strict else v < minimum):
+        raise ValueError(f"`{name}` must be {'>' if strict else '>='} {minimum}, got {v}.")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"`{name}` must be <= {maximum}, got {v}.")
+    return v
+
+
+def memory_budget(value, name: str = "memory_budget") -> Optional[int]:
+    """None (the default budget) or a positive, finite number of bytes."""
+    if value is None:
+        return None
+    return int(finite_number(value, name, minimum=0, strict=True))
+
+
+def block_size(value, name: str = "block_size"):
+    """None, a positive int, or a pair of positive ints."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"`{name}` must be an int or a pair of ints (x1, x2), got "
+                             f"{value!r}.")
+        return tuple(positive_int(v, f"{name}[{i}]") for i, v in enumerate(value))
+    return positive_int(value, name)
+
+
+def array(x, name: str, *, min_ndim: int = 1):
+    """An array (anything with ``shape`` and ``dtype``) with at least ``min_ndim`` axes and a
+    numeric dtype."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"`{name}` must be an array, got {_describe(x)}.")
+    if x.ndim < min_ndim:
+        raise ValueError(f"`{name}` must have at least {min_ndim} axes (a batch axis first), "
+                         f"got shape {tuple(x.shape)}.")
+    if not (jnp.issubdtype(x.dtype, jnp.number) or jnp.issubdtype(x.dtype, jnp.bool_)):
+        raise TypeError(f"`{name}` must be numeric, got dtype {x.dtype}.")
+    return x
+
+
+def _count_non_finite(x) -> int:
+    with jax.ensure_compile_time_eval():
+        return int(jnp.sum(~jnp.isfinite(x)))
+
+
+def finite(x, name: str):
+    """Raise if a concrete floating array holds NaN or inf (tracers pass)."""
+    if is_tracer(x) or not jnp.issubdtype(x.dtype, jnp.inexact):
+        return x
+    bad = _count_non_finite(x)
+    if bad:
+        raise ValueError(f"`{name}` of shape {tuple(x.shape)} has {bad} non-finite entries "
+                         "(NaN or inf).")
+    return x
+
+
+def finite_tree(tree, name: str = "params"):
+    """Raise if any concrete floating leaf of ``tree`` holds NaN or inf, naming the leaf."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    for path, leaf in leaves:
+        if not hasattr(leaf, "dtype") or is_tracer(leaf):
+            continue
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            bad = _count_non_finite(leaf)
+            if bad:
+                where = jax.tree_util.keystr(path) or "(the array)"
+                raise ValueError(f"`{name}` has {bad} non-finite entries (NaN or inf) in leaf "
+                                 f"{where} of shape {tuple(leaf.shape)}.")
+    return tree
+
+
+def batch(x, name: str, axis: int = 0) -> int:
+    """The batch size of ``x`` along ``axis`` (checked to exist)."""
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"`{name}` of shape {tuple(x.shape)} has no batch axis {axis}.")
+    return int(x.shape[axis])
+
+
+def prng_key(key, name: str = "key"):
+    """A JAX PRNG key: a typed key array, or a raw ``uint32`` key of shape ``(2,)``."""
+    if hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if (hasattr(key, "dtype") and key.dtype == jnp.uint32 and tuple(key.shape) == (2,)):
+        return key
+    raise TypeError(f"`{name}` must be a JAX PRNG key (jax.random.key(seed) or "
+                    f"jax.random.PRNGKey(seed)), got {_describe(key)}.")
+
+
+def labels(values, n: int, num_classes: int, name: str = "labels"):
+    """Integer class labels ``(n,)`` in ``[0, num_classes)`` (range checked when concrete)."""
+    arr = values if hasattr(values, "dtype") else np.asarray(values)
+    if arr.ndim != 1 or not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise ValueError(f"`{name}` must be a 1-D integer array, got shape {tuple(arr.shape)} "
+                         f"and dtype {arr.dtype}.")
+    if arr.shape[0] != n:
+        raise ValueError(f"`{name}` has {arr.shape[0]} labels for {n} inputs.")
+    if not is_tracer(arr) and n:
+        with jax.ensure_compile_time_eval():
+            lo, hi = int(jnp.min(arr)), int(jnp.max(arr))
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"`{name}` must lie in [0, {num_classes}) ({num_classes} "
+                             f"outputs), got values from {lo} to {hi}.")
+    return arr
+
+
+def output_shape(apply_fn: Callable, params, x, name: str = "x1", **kwargs):
+    """``jax.eval_shape`` of ``apply_fn(params, x)``, with a failure reported against the
+    input's and the parameters' shapes, and a scalar output refused."""
+    try:
+        out = jax.eval_shape(lambda p, xx: apply_fn(p, xx, **kwargs), params, x)
+    except Exception as e:  # noqa: BLE001 - re-raised with the shapes involved
+        shapes = jax.tree_util.tree_map(lambda p: tuple(jnp.shape(p)), params)
+        text = str(shapes)
+        raise TypeError(f"`{name}` of shape {tuple(x.shape)} does not fit `apply_fn` and "
+                        f"`params`: {type(e).__name__}: {e}\nparams shapes: "
+                        f"{text if len(text) < 400 else text[:400] + '...'}") from e
+    for leaf in jax.tree_util.tree_leaves(out):
+        if leaf.ndim == 0:
+            raise ValueError("`apply_fn` must return outputs with a batch axis, got a scalar "
+                             f"for `{name}` of shape {tuple(x.shape)}.")
+    return out
+
+
+def checked(kernel_fn: Callable) -> Callable:
+    """``kernel_fn`` compiled with its non-finite checks as ``checkify`` checks.
+
+    Under ``jax.jit`` no value can be inspected, so the eager NaN checks of the kernel
+    functions are skipped there. ``checked(kernel_fn)`` is ``kernel_fn`` jitted with
+    ``jax.experimental.checkify``: it raises ``checkify.JaxRuntimeError`` naming the argument
+    when ``x1``, ``x2``, the parameters or the result hold NaN or inf, at the cost of one
+    reduction over each. ``kernel_fn(x1, x2, params, **kwargs)`` is any empirical kernel
+    function of this package (keyword arguments are passed as traced values).
+
+        >>> import jax.numpy as jnp, ntk
+        >>> f = lambda p, x: x @ p
+        >>> safe = ntk.validation.checked(ntk.empirical_ntk_fn(f, vmap_axes=0))
+        >>> safe(jnp.ones((2, 3)), None, jnp.ones((3, 1))).shape
+        (2, 2)
+    """
+    from jax.experimental import checkify
+
+    def finite_check(tree, what):
+        for leaf in jax.tree_util.tree_leaves(tree):
+            if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact):
+                checkify.check(jnp.all(jnp.isfinite(leaf)),
+                               f"`{what}` has non-finite entries (NaN or inf)")
+
+    def body(x1, x2, params, kwargs):
+        finite_check(x1, "x1")
+        finite_check(x2, "x2")
+        finite_check(params, "params")
+        out = kernel_fn(x1, x2, params, **kwargs)
+        finite_check(out, "kernel (the result)")
+        return out
+
+    compiled = jax.jit(checkify.checkify(body))
+
+    def fn(x1, x2, params, **kwargs):
+        err, out = compiled(x1, x2, params, kwargs)
+        err.throw()
+        return out
+
+    return fn
