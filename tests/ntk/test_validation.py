@@ -122,3 +122,30 @@ def test_stax_warns_when_input_moments_overflow_float32():
     with pytest.warns(RuntimeWarning, match="overflow float32.*float64"):
         k = kernel_fn(x * 1e25, None, "ntk")
     assert not np.all(np.isfinite(np.asarray(k)))    # the warning was right
+
+
+@pytest.mark.parametrize("depth", [5, 20, 50, 100])
+def test_deep_float32_kernels_that_are_wrong_warn(depth):
+    """Erf network in the chaotic phase (W_std 1.5, b_std 0.05, as in the issue), two inputs
+    1e-6 apart: whenever the float32 NNGP is off the float64 one by more than the tolerance the
+    call warns, and the rounding-error bound is not below the error it bounds."""
+    from ntk.stax import core
+    layers = []
+    for _ in range(depth):
+        layers += [stax.Dense(64, 1.5, 0.05), stax.Erf()]
+    _, _, kernel_fn = stax.serial(*layers, stax.Dense(1, 1.5, 0.05))
+    x = np.random.default_rng(0).normal(size=(6, 10))
+    x[1] = x[0] * (1 + 1e-6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        k32 = kernel_fn(jnp.asarray(x, jnp.float32), None, None)
+    k64 = kernel_fn(jnp.asarray(x), None, None)
+    err = float(np.max(np.abs(np.asarray(k32.nngp, float) - np.asarray(k64.nngp)))
+                / np.max(np.abs(np.asarray(k64.nngp))))
+    bound = core.rounding_error_bound(k32)
+    warned = any("float64" in str(w.message) for w in caught)
+    assert warned == (bound > core.PRECISION_TOLERANCE)
+    if err > core.PRECISION_TOLERANCE:
+        assert warned, (depth, err, bound)
+    assert bound >= err, (depth, err, bound)
+    assert core.rounding_error_bound(k64) < core.PRECISION_TOLERANCE   # float64 holds here
