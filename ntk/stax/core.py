@@ -140,7 +140,7 @@ def rounding_error_bound(k: Kernel) -> Optional[float]:
     chaotic phase like ``chi_1^depth``: there float32 (``eps = 1.2e-7``) loses every digit by
     depth 50-100 (``chi_1 ~ 1.3-1.5``) while float64 holds.
     """
-    if k.ntk is None:
+    if k.ntk is None or not k.ntk.size or not k.cov1.size:
         return None
     try:
         ntk_scale = float(jnp.max(jnp.abs(k.ntk)))

@@ -130,10 +130,9 @@ def test_deep_float32_kernels_that_are_wrong_warn(depth):
     1e-6 apart: whenever the float32 NNGP is off the float64 one by more than the tolerance the
     call warns, and the rounding-error bound is not below the error it bounds."""
     from ntk.stax import core
-    layers = []
-    for _ in range(depth):
-        layers += [stax.Dense(64, 1.5, 0.05), stax.Erf()]
-    _, _, kernel_fn = stax.serial(*layers, stax.Dense(1, 1.5, 0.05))
+    block = stax.serial(stax.Dense(64, 1.5, 0.05), stax.Erf())
+    _, _, kernel_fn = stax.serial(stax.Dense(64, 1.5, 0.05), stax.Erf(),
+                                  stax.repeat(block, depth - 1), stax.Dense(1, 1.5, 0.05))
     x = np.random.default_rng(0).normal(size=(6, 10))
     x[1] = x[0] * (1 + 1e-6)
     with warnings.catch_warnings(record=True) as caught:
