@@ -694,8 +694,9 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
     """Validate, find (or make) the plan for these shapes and settings, and run it."""
     in_axis = vmap[0] if isinstance(vmap, tuple) else 0
     _check_inputs(x1, x2, in_axis)
-    if x2 is not None and (x1.ndim != x2.ndim or np.delete(x1.shape, in_axis % x1.ndim).tolist()
-                           != np.delete(x2.shape, in_axis % x2.ndim).tolist()):
+    per_example = lambda x: np.delete(x.shape, in_axis % x.ndim).tolist()
+    if vmap is not None and x2 is not None and (x1.ndim != x2.ndim
+                                                or per_example(x1) != per_example(x2)):
         raise ValueError(f"x1 and x2 must have the same per-example shape: x1 has shape "
                          f"{tuple(x1.shape)} and x2 has shape {tuple(x2.shape)} (batch axis "
                          f"{in_axis})")

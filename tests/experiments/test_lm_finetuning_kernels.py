@@ -93,7 +93,9 @@ def test_features_times_the_tied_embedding_are_the_logits(tiny):
     np.testing.assert_allclose(h @ params["token_embed"]["embedding"].T, logits, atol=1e-12)
 
 
-@pytest.mark.parametrize("prompt", [True, False])
+# With a prompt the margin reads two label-word logits of the tied head; without, a new head:
+# the second case by default, both under ``make test-all``.
+@pytest.mark.parametrize("prompt", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_kernels_match_explicit_jacobians(tiny, prompt):
     """SGD, SignGD and A-SignGD kernels of the margin against jax.jacrev per example. A
     derivative that is zero in exact arithmetic can come out as +-1e-17 from either program and

@@ -10,7 +10,8 @@ with the same call in float64, or warn). Each outcome is one of
 - ``silent``: a NaN / inf result, a wrong result without a warning, or a bad input accepted.
 
 Run ``python -m tests.fuzz.api_fuzz`` for the counts and the cases that are not ok (the README's
-reliability section); ``tests/fuzz/test_api_fuzz.py`` runs every case in the suite.
+reliability section); ``tests/fuzz/test_api_fuzz.py`` runs the float32 cases in the suite
+and every case under ``make test-all``.
 """
 from __future__ import annotations
 
