@@ -93,9 +93,11 @@ def test_features_times_the_tied_embedding_are_the_logits(tiny):
     np.testing.assert_allclose(h @ params["token_embed"]["embedding"].T, logits, atol=1e-12)
 
 
-# With a prompt the margin reads two label-word logits of the tied head; without, a new head:
-# the second case by default, both under ``make test-all``.
-@pytest.mark.parametrize("prompt", [pytest.param(True, marks=pytest.mark.slow), False])
+# With a prompt the margin reads two label-word logits of the tied head; without, a new head.
+# Both under ``make test-all`` (the kernels themselves are checked against jacrev on the
+# reference architectures by default, tests/ntk/test_architectures_entk.py and test_approx.py).
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt", [True, False])
 def test_kernels_match_explicit_jacobians(tiny, prompt):
     """SGD, SignGD and A-SignGD kernels of the margin against jax.jacrev per example. A
     derivative that is zero in exact arithmetic can come out as +-1e-17 from either program and

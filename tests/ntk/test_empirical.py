@@ -122,7 +122,10 @@ SEQUENCE_MODES = [
 ]
 
 
-@pytest.mark.parametrize("implementation", ["jacobian", "ntvp", "structured"])
+# every implementation under ``make test-all``; 'structured' (the default plan's) by default
+@pytest.mark.parametrize("implementation", [pytest.param("jacobian", marks=pytest.mark.slow),
+                                            pytest.param("ntvp", marks=pytest.mark.slow),
+                                            "structured"])
 def test_multi_axis_outputs(implementation):
     apply_fn, params, shape = models.sequence(jax.random.PRNGKey(3))
     x1, x2 = inputs(shape)

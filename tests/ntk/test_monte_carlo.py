@@ -155,7 +155,8 @@ def _entk(apply_fn, params, x):
     return sum(j @ j.T for j in leaves)
 
 
-@pytest.mark.parametrize("act", ["Relu", pytest.param("Erf", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("act", ["Relu", "Erf"])
 def test_single_network_entk_converges_with_slope_minus_half(act):
     """||Theta_emp - Theta_inf|| / ||Theta_inf|| ~ n^-1/2 for one network (Jacot et al. 2018)."""
     x = _inputs(4, 5, 5)
