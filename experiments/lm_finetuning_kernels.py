@@ -274,15 +274,17 @@ _TASK_FNS: dict = {}
 
 
 def task_functions(module, prompt: bool):
-    """``(apply_fn, jitted margin, eNTK, SignGD and A-SignGD kernel functions)``, made once per
-    (model, prompt) so that every jitted function compiles once for all tasks."""
+    """``(apply_fn, jitted margin, eNTK, SignGD and A-SignGD kernel functions, the margin of
+    stacked parameters)``, made once per (model, prompt) so that every jitted function
+    compiles once for all tasks."""
     key = (module, prompt)
     if key not in _TASK_FNS:
         apply_fn = task_model(module, prompt)
         f = margin_fn(apply_fn)
         _TASK_FNS[key] = (apply_fn, jax.jit(f),
                           ntk.empirical_ntk_fn(f, trace_axes=(), vmap_axes=0),
-                          approx.sign_kernel_fn(f), approx.adam_kernel_fn(f))
+                          approx.sign_kernel_fn(f), approx.adam_kernel_fn(f),
+                          jax.jit(jax.vmap(f, in_axes=(0, None))))
     return _TASK_FNS[key]
 
 
@@ -360,7 +362,7 @@ def kernels(fns, params, x_all, n_train: int):
     """``{name: (K(X, X), K(x_eval, X))}`` for the SGD, SignGD and A-SignGD kernels of the margin,
     ``x_all`` = the training points then the evaluation points (one kernel call each, so every
     setting has the same shapes and compiles nothing new). Also the whole SGD eNTK."""
-    _, _, entk, sign, adam = fns
+    _, _, entk, sign, adam, _ = fns
     k_sgd = np.asarray(entk(x_all, None, params)[:, :, 0, 0])
     k_sign = np.asarray(sign(x_all, None, params))
     k_adam = np.asarray(adam(x_all, x_all[:n_train], params))
@@ -402,8 +404,7 @@ def one_setting(cfg, module, lm_params, task, prompt, k, s):
         stacked = finetune(params, jnp.asarray(x_tr), jnp.asarray(y_tr),
                            jnp.asarray(lrs, jnp.float32), apply_fn=apply_fn, opt=opt,
                            n_steps=cfg.ft_steps)
-        margins = np.stack([f(jax.tree.map(lambda a, i=i: a[i], stacked), jnp.asarray(x_eval))
-                            for i in range(len(lrs))])[:, :, 0]
+        margins = np.asarray(fns[5](stacked, jnp.asarray(x_eval)))[:, :, 0]
         margins = np.nan_to_num(np.asarray(margins), nan=0.0)
         dev_acc = [_accuracy(m[:n_dev], y_dev) for m in margins]
         best = int(np.argmax(dev_acc))

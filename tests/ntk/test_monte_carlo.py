@@ -41,7 +41,7 @@ def _slope(xs, ys):
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
-QUICK_ACTIVATIONS = ("Relu", "Erf", "Gelu", "Tanh", "Sign", "Rbf")
+QUICK_ACTIVATIONS = ("Relu", "Sign")
 
 
 @pytest.mark.parametrize("names", [
