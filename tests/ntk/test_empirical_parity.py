@@ -68,6 +68,9 @@ def test_matches_neural_tangents_golden(golden):
     assert worst < 1e-10  # float64 throughout: agreement to rounding
 
 
+# Fresh inputs through neural-tangents itself: under ``make test-all`` (the golden file above,
+# made by the same reference environment, is checked by default).
+@pytest.mark.slow
 @pytest.mark.reference
 @pytest.mark.skipif(not os.path.exists(empirical_parity.REFERENCE_PYTHON),
                     reason="neural-tangents reference environment (.venv-ref) absent")
