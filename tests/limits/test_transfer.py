@@ -6,12 +6,15 @@ from limits import parametrization as P
 from limits.transfer import TransferConfig, lr_transfer, plot_transfer
 
 
+# The sweeps (about 11 CPU-s) run under ``make test-all``; by default the same transfer claims
+# are checked by ``ntk-lab verify yang2021tp5 --quick`` (tests/papers/test_verify.py).
 @pytest.fixture(scope="module")
 def sweeps():
     config = TransferConfig.quick()  # widths 16..256 (16x), 13 log2 learning rates, 2 seeds
     return {"sp": lr_transfer(P.SP_ADAM, config), "mup": lr_transfer(P.MUP_ADAM, config)}
 
 
+@pytest.mark.slow
 def test_mup_argmin_stays_within_one_grid_step(sweeps):
     r = sweeps["mup"]
     assert max(r["widths"]) / min(r["widths"]) >= 16 and len(r["widths"]) >= 4
@@ -20,6 +23,7 @@ def test_mup_argmin_stays_within_one_grid_step(sweeps):
     assert 0 < min(r["argmin"]) and max(r["argmin"]) < len(r["learning_rates"]) - 1
 
 
+@pytest.mark.slow
 def test_sp_argmin_drifts_towards_smaller_rates(sweeps):
     r = sweeps["sp"]
     assert r["argmin_shift"] >= 2
@@ -27,10 +31,12 @@ def test_sp_argmin_drifts_towards_smaller_rates(sweeps):
     assert r["argmin_shift"] > sweeps["mup"]["argmin_shift"]
 
 
+@pytest.mark.slow
 def test_muP_at_base_width_is_the_sp_curve(sweeps):
     np.testing.assert_array_equal(sweeps["mup"]["loss"][:, 0], sweeps["sp"]["loss"][:, 0])
 
 
+@pytest.mark.slow
 def test_transfer_figure(sweeps, tmp_path):
     import json
 

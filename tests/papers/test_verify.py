@@ -48,14 +48,14 @@ def test_a_changed_threshold_is_rechecked_from_results_without_running(tmp_path,
                                                                         monkeypatch):
     """Tighten one bound after the run: --from-results re-checks the stored metrics (exit 1,
     the claim shown as NO) and trains nothing; the run id does not change."""
-    paper = "chizat2019lazy"
+    paper = "levi2023linear"
     assert main(["verify", paper, "--quick", "--no-progress", "--out", str(tmp_path)]) == 0
     capsys.readouterr()
-    runs = sorted(p.name for p in (tmp_path / "lazy_scale").iterdir())
-    module = load_study("lazy_scale")
+    runs = sorted(p.name for p in (tmp_path / "linear_grokking").iterdir())
+    module = load_study("linear_grokking")
     first = module.CLAIMS[0]
     measured = claimlib.check([first], json.loads(
-        (tmp_path / "lazy_scale" / runs[0] / "results.json").read_text())["metrics"])[0]
+        (tmp_path / "linear_grokking" / runs[0] / "results.json").read_text())["metrics"])[0]
     value = measured["measured"]
     tight = claimlib.less(-abs(value) - 1.0) if isinstance(value, float) else claimlib.greater(2.0)
     monkeypatch.setattr(module, "CLAIMS",
@@ -65,7 +65,7 @@ def test_a_changed_threshold_is_rechecked_from_results_without_running(tmp_path,
     out = capsys.readouterr().out
     assert rc == 1
     assert f"| {first.id} |" in out and "| NO |" in out and "re-checked on stored runs" in out
-    assert sorted(p.name for p in (tmp_path / "lazy_scale").iterdir()) == runs
+    assert sorted(p.name for p in (tmp_path / "linear_grokking").iterdir()) == runs
 
 
 def test_from_results_without_a_stored_run_is_a_clear_error(tmp_path, capsys):
