@@ -141,12 +141,6 @@ def _concrete(x):
         return None
 
 
-@jax.jit
-def _count_non_finite(x):
-    # on the device, so that a check costs one scalar transfer, not a copy of the inputs
-    return jnp.sum(~jnp.isfinite(x))
-
-
 def _check_inputs(x1, x2, in_axis: int):
     for name, x in (("x1", x1), ("x2", x2)):
         if x is None and name == "x2":
@@ -161,7 +155,7 @@ def _check_inputs(x1, x2, in_axis: int):
             raise TypeError(f"{name} has dtype {x.dtype}: empirical kernels take real inputs")
         if not _is_tracer(x) and jnp.issubdtype(x.dtype, jnp.inexact):
             with jax.ensure_compile_time_eval():  # concrete x closed over inside a jit
-                bad = int(_count_non_finite(x))
+                bad = int(validation.count_non_finite([x])[0])
             if bad:
                 raise ValueError(f"{name} of shape {tuple(x.shape)} has {bad} non-finite "
                                  "entries (NaN or inf)")

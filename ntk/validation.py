@@ -99,9 +99,16 @@ def array(x, name: str, *, min_ndim: int = 1):
     return x
 
 
+@jax.jit
+def count_non_finite(leaves):
+    """Non-finite entries of each array in ``leaves``: one compiled reduction and one small
+    transfer for a whole parameter tree (not one dispatch and one sync per leaf)."""
+    return jnp.stack([jnp.sum(~jnp.isfinite(a)) for a in leaves])
+
+
 def _count_non_finite(x) -> int:
     with jax.ensure_compile_time_eval():
-        return int(jnp.sum(~jnp.isfinite(x)))
+        return int(count_non_finite([x])[0])
 
 
 def finite(x, name: str):
@@ -117,16 +124,18 @@ def finite(x, name: str):
 
 def finite_tree(tree, name: str = "params"):
     """Raise if any concrete floating leaf of ``tree`` holds NaN or inf, naming the leaf."""
-    leaves = jax.tree_util.tree_leaves_with_path(tree)
-    for path, leaf in leaves:
-        if not hasattr(leaf, "dtype") or is_tracer(leaf):
-            continue
-        if jnp.issubdtype(leaf.dtype, jnp.inexact):
-            bad = _count_non_finite(leaf)
-            if bad:
-                where = jax.tree_util.keystr(path) or "(the array)"
-                raise ValueError(f"`{name}` has {bad} non-finite entries (NaN or inf) in leaf "
-                                 f"{where} of shape {tuple(leaf.shape)}.")
+    checked = [(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+               if hasattr(leaf, "dtype") and not is_tracer(leaf)
+               and jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    if not checked:
+        return tree
+    with jax.ensure_compile_time_eval():
+        counts = np.asarray(count_non_finite([leaf for _, leaf in checked]))
+    for (path, leaf), bad in zip(checked, counts):
+        if bad:
+            where = jax.tree_util.keystr(path) or "(the array)"
+            raise ValueError(f"`{name}` has {int(bad)} non-finite entries (NaN or inf) in "
+                             f"leaf {where} of shape {tuple(leaf.shape)}.")
     return tree
 
 
