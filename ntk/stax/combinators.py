@@ -46,6 +46,26 @@ def _first_missing(kernel_fns):
     return next((k.missing for k in kernel_fns if k.missing is not None), None)
 
 
+def _network_keywords(name: str, kernel_fns) -> dict:
+    """What a composite network's ``KernelFn`` inherits from its layers: whether one reads
+    ``pattern=`` and the ``(batch_axis, channel_axis)`` its raw inputs are laid out with.
+
+    Only ``Aggregate`` can be declared with other axes than ``(0, -1)``; every other layer is
+    batch-first and channels-last, so a network mixing the two would compute the kernel of a
+    different network than its ``apply_fn``: refused.
+    """
+    axes = {kf.input_axes for kf in kernel_fns}
+    if len(axes) > 1:
+        declared = sorted(a for a in axes if a is not None)
+        raise NotImplementedError(
+            f"{name}: layers declared with (batch_axis, channel_axis) = {declared} are combined "
+            f"with batch-first, channels-last layers (0, -1) or with each other; only "
+            f"networks whose layers all share one layout are supported. Move the axes of the "
+            f"inputs (jnp.moveaxis) and use the default batch_axis=0, channel_axis=-1")
+    return dict(uses_pattern=any(kf.uses_pattern for kf in kernel_fns),
+                input_axes=axes.pop())
+
+
 def serial(*layers):
     """Compose layers: ``f = f_n o ... o f_1``; kernels compose the same way.
 
@@ -96,7 +116,8 @@ def serial(*layers):
 
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, KernelFn(name, transform, input_full,
-                                       missing=_first_missing(kernel_fns))
+                                       missing=_first_missing(kernel_fns),
+                                       **_network_keywords("serial", kernel_fns))
 
 
 def repeat(layer, n: int):
@@ -184,7 +205,8 @@ def repeat(layer, n: int):
         return k
 
     init_fn.__name__ = apply_fn.__name__ = name
-    return init_fn, apply_fn, KernelFn(name, transform, input_full, missing=kf.missing)
+    return init_fn, apply_fn, KernelFn(name, transform, input_full, missing=kf.missing,
+                                       uses_pattern=kf.uses_pattern, input_axes=kf.input_axes)
 
 
 def parallel(*layers):
@@ -226,7 +248,8 @@ def parallel(*layers):
 
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, KernelFn(name, transform, input_full,
-                                       missing=_first_missing(kernel_fns))
+                                       missing=_first_missing(kernel_fns),
+                                       **_network_keywords("parallel", kernel_fns))
 
 
 def FanOut(num: int):

@@ -199,23 +199,109 @@ _NT_KERNEL_KWARGS = {"rng": None, "diagonal_batch": True, "mask_constant": None,
                      "pattern": None}
 
 
-def _check_apply_kwargs(name: str, kwargs: dict) -> None:
-    """Refuse keyword arguments a kernel function would otherwise drop (see ``__call__``)."""
+def _check_apply_kwargs(name: str, kwargs: dict, uses_pattern: bool = False) -> None:
+    """Refuse keyword arguments a kernel function would otherwise drop (see ``__call__``);
+    ``pattern`` is honoured by networks with an ``Aggregate`` layer (``uses_pattern``)."""
     unknown = sorted(set(kwargs) - set(_NT_KERNEL_KWARGS))
     if unknown:
         raise TypeError(f"{name} kernel_fn got unexpected keyword argument(s) {unknown}; it "
                         "takes x1, x2, get, diagonal_spatial, batch_size, memory_budget and "
                         "neural-tangents' rng / diagonal_batch=True / mask_constant=None / "
-                        "pattern=None")
-    for key in ("diagonal_batch", "mask_constant", "pattern"):
+                        "pattern (with an Aggregate layer; None otherwise)")
+    for key in ("diagonal_batch", "mask_constant") + (() if uses_pattern else ("pattern",)):
         value = kwargs.get(key, _NT_KERNEL_KWARGS[key])
         if not (value is _NT_KERNEL_KWARGS[key] or (isinstance(value, bool)
                                                     and value == _NT_KERNEL_KWARGS[key])):
-            shown = (f"<array of shape {tuple(value.shape)}>" if hasattr(value, "shape")
-                     else repr(value))
+            def show(v):
+                return f"<array of shape {tuple(v.shape)}>" if hasattr(v, "shape") else repr(v)
+            shown = ("(" + ", ".join(show(v) for v in value) + ")"
+                     if isinstance(value, (tuple, list)) else show(value))
             raise NotImplementedError(
                 f"{name} kernel_fn: {key}={shown} is not supported (only "
-                f"{key}={_NT_KERNEL_KWARGS[key]!r}); it is refused rather than ignored")
+                f"{key}={_NT_KERNEL_KWARGS[key]!r}"
+                + ("; a pattern is read only by networks with an Aggregate layer"
+                   if key == "pattern" else "") + "); it is refused rather than ignored")
+
+
+def _batch_size_of(p):
+    shape = getattr(p, "shape", None)
+    return None if shape is None or len(shape) == 0 else int(shape[0])
+
+
+def _split_pattern(pattern, n1: int, n2: Optional[int], name: str):
+    """``(pattern1, pattern2)`` from neural-tangents' ``pattern=(pattern1, pattern2)``.
+
+    ``n2 is None`` means ``x2`` is ``x1``: then ``pattern2`` must be ``None`` or ``pattern1``
+    itself (or equal to it) and is returned as ``None``. Arrays become ``jnp`` arrays; other
+    objects (a sparse format for ``Aggregate``'s ``to_dense``) pass unchanged. Each pattern's
+    leading axis, where it has one, must be its input's batch size.
+    """
+    if pattern is None:
+        return None, None
+    if not isinstance(pattern, (tuple, list)) or len(pattern) != 2:
+        shown = (f"an array of shape {tuple(pattern.shape)}" if hasattr(pattern, "shape")
+                 else f"{type(pattern).__name__} {pattern!r}")
+        raise TypeError(f"{name} kernel_fn: pattern must be a pair (pattern1, pattern2), the "
+                        f"graphs of x1 and x2 (neural-tangents' convention; pass (p, p) or "
+                        f"(p, None) when x2 is None), got {shown}")
+    p1, p2 = (p if p is None or not isinstance(p, (np.ndarray, jax.Array, list))
+              else jnp.asarray(p) for p in pattern)
+    if n2 is None:
+        if p2 is not None and p2 is not pattern[0]:
+            same = (p1 is not None and getattr(p1, "shape", None) == getattr(p2, "shape", 0))
+            try:
+                same = same and bool(jnp.array_equal(p1, p2))
+            except (TypeError, jax.errors.ConcretizationTypeError):
+                pass  # under jit, or not an array: trusted
+            if not same:
+                raise ValueError(f"{name} kernel_fn: x2 is None (x2 = x1), so pattern[1] must "
+                                 f"be None or pattern[0]; got a different pattern[1]")
+        p2 = None
+    elif (p1 is None) != (p2 is None):
+        raise ValueError(f"{name} kernel_fn: pattern=(pattern1, pattern2) needs both graphs or "
+                         f"neither; got pattern[{0 if p1 is None else 1}]=None")
+    for i, (p, n, arg) in enumerate(((p1, n1, "x1"), (p2, n2, "x2"))):
+        size = None if p is None else _batch_size_of(p)
+        if size is not None and size != n:
+            raise ValueError(f"{name} kernel_fn: pattern[{i}] has leading (batch) axis of size "
+                             f"{size} (shape {tuple(p.shape)}), but {arg} has {n} inputs")
+    return p1, p2
+
+
+def _attach_patterns(k, p1, p2):
+    if p1 is None:
+        return k
+    if not isinstance(k, Kernel):
+        raise NotImplementedError("pattern= with a list of inputs (a network that starts with "
+                                  "parallel) is not supported")
+    return k.replace(pattern1=p1, pattern2=p2)
+
+
+def _detach_patterns(k):
+    """Outputs do not carry the graphs (they were inputs)."""
+    return _map_kernels(lambda ki: ki if ki.pattern1 is None and ki.pattern2 is None
+                        else ki.replace(pattern1=None, pattern2=None), k)
+
+
+def is_default_axes(axes) -> bool:
+    return axes is None or tuple(axes) == (0, -1)
+
+
+def _standard_layout(x, axes):
+    """Move ``axes = (batch_axis, channel_axis)`` of an input to ``(0, -1)``."""
+    if is_default_axes(axes) or isinstance(x, (list, tuple)):
+        return x
+    try:
+        x = jnp.asarray(x)
+    except TypeError:
+        return x  # refused with its own message by _validate_inputs
+    if x.ndim < 2:
+        return x
+    batch_axis, channel_axis = (a % x.ndim for a in axes)
+    if batch_axis == channel_axis:
+        raise ValueError(f"batch_axis and channel_axis must differ, got {axes} for inputs of "
+                         f"rank {x.ndim}")
+    return jnp.moveaxis(x, (batch_axis, channel_axis), (0, -1))
 
 
 class KernelFn:
@@ -223,12 +309,18 @@ class KernelFn:
 
     def __init__(self, name: str, transform: Callable[[Any, bool], Any],
                  input_full: Callable[[bool], bool] = lambda out_full: out_full,
-                 missing: Optional[str] = None):
+                 missing: Optional[str] = None, *, uses_pattern: bool = False,
+                 input_axes: Optional[tuple] = None):
         self.name = name
         self.transform = transform
         self.input_full = input_full
         #: ``None``, or why (and in which layer) the network has no infinite-width kernel
         self.missing = missing
+        #: whether a layer reads ``pattern=`` (``Aggregate``); otherwise a pattern is refused
+        self.uses_pattern = uses_pattern
+        #: ``(batch_axis, channel_axis)`` of the raw inputs when not ``(0, -1)`` (a network of
+        #: ``Aggregate`` layers declared with other axes); inputs are moved to ``(0, -1)``
+        self.input_axes = None if is_default_axes(input_axes) else tuple(input_axes)
         self._jitted = {}
         self._out_bytes_cache = {}
 
@@ -236,17 +328,18 @@ class KernelFn:
         return f"KernelFn({self.name})"
 
     # -- the computation on one block of inputs -----------------------------------------
-    def _compute(self, x1, x2, compute_ntk: bool, out_full: bool):
+    def _compute(self, x1, x2, pattern1=None, pattern2=None, *, compute_ntk: bool,
+                 out_full: bool):
         in_full = self.input_full(out_full)
         if isinstance(x1, (list, tuple)):
             x2s = [None] * len(x1) if x2 is None else x2
             k = [input_kernel(a, b, in_full, compute_ntk) for a, b in zip(x1, x2s)]
         else:
             k = input_kernel(x1, x2, in_full, compute_ntk)
-        k = self.transform(k, out_full)
+        k = self.transform(_attach_patterns(k, pattern1, pattern2), out_full)
         if not out_full:
             k = diagonalize(k)
-        return k
+        return _detach_patterns(k)
 
     def _jit(self, compute_ntk: bool, out_full: bool):
         key = (compute_ntk, out_full)
@@ -276,18 +369,33 @@ class KernelFn:
           apply_kwargs: neural-tangents' keyword arguments, honoured or refused, never dropped:
             ``rng`` (an apply-time argument; the infinite-width kernel does not depend on it),
             ``diagonal_batch=True`` (the only mode: ``cov1`` / ``cov2`` hold per-example
-            variances), ``mask_constant=None`` and ``pattern=None`` (masking and graph
-            aggregation are not supported). Anything else raises ``TypeError``.
+            variances), ``mask_constant=None`` (masking is not supported) and
+            ``pattern=(pattern1, pattern2)``: the graphs of ``x1`` and ``x2`` (leading axis the
+            batch), read by the network's ``Aggregate`` layers (``None``: no aggregation;
+            refused by networks without one). Anything else raises ``TypeError``.
         """
-        _check_apply_kwargs(self.name, apply_kwargs)
+        _check_apply_kwargs(self.name, apply_kwargs, self.uses_pattern)
         if self.missing is not None:
             raise NotImplementedError(self.missing)
         get_names, compute_ntk = _parse_get(get)
         single = isinstance(get, str)
+        pattern = apply_kwargs.get("pattern")
         if _is_kernel_input(x1):
-            return _select(self.transform(x1, not diagonal_spatial), get_names, single)
+            p1, p2 = None, None
+            if pattern is not None:
+                if not isinstance(x1, Kernel):
+                    _attach_patterns(x1, pattern, None)  # raises: a list of kernels
+                p1, p2 = _split_pattern(pattern, x1.shape1[0],
+                                        None if x1.x1_is_x2 else x1.shape2[0], self.name)
+            k = self.transform(_attach_patterns(x1, p1, p2), not diagonal_spatial)
+            return _select(_detach_patterns(k), get_names, single)
 
         if isinstance(x1, (list, tuple)):
+            if pattern is not None:
+                _attach_patterns(x1, pattern, None)  # raises: a list of inputs
+            x1 = [_standard_layout(x, self.input_axes) for x in x1]
+            if isinstance(x2, (list, tuple)):
+                x2 = [_standard_layout(x, self.input_axes) for x in x2]
             if x2 is not None and (not isinstance(x2, (list, tuple)) or len(x2) != len(x1)):
                 raise ValueError(f"{self.name}: x1 is a list of {len(x1)} inputs, so x2 must be "
                                  f"None or a list of as many; got {type(x2).__name__}")
@@ -298,14 +406,18 @@ class KernelFn:
             k = self._jit(compute_ntk, not diagonal_spatial)(x1, x2)
             return _select(k, get_names, single)
 
+        x1 = _standard_layout(x1, self.input_axes)
+        x2 = None if x2 is None else _standard_layout(x2, self.input_axes)
         x1, x2 = _validate_inputs(x1, x2, self.name)
+        p1, p2 = _split_pattern(pattern, x1.shape[0], None if x2 is None else x2.shape[0],
+                                self.name)
         out_full = not diagonal_spatial
         plan = self._plan(x1, x2, compute_ntk, batch_size, memory_budget, out_full)
         fn = self._jit(compute_ntk, out_full)
         if plan is None:
-            k = fn(x1, x2)
+            k = fn(x1, x2, p1, p2)
         else:
-            k = self._blocked(fn, x1, x2, plan)
+            k = self._blocked(fn, x1, x2, plan, p1, p2)
         _warn_if_imprecise(k, self.name)
         return _select(k, get_names, single)
 
@@ -326,6 +438,8 @@ class KernelFn:
         per_pair = (pixels * pixels if full else pixels) * item
         n_arrays = _LIVE_ARRAYS if compute_ntk else _LIVE_ARRAYS // 2 + 1
         out_bytes = self._out_bytes(x1, x2, compute_ntk, out_full)
+        # layers that add positions (ConvTranspose, ImageResize up) make the output larger
+        per_pair = max(per_pair, out_bytes // max(n1 * n2 * (2 if compute_ntk else 1), 1))
 
         def block_bytes(b1, b2):
             inputs = (b1 + b2) * int(np.prod(x1.shape[1:])) * item
@@ -367,18 +481,23 @@ class KernelFn:
                 for m in (k.nngp, k.ntk) if m is not None)
         return self._out_bytes_cache[key]
 
-    def _blocked(self, fn, x1, x2, plan):
+    def _blocked(self, fn, x1, x2, plan, pattern1=None, pattern2=None):
         """Assemble the kernel from ``(b1, b2)`` blocks; each block is an independent call.
 
         Entries of a block depend only on its own inputs (``cov1``/``cov2`` keep the batch
         diagonal only), so blocks can be computed in any order. When ``x2`` is ``x1``
-        only blocks on or above the diagonal are computed and the rest mirrored.
+        only blocks on or above the diagonal are computed and the rest mirrored. Graph patterns
+        are sliced with their inputs (their leading axis is the batch axis).
         """
         b1, b2 = plan
         same = x2 is None
         if same:
             b1 = b2 = min(b1, b2)
         xb = x1 if same else x2
+        pb = pattern1 if same else pattern2
+
+        def rows_of(p, start, size):
+            return None if p is None else p[start:start + size]
         n1, n2 = x1.shape[0], xb.shape[0]
         starts1 = list(range(0, n1, b1))
         starts2 = list(range(0, n2, b2))
@@ -395,7 +514,9 @@ class KernelFn:
                     continue
                 a = x1[i:i + b1]
                 b = xb[j:j + b2]
-                k = fn(a, None if (same and i == j) else b)
+                diagonal_block = same and i == j
+                k = fn(a, None if diagonal_block else b, rows_of(pattern1, i, b1),
+                       None if diagonal_block else rows_of(pb, j, b2))
                 if k.nngp.shape[:2] != (a.shape[0], b.shape[0]):
                     raise ValueError(
                         f"{self.name}: the network changes the batch (Index on the batch "

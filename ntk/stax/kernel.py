@@ -53,6 +53,10 @@ class Kernel:
       is_gaussian: whether the channels are (conditionally) i.i.d. mean-zero Gaussian, i.e. a
         random affine layer came last; nonlinearities and ``LayerNorm`` require it.
       diagonal_spatial: layout flag (see the module docstring).
+      pattern1, pattern2: the graphs of the x1 and x2 inputs, ``kernel_fn(..., pattern=(pattern1,
+        pattern2))``, carried along (like neural-tangents' masks) to the ``Aggregate`` layers
+        that read them; ``None`` outside a network that has one. Their leading axis is the
+        batch axis. ``pattern2`` is ``None`` when ``x2`` is ``x1``.
     """
 
     nngp: jax.Array
@@ -64,6 +68,8 @@ class Kernel:
     is_gaussian: bool = dataclasses.field(metadata=dict(static=True), default=False)
     is_input: bool = dataclasses.field(metadata=dict(static=True), default=False)
     diagonal_spatial: bool = dataclasses.field(metadata=dict(static=True), default=False)
+    pattern1: Any = None
+    pattern2: Any = None
 
     def replace(self, **changes: Any) -> "Kernel":
         return dataclasses.replace(self, **changes)

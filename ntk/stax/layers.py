@@ -22,8 +22,9 @@ from ntk.stax.core import (check_positive_int, check_rank, check_std, layer, req
                            require_single)
 from ntk.stax.kernel import Kernel, cross_variances, self_variances, variances
 
-__all__ = ["Dense", "Conv", "AvgPool", "GlobalAvgPool", "Flatten", "LayerNorm", "Identity",
-           "Scale", "SumPool", "GlobalSumPool", "Index", "Slice", "Dropout"]
+__all__ = ["Dense", "Conv", "ConvTranspose", "AvgPool", "GlobalAvgPool", "Flatten",
+           "LayerNorm", "Identity", "Scale", "SumPool", "GlobalSumPool", "Index", "Slice",
+           "Dropout"]
 
 
 def _check_parameterization(parameterization: str) -> str:
@@ -301,6 +302,204 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
             nngp=nngp, ntk=ntk,
             cov1=_affine(conv_mean(k.cov1, 1, geo1, full), W_std**2, b_var),
             cov2=_affine(conv_mean(k.cov2, 1, geo1, full), W_std**2, b_var),
+            shape1=(k.shape1[0],) + out_sp + (out_chan,),
+            shape2=(k.shape2[0],) + out_sp + (out_chan,),
+            is_gaussian=True, is_input=False)
+
+    return layer(name, init_fn, apply_fn, transform)
+
+
+# ----------------------------------------------------------------------------------------
+# ConvTranspose
+
+
+def _transpose_pads(length: int, window: int, stride: int, padding: str):
+    """``(lo, hi, out_len)`` of ``jax.lax.conv_transpose`` along one axis: the input is dilated
+    by the stride (``stride - 1`` zeros between entries), padded with ``lo``/``hi`` zeros, and
+    filtered with stride 1 -- the gradient of a strided convolution with that padding."""
+    if padding == "SAME":
+        total = window + stride - 2
+        lo = window - 1 if stride > window - 1 else -(-total // 2)
+    else:  # VALID (CIRCULAR folds a VALID output)
+        total = window + stride - 2 + max(window - stride, 0)
+        lo = window - 1
+    return lo, total - lo, (length - 1) * stride + 1 + total - window + 1
+
+
+def _fold(x, axis: int, period: int):
+    """Wrap an axis of length ``M >= period`` onto ``period`` positions, the VALID output of a
+    transposed convolution made periodic: ``y(t) = sum_j x(t + phase + j period)`` over every
+    ``j`` in range, ``phase = (M - period) // 2`` (the overhang split between both ends)."""
+    length = x.shape[axis]
+    if length == period:
+        return x
+    phase = (length - period) // 2
+    left = -(-phase // period) * period - phase  # zeros in front: index t + phase lands on t
+    total = -(-(left + length) // period) * period
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (left, total - left - length)
+    x = jnp.pad(x, widths)
+    shape = x.shape[:axis] + (total // period, period) + x.shape[axis + 1:]
+    return jnp.sum(x.reshape(shape), axis=axis)
+
+
+def _channels_last_dims(name: str, n_sp: int, dimension_numbers):
+    """``dimension_numbers`` for ``jax.lax`` convolutions: ``None`` or a channels-last triple
+    ``('N..C', '..IO', 'N..C')`` with the filter's spatial axes in the input's order."""
+    default = ("N" + "HWDXYZUV"[:n_sp] + "C", "HWDXYZUV"[:n_sp] + "IO",
+               "N" + "HWDXYZUV"[:n_sp] + "C")
+    if dimension_numbers is None:
+        return default
+    try:
+        lhs, rhs, out = (str(d) for d in dimension_numbers)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: dimension_numbers must be None or three strings (lhs, rhs, "
+                        f"out), got {dimension_numbers!r}") from None
+    if len(lhs) != n_sp + 2:
+        raise ValueError(f"{name}: dimension_numbers={dimension_numbers!r} has {len(lhs) - 2} "
+                         f"spatial axes for a filter of {n_sp}")
+    if not (lhs == out and lhs[0] == "N" and lhs[-1] == "C" and rhs[-2:] == "IO"
+            and rhs[:-2] == lhs[1:-1]):
+        raise NotImplementedError(f"{name}: dimension_numbers={dimension_numbers!r}; ntk.stax "
+                                  f"layers are batch-first and channels-last, e.g. {default} "
+                                  f"(or None)")
+    return lhs, rhs, out
+
+
+def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
+                  strides: Optional[Sequence[int]] = None, padding: str = "VALID",
+                  W_std: float = 1.0, b_std: Optional[float] = None, dimension_numbers=None,
+                  parameterization: str = "ntk", s=(1, 1)):
+    """Transposed convolution (``jax.lax.conv_transpose``, neural-tangents'
+    ``stax.ConvTranspose``) over ``len(filter_shape)`` spatial axes, channels last.
+
+    Finite layer (fan_in ``F = C_in * prod(filter_shape)``, filter ``(*filter_shape, C_in,
+    out_chan)``): per spatial axis with filter ``k`` and stride ``s`` the input is dilated by
+    ``s`` and zero-padded by ``(lo, hi)`` (``jax.lax.conv_transpose``'s 'SAME'/'VALID'
+    paddings; output length ``L s`` for SAME, ``L s + max(k - s, 0)`` for VALID), then
+    filtered with stride 1 and no flip:
+
+        z(a) = W_std / sqrt(F) sum_{o < k} x_dil(a + o) W(o) + b_std b        (ntk)
+
+    ``x_dil(t) = x(p)`` where ``t = lo + p s``, else 0; ``'standard'`` draws ``W`` with std
+    ``W_std / sqrt(F)`` and ``b`` with ``b_std`` and uses them unscaled. ``'CIRCULAR'``
+    padding wraps the VALID output periodically onto the SAME output length ``T = L s``:
+    ``z_circ(t) = sum_j z_valid(t + (M - T) // 2 + j T)``.
+
+    Kernel: the taps are independent and shared by all positions, so two outputs covary
+    through the same tap only:
+
+        A[K](a, b) = (1 / k) sum_{o < k} K_dil(a + o, b + o)    (per axis, axis after axis)
+        nngp' = W_std^2 A[nngp] + b_std^2,    ntk' = nngp' + W_std^2 A[ntk]        (ntk)
+        ntk'  = F A[nngp] + 1[b_std given] + W_std^2 A[ntk]                      (standard)
+
+    with ``K_dil`` the input kernel dilated and padded like ``x`` on both position axes; for
+    CIRCULAR the result is folded like the output on both axes (two outputs folded onto one
+    position never share a tap, so the diagonal layout folds equal positions only). Only
+    equal-position input covariances are needed for equal-position outputs.
+
+    Shapes: ``(N, *spatial, C_in) -> (N, *spatial', out_chan)``. Only channels-last
+    ``dimension_numbers`` and ``s=(1, 1)`` are supported (``NotImplementedError``).
+
+    Dumoulin & Visin (2016), "A guide to convolution arithmetic for deep learning",
+    arXiv:1603.07285; Novak et al. (2019), arXiv:1810.05148 (the CNN-GP kernel).
+    """
+    out_chan = check_positive_int("out_chan", out_chan)
+    W_std = check_std("W_std", W_std)
+    b_std = check_std("b_std", b_std, allow_none=True)
+    param = _check_parameterization(parameterization)
+    if tuple(s) != (1, 1):
+        raise NotImplementedError(f"ConvTranspose: s={s!r} (standard-parameterization width "
+                                  f"scaling) is not supported in ntk.stax; use s=(1, 1)")
+    circular = isinstance(padding, str) and padding.upper() == "CIRCULAR"
+    filter_shape, strides, padding = _norm_window_args(
+        "ConvTranspose", filter_shape, strides, "VALID" if circular else padding)
+    if circular:
+        padding = "CIRCULAR"
+    n_sp = len(filter_shape)
+    dims = _channels_last_dims("ConvTranspose", n_sp, dimension_numbers)
+    name = (f"ConvTranspose({out_chan}, {filter_shape}, strides={strides}, {padding}, "
+            f"W_std={W_std}, b_std={b_std}, {param})")
+    filter_size = int(np.prod(filter_shape))
+    lax_padding = "VALID" if circular else padding
+
+    def geometry(shape):
+        """Per spatial axis ``(lo, hi, length before folding, output length)``."""
+        out = []
+        for length, k, st in zip(shape[1:-1], filter_shape, strides):
+            lo, hi, n = _transpose_pads(length, k, st, lax_padding)
+            out.append((lo, hi, n, length * st if circular else n))
+        return out
+
+    def init_fn(key, input_shape):
+        check_rank(input_shape, n_sp, name, "input_shape")
+        fan_in = input_shape[-1] * filter_size
+        k1, k2 = jax.random.split(key)
+        W = jax.random.normal(k1, tuple(filter_shape) + (input_shape[-1], out_chan))
+        b = None if b_std is None else jax.random.normal(k2, (out_chan,))
+        if param == "standard":
+            W = W * (W_std / math.sqrt(fan_in))
+            b = None if b is None else b * b_std
+        out_sp = tuple(g[3] for g in geometry(input_shape))
+        return (input_shape[0],) + out_sp + (out_chan,), (W, b)
+
+    def apply_fn(params, x, **kwargs):
+        check_rank(x.shape, n_sp, name)
+        W, b = params
+        out = jax.lax.conv_transpose(x, W.astype(x.dtype), strides, lax_padding,
+                                     dimension_numbers=dims)
+        if circular:
+            for i, (length, st) in enumerate(zip(x.shape[1:-1], strides)):
+                out = _fold(out, 1 + i, length * st)
+        if param == "ntk":
+            out = (W_std / math.sqrt(x.shape[-1] * filter_size)) * out
+            return out if b is None else out + b_std * b
+        return out if b is None else out + b
+
+    b_var = None if b_std is None else b_std**2
+
+    def tap_mean(mat, batch_ndim, geo, full):
+        """``A[mat]``: dilate and pad every position axis, sum the filter's diagonal offsets,
+        fold (CIRCULAR), divide by the filter size."""
+        if mat is None:
+            return None
+        config = [(0, 0, 0)] * mat.ndim
+        groups = []
+        for i, ((lo, hi, n, _), k, st) in enumerate(zip(geo, filter_shape, strides)):
+            a = batch_ndim + (2 * i if full else i)
+            axes = (a, a + 1) if full else (a,)
+            for ax in axes:
+                config[ax] = (lo, hi, st - 1)
+            groups.append((axes, k, 1, 0, 0, n))
+        out = _window_sum(jax.lax.pad(mat, jnp.zeros((), mat.dtype), config), groups)
+        if circular:
+            for i, (_, _, _, period) in enumerate(geo):
+                a = batch_ndim + (2 * i if full else i)
+                for ax in ((a, a + 1) if full else (a,)):
+                    out = _fold(out, ax, period)
+        return out / filter_size
+
+    def transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        check_rank(k.shape1, n_sp, name)
+        geo = geometry(k.shape1)
+        full = k.full_spatial
+        nngp_avg = tap_mean(k.nngp, 2, geo, full)
+        nngp = _affine(nngp_avg, W_std**2, b_var)
+        if k.ntk is None:
+            ntk = None
+        elif param == "ntk":
+            ntk = nngp + W_std**2 * tap_mean(k.ntk, 2, geo, full)
+        else:
+            ntk = k.shape1[-1] * filter_size * nngp_avg + W_std**2 * tap_mean(k.ntk, 2, geo,
+                                                                                full)
+            if b_std is not None:
+                ntk = ntk + 1.0
+        out_sp = tuple(g[3] for g in geo)
+        return k.replace(
+            nngp=nngp, ntk=ntk,
+            cov1=_affine(tap_mean(k.cov1, 1, geo, full), W_std**2, b_var),
+            cov2=_affine(tap_mean(k.cov2, 1, geo, full), W_std**2, b_var),
             shape1=(k.shape1[0],) + out_sp + (out_chan,),
             shape2=(k.shape2[0],) + out_sp + (out_chan,),
             is_gaussian=True, is_input=False)
@@ -720,9 +919,13 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
         def pick(mat, batch_sel):
             return None if mat is None else mat[batch_sel + spatial]
 
+        def rows(pattern):  # the graphs of the inputs that remain (Aggregate's pattern)
+            return None if pattern is None else pattern[batch]
+
         return k.replace(nngp=pick(k.nngp, (batch, batch)), ntk=pick(k.ntk, (batch, batch)),
                          cov1=pick(k.cov1, (batch,)), cov2=pick(k.cov2, (batch,)),
-                         shape1=out_shape(k.shape1), shape2=out_shape(k.shape2))
+                         shape1=out_shape(k.shape1), shape2=out_shape(k.shape2),
+                         pattern1=rows(k.pattern1), pattern2=rows(k.pattern2))
 
     return layer(name, init_fn, apply_fn, transform)
 
