@@ -222,12 +222,26 @@ class _Layout:
         self.trace_axes = tuple(trace)
         self.batch_axis = batch_axis
         self.batch_paired = batch_axis in trace or batch_axis in diag
-        # number of (output entry, output entry) pairs per pair of inputs
-        self.pairs = 1
+        # number of (output entry, output entry) pairs per pair of inputs (what the
+        # contraction sums over) and entries of the result per pair of inputs (a traced
+        # axis is summed away: its O pairs make one entry)
+        self.pairs = self.out_pairs = 1
         for ax in range(self.ndim):
             if ax == batch_axis:
                 continue
             self.pairs *= out_shape[ax] if (ax in trace or ax in diag) else out_shape[ax] ** 2
+            self.out_pairs *= 1 if ax in trace else out_shape[ax] if ax in diag \
+                else out_shape[ax] ** 2
+
+        # contract() moves diagonal axes first, free ones next and traced ones last; any
+        # other order of an input's axes makes it copy that input
+        shared = [l for l in self.left if l in self.right]
+        order = ([l for l in shared if l in self.out] + [l for l in self.left if l not in shared]
+                 + [l for l in shared if l not in self.out])
+        order2 = ([l for l in shared if l in self.out]
+                  + [l for l in self.right if l not in shared]
+                  + [l for l in shared if l not in self.out])
+        self.contract_copies = order != self.left or order2 != self.right
 
     def lhs(self) -> str:
         return "".join(self.left)
@@ -468,6 +482,7 @@ def _profile(model: _Model, leaves, x, in_axis: int, n_examples: int = 1):
     closed = jax.make_jaxpr(model.call)(avals, xc)
     analysis = _structured.analyze(closed, len(leaves))
     analysis.max_activation = max(_largest_value(closed.jaxpr) // n_examples, 1)
+    analysis.max_patch = _largest_patch(closed.jaxpr) // n_examples
     analysis.has_conv = _has_primitive(closed.jaxpr, "conv_general_dilated")
     analysis.flops_forward /= n_examples
     analysis.activation_size //= n_examples
@@ -485,6 +500,22 @@ def _largest_value(jaxpr) -> int:
             shape = getattr(v.aval, "shape", None)
             if shape is not None:
                 best = max(best, int(np.prod(shape)))
+    return best
+
+
+def _largest_patch(jaxpr) -> int:
+    """Entries of the largest convolution patch matrix of a jaxpr: output positions x
+    (kernel window x input channels). A per-example weight gradient under ``vmap`` forms
+    it for every Jacobian row (XLA lowers it as a grouped convolution over patches)."""
+    best = 0
+    for eqn in jaxpr.eqns:
+        for sub in _structured.sub_jaxprs(eqn):
+            best = max(best, _largest_patch(sub))
+        if eqn.primitive.name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval.shape
+            features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+            out = int(np.prod(eqn.outvars[0].aval.shape))
+            best = max(best, out // max(features, 1) * (int(np.prod(rhs)) // max(features, 1)))
     return best
 
 
@@ -510,12 +541,33 @@ def _tap_dims(tap) -> tuple[int, int, int]:
     return pos, c, f
 
 
-def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric, examples=1):
-    """FLOPs and per-block bytes (as functions of block sizes) of each implementation.
+def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric, examples=1,
+           budget=None, itemsize=4):
+    """FLOPs and per-block entries (as functions of block sizes ``b1, b2``) of each
+    implementation, and the columns NTVP pulls back at once (``ntvp_columns(b1, b2)``).
 
     ``examples`` is how many examples each derivative pass runs over: 1 with independent
     examples (vmap), the batch size otherwise (a backward pass per output entry through
-    the whole batch)."""
+    the whole batch; a block of ``b`` rows then runs over its ``b`` examples).
+
+    Entries of one block, for x1's and x2's sides of ``b`` rows (one side when x2 is None
+    and one block covers it) and ``a`` activations per example (``acts``):
+
+    - jacobian: the Jacobian blocks ``b o P`` held, plus the larger of deriving one side
+      (another ``b o P`` and the backward activations ``b o a``, times ``b`` in batch
+      mode) and contracting (a copy of both blocks where the layout transposes them, a
+      tile per leaf), plus the tile;
+    - ntvp: the forward activations of both sides, ``columns`` pulls back at once (each
+      a parameter-sized vector and, per example of its vjp and of the jvp over x1, four of
+      the largest intermediates and, in vmap mode, the largest convolution patch matrix),
+      the raw ``(b1 O, b2 O)`` kernel and the tile;
+    - structured: per dense / convolution tap ``g`` (``b o`` rows of positions x output
+      features) and ``h`` (positions x input features), per other leaf its Jacobian, the
+      backward activations, and the larger intermediate of the contraction order
+      opt_einsum picks (position-pair products or materialized weight gradients).
+
+    Checked against ``compiled.memory_analysis()`` in tests/ntk/test_planner_memory.py.
+    """
     fp = max(analysis.flops_forward, 1.0) * examples
     acts = analysis.activation_size
     sizes = [int(np.prod(jnp.shape(l))) for l in leaves]
@@ -527,7 +579,7 @@ def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric, exampl
         Implementation.JACOBIAN: nf * o * 3 * fp + n1 * n2 * pairs * p_active,
         Implementation.NTVP: n2 * o * (3 * fp + 3 * n1 * fp / examples),
     }
-    tap_cost, tap_feat = 0.0, 0
+    tap_cost, tap_dims, tap_other = 0.0, [], 0
     handled = set()
     for t in analysis.taps:
         if t.leaf not in active:
@@ -539,28 +591,73 @@ def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric, exampl
             pairwise = n1 * n2 * (pos * pos * c + pairs * pos * pos * f)
             materialized = nf * o * pos * c * f + n1 * n2 * pairs * c * f
             tap_cost += min(pairwise, materialized)
-            tap_feat += o * pos * f + pos * c
+            tap_dims.append((pos, c, f, pairwise <= materialized))
         else:
             tap_cost += n1 * n2 * pairs * sizes[t.leaf]
-            tap_feat += o * sizes[t.leaf]
+            tap_other += sizes[t.leaf]
     p_fallback = sum(sizes[i] for i in active if i not in handled)
     flops[Implementation.STRUCTURED] = (nf * o * 3 * fp + tap_cost
                                         + n1 * n2 * pairs * p_fallback)
 
+    batch = examples > 1
+    patch = analysis.max_patch
+    n_leaves = len(active)
+
+    def tile(b1, b2):  # entries of one block's result
+        return (b1 if layout.batch_paired else b1 * b2) * layout.out_pairs
+
+    def sides(b1, b2):  # rows derived per side (x2 = None: one block is its own column)
+        if symmetric and (layout.batch_paired or (b1 >= n1 and b2 >= n2)):
+            return (b1,)
+        return (b1, b1 if layout.batch_paired else b2)
+
+    def through(b):  # examples one derivative pass of a block of b rows runs over
+        return b if batch else 1
+
     def jac_bytes(b1, b2):
-        b = b1 if symmetric and b1 == n1 and b2 == n2 else b1 + b2
-        return b * o * (p_active + acts) + b1 * b2 * pairs
+        rows = sides(b1, b2)
+        held = sum(rows) * o * p_active
+        derive = max(b * o * (p_active + through(b) * acts + patch) for b in rows)
+        copies = (2 * b1 * o * p_active if len(rows) == 1 else held) \
+            if layout.contract_copies else 0
+        return held + max(derive, copies + n_leaves * tile(b1, b2)) + tile(b1, b2)
+
+    def ntvp_columns(b1, b2):
+        # a column: its parameter-space vector and, per example of the jvp over x1 and of
+        # the vjp over its own example(s), the live tangents / cotangents (at most four of
+        # the largest intermediates) and, in vmap mode, a convolution's patches (a
+        # column-batched kernel on one example is a grouped convolution over them)
+        per_col = p_active + (b1 + through(b2)) * (4 * analysis.max_activation
+                                                   + (0 if batch else patch))
+        if budget is None:
+            return per_col, 1024
+        return per_col, int(max(1, min(1024, (budget // 4) // max(per_col * itemsize, 1))))
 
     def ntvp_bytes(b1, b2):
-        return 3 * b1 * acts + min(b2 * o, 64) * (p_active + acts * b1) + b1 * b2 * o * o
+        b2 = b1 if layout.batch_paired else b2
+        per_col, columns = ntvp_columns(b1, b2)
+        return ((b1 + b2) * 3 * acts + min(b2 * o, columns) * per_col + b1 * b2 * o * o
+                + tile(b1, b2))
 
     def sd_bytes(b1, b2):
-        b = b1 if symmetric and b1 == n1 and b2 == n2 else b1 + b2
-        return b * (tap_feat + o * (p_fallback + acts)) + b1 * b2 * pairs * 4
+        rows = sides(b1, b2)
+        feats = sum(b * (o * (p_fallback + tap_other) + sum(
+            pos * c + o * pos * through(b) * f for pos, c, f, _ in tap_dims)) for b in rows)
+        derive = max(b * o * (through(b) * acts + patch) for b in rows)
+        pb1, pb2 = b1, (b1 if layout.batch_paired else b2)
+        contract = 0
+        for pos, c, f, pairwise in tap_dims:
+            p1, p2 = pos * through(pb1), pos * through(pb2)
+            if pairwise:
+                need = (pb1 * p1 * pb2 * p2 if batch else pb1 * pb2 * pos * pos) * (1 + pairs)
+            else:
+                need = (pb1 + pb2) * o * c * f
+            contract = max(contract, need)
+        return feats + max(derive, contract + n_leaves * tile(b1, b2)) + tile(b1, b2)
 
     block_bytes = {Implementation.JACOBIAN: jac_bytes, Implementation.NTVP: ntvp_bytes,
                    Implementation.STRUCTURED: sd_bytes}
-    return flops, block_bytes
+    return flops, block_bytes, ntvp_columns
 
 
 # ------------------------------------------------------------------------ public API
@@ -629,7 +726,18 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
         return _compute("ntk", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
                         impl, param_scales, memory_budget, block_size, devices, dry_run=True)
 
+    def lower_blocks(x1, x2, params, **apply_kwargs) -> dict:
+        """The computations one block of the plan runs, lowered (``jax.stages.Lowered``,
+        on one device), by name: ``'block'`` for a tile implementation; ``'features_x1'``,
+        ``'features_x2'`` (absent where x1's block serves both sides) and ``'gram'`` for the
+        streamed Jacobian contraction (its largest leaf group). ``.compile()
+        .memory_analysis()`` of each says what XLA allocates for what ``plan`` counts."""
+        return _compute("ntk", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
+                        impl, param_scales, memory_budget, block_size, devices,
+                        dry_run="lower")
+
     ntk_fn.plan = plan
+    ntk_fn.lower_blocks = lower_blocks
     ntk_fn.implementation = impl
     return ntk_fn
 
@@ -655,6 +763,20 @@ def empirical_nngp_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vm
         return _compute("nngp", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
                         Implementation.JACOBIAN, None, memory_budget, block_size, None)
 
+    def plan(x1, x2, params, **apply_kwargs) -> dict:
+        """Block sizes and estimated bytes per block and of the output (see
+        :func:`empirical_ntk_fn`)."""
+        return _compute("nngp", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
+                        Implementation.JACOBIAN, None, memory_budget, block_size, None,
+                        dry_run=True)
+
+    def lower_blocks(x1, x2, params, **apply_kwargs) -> dict:
+        """``{'block': jax.stages.Lowered}``: the computation one block runs."""
+        return _compute("nngp", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
+                        Implementation.JACOBIAN, None, memory_budget, block_size, None,
+                        dry_run="lower")
+
+    nngp_fn.plan, nngp_fn.lower_blocks = plan, lower_blocks
     return nngp_fn
 
 
@@ -725,6 +847,8 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
                 _PLANS.popitem(last=False)
     else:
         _PLANS.move_to_end(key)
+    if dry_run == "lower":
+        return plan.lower(leaves, x1, x2)
     if dry_run:
         return dict(plan.info)
     return plan.execute(leaves, x1, x2)
@@ -750,11 +874,34 @@ _PLANS_MAX = 64
 
 
 class _Plan:
-    """What a kernel call does for one set of shapes: ``execute(leaves, x1, x2)`` and the
-    ``info`` that ``kernel_fn.plan`` reports."""
+    """What a kernel call does for one set of shapes: ``execute(leaves, x1, x2)``, the
+    ``info`` that ``kernel_fn.plan`` reports and ``lower(leaves, x1, x2)``, the lowered
+    computations of one block (``kernel_fn.lower_blocks``)."""
 
-    def __init__(self, execute, info):
-        self.execute, self.info = execute, info
+    def __init__(self, execute, info, lower):
+        self.execute, self.info, self.lower = execute, info, lower
+
+
+def _spec(x):
+    return jax.ShapeDtypeStruct(tuple(jnp.shape(x)), jnp.result_type(x))
+
+
+def _lower_tile_block(block, plan, layout, in_axis, n1, n2):
+    """``lower(leaves, x1, x2)`` of the largest block :func:`_run_blocks` runs: both sides
+    derived unless x2 is None and one block covers it (or the rows are paired)."""
+    def lower(leaves, x1, x2):
+        def rows(x, b):
+            shape = list(jnp.shape(x))
+            shape[in_axis] = b
+            return jax.ShapeDtypeStruct(tuple(shape), jnp.result_type(x))
+        paired = layout.batch_paired
+        xa = rows(x1, plan.block1)
+        if x2 is None and (paired or (plan.block1 >= n1 and plan.block2 >= n2)):
+            xb = None
+        else:
+            xb = rows(x1 if x2 is None else x2, plan.block1 if paired else plan.block2)
+        return {"block": jax.jit(block).lower([_spec(l) for l in leaves], xa, xb)}
+    return lower
 
 
 def _perturbed(x0):
@@ -909,7 +1056,7 @@ def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, d
     dtype = jnp.result_type(out_dtype, *[jnp.result_type(l) for l in leaves]) if leaves \
         else out_dtype
     itemsize = jnp.dtype(dtype).itemsize
-    out_entries = n1 * n2 * layout.pairs if not layout.batch_paired else n1 * layout.pairs
+    out_entries = n1 * (1 if layout.batch_paired else n2) * layout.out_pairs
     budget = int(memory_budget or _budget.default_memory_budget())
     base_info = {"batch_independent": vmap is not None, "batch_detection": detection,
                  "memory_budget": budget, "output_bytes": out_entries * itemsize}
@@ -920,8 +1067,15 @@ def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, d
         return result / layout.trace_size
 
     if kind == "nngp":
+        profile = _profile(model, leaves, x1, in_axis, n1 if batch_like else 1)
+        live = min(profile.activation_size, 4 * profile.max_activation)
+
         def nngp_bytes(b1, b2):
-            return (b1 + b2) * per_call_out * 2 + b1 * b2 * layout.pairs
+            # both sides' outputs (and a copy where the contraction transposes them), the
+            # live values of their forward passes (at most four of the largest per example:
+            # XLA fuses the elementwise rest) and the tile
+            b2 = b1 if layout.batch_paired else b2
+            return (b1 + b2) * (per_call_out * 2 + live) + b1 * b2 * layout.out_pairs
 
         if not batch_like:
             block_size = (n1, n2)
@@ -935,9 +1089,11 @@ def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, d
 
         run = _distributed.row_sharded(block, devices, in_axis)
         info = dict(base_info, block_size=(bplan.block1, bplan.block2),
-                    bytes_per_block=bplan.bytes_per_block)
+                    bytes_per_block=bplan.bytes_per_block,
+                    tile_bytes=_tile_entries(layout, bplan) * itemsize)
         return _Plan(lambda lv, a, b: finish(_run_blocks(run, lv, a, b, bplan, layout, in_axis,
-                                                         devices, n1, n2)), info)
+                                                         devices, n1, n2)), info,
+                     _lower_tile_block(block, bplan, layout, in_axis, n1, n2))
 
     analysis = _profile(model, leaves, x1, in_axis, n1 if batch_like else 1)
     examples = 1 if vmap is not None else max(n1 if batch_like else 1, 1)
@@ -960,12 +1116,15 @@ def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, d
             vmap=vmap is not None, n_batch=examples, per_row_out=per_row,
             streamable=streamable, sizes=sizes, active=active,
             flops_forward=analysis.flops_forward, activation_size=analysis.activation_size,
-            max_activation=analysis.max_activation, pairs=layout.pairs,
+            max_activation=analysis.max_activation, max_patch=analysis.max_patch,
+            pairs=layout.pairs,
+            out_pairs=layout.out_pairs, traced=tr, contract_copies=layout.contract_copies,
             output_bytes=out_entries * itemsize, itemsize=itemsize, budget=budget,
             block_size=bs, **_conv_cpu_factors(analysis, vmap))
 
-    flops, block_bytes = _costs(analysis, leaves, active, layout, n1, n2, per_call_out,
-                                symmetric=x2 is None, examples=examples)
+    flops, block_bytes, ntvp_columns = _costs(
+        analysis, leaves, active, layout, n1, n2, per_call_out, symmetric=x2 is None,
+        examples=examples, budget=budget, itemsize=itemsize)
     tile_plans = {}
     for name in (Implementation.NTVP, Implementation.STRUCTURED, Implementation.JACOBIAN):
         bs = block_size if batch_like else (n1, n2)
@@ -1017,20 +1176,20 @@ def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, d
     if impl is Implementation.JACOBIAN and stream is not None:
         info.update(block_size=(stream.row_block, stream.col_block),
                     bytes_per_block=stream.bytes_per_block,
+                    feature_bytes=stream.feature_bytes, tile_bytes=stream.tile_bytes,
                     streamed_axis=stream.chunk_axis, chunk=stream.chunk,
                     leaf_groups=len(stream.groups))
         execute = _stream_executor(model, layout, stream, scales, row_axis, in_axis,
                                    n1 if vmap is not None else out_shape[0],
                                    n2 if vmap is not None else out2_shape[0], vmap)
-        return _Plan(lambda lv, a, b: finish(execute(lv, a, b)), info)
+        return _Plan(lambda lv, a, b: finish(execute(lv, a, b)), info, execute.lower)
 
     tp = tile_plans[impl]
-    info.update(block_size=(tp.block1, tp.block2), bytes_per_block=tp.bytes_per_block)
+    info.update(block_size=(tp.block1, tp.block2), bytes_per_block=tp.bytes_per_block,
+                tile_bytes=_tile_entries(layout, tp) * itemsize)
     chunk = 0
     if impl is Implementation.NTVP:
-        p_active = sum(sizes[i] for i in active)
-        per_col = (p_active + analysis.activation_size * tp.block1) * itemsize
-        chunk = int(max(1, min(1024, (budget // 4) // max(per_col, 1))))
+        chunk = ntvp_columns(tp.block1, tp.block2)[1]
     if impl is Implementation.JACOBIAN:
         part = functools.partial(_jacobian_block, model, layout, scales=scales, active=active)
     elif impl is Implementation.NTVP:
@@ -1046,7 +1205,14 @@ def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, d
 
     run = _distributed.row_sharded(block, devices, in_axis)
     return _Plan(lambda lv, a, b: finish(_run_blocks(run, lv, a, b, tp, layout, in_axis,
-                                                     devices, n1, n2)), info)
+                                                     devices, n1, n2)), info,
+                 _lower_tile_block(block, tp, layout, in_axis, n1, n2))
+
+
+def _tile_entries(layout: _Layout, plan) -> int:
+    """Entries of one block's result under a :class:`ntk.budget.BlockPlan`."""
+    rows = plan.block1 if layout.batch_paired else plan.block1 * plan.block2
+    return rows * layout.out_pairs
 
 
 def _conv_cpu_factors(analysis, vmap) -> dict:
@@ -1111,15 +1277,18 @@ def _stream_executor(model, layout, stream, scales, row_axis, in_axis, n1, n2, v
                 return jax.jacrev(f)([lv[i] for i in group])
         return jax.jit(features)
 
-    def features(lv, x, start, size, g, c0):
+    def features_fn(g, size):
         fn = cache.get((g, size))
         if fn is None:
             fn = cache[(g, size)] = make_features(g, size)
-        return fn(lv, x, start, c0)
+        return fn
+
+    def features(lv, x, start, size, g, c0):
+        return features_fn(g, size)(lv, x, start, c0)
 
     grams = {}
 
-    def gram(g, fa, fb):
+    def gram_fn(g):
         fn = grams.get(g)
         if fn is None:
             group = groups[g]
@@ -1127,10 +1296,14 @@ def _stream_executor(model, layout, stream, scales, row_axis, in_axis, n1, n2, v
             def contract(a, b):
                 total = 0.0
                 for k, i in enumerate(group):
-                    total = total + scales[i] * layout.contract(a[k], b[k], a[k].ndim - full_ndim)
+                    part = layout.contract(a[k], b[k], a[k].ndim - full_ndim)
+                    total = total + (part if scales[i] == 1.0 else scales[i] * part)
                 return total
             fn = grams[g] = jax.jit(contract)
-        return fn(fa, fb)
+        return fn
+
+    def gram(g, fa, fb):
+        return gram_fn(g)(fa, fb)
 
     perm = layout.swap_permutation()
 
@@ -1150,6 +1323,26 @@ def _stream_executor(model, layout, stream, scales, row_axis, in_axis, n1, n2, v
                               batch_paired=layout.batch_paired,
                               concat1=layout.concat_axis(1), concat2=layout.concat_axis(2),
                               chunk_result_axis=chunk_result_axis, swap=swap, drop=drop)
+
+    def lower(lv, x1, x2):
+        # the largest leaf group; the column side is derived separately unless x2 is None
+        # and the block is its own column block (as in _streaming.run)
+        sizes = [int(np.prod(jnp.shape(l))) for l in lv]
+        g = max(range(len(groups)), key=lambda k: sum(sizes[i] for i in groups[k]))
+        specs = [_spec(l) for l in lv]
+        b1, b2 = stream.row_block, stream.col_block
+        one_side = x2 is None and (layout.batch_paired or (b1 >= n1 and b2 >= n2))
+        xs1, xs2 = _spec(x1), _spec(x1 if x2 is None else x2)
+        out = {"features_x1": features_fn(g, b1).lower(specs, xs1, 0, 0)}
+        fa = fb = jax.eval_shape(features_fn(g, b1), specs, xs1, 0, 0)
+        if not one_side:
+            size = b1 if layout.batch_paired else b2
+            out["features_x2"] = features_fn(g, size).lower(specs, xs2, 0, 0)
+            fb = jax.eval_shape(features_fn(g, size), specs, xs2, 0, 0)
+        out["gram"] = gram_fn(g).lower(fa, fb)
+        return out
+
+    execute.lower = lower
     return execute
 
 

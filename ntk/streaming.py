@@ -47,6 +47,8 @@ class StreamPlan:
     flops: float
     bytes_per_block: int
     n_chunks: int  # passes over the streamed axis (1 without streaming)
+    feature_bytes: int = 0  # of bytes_per_block: the Jacobian blocks held at once
+    tile_bytes: int = 0  # of bytes_per_block: one contracted tile
 
 
 def divisors(n: int) -> list:
@@ -86,7 +88,9 @@ def plan(*, n1: int, n2: int, symmetric: bool, batch_paired: bool, vmap: bool, n
          per_row_out: int, streamable: dict, sizes: Sequence[int], active: Sequence[int],
          flops_forward: float, activation_size: int, max_activation: int, pairs: int,
          output_bytes: int, itemsize: int, budget: int, block_size=None,
-         max_groups: int = 64, backward_factor: float = 1.0, row_batch_penalty: float = 1.0):
+         max_groups: int = 64, backward_factor: float = 1.0, row_batch_penalty: float = 1.0,
+         out_pairs: int | None = None, traced: Sequence[int] = (),
+         contract_copies: bool = False, max_patch: int = 0):
     """Choose the cheapest :class:`StreamPlan` that fits ``budget`` bytes.
 
     Args:
@@ -100,7 +104,28 @@ def plan(*, n1: int, n2: int, symmetric: bool, batch_paired: bool, vmap: bool, n
       sizes, active: leaf sizes and the leaves with non-zero scale.
       flops_forward, activation_size, max_activation: one example's forward FLOPs, its
         intermediate entries and its largest intermediate.
-      pairs: output-entry pairs per pair of rows (the layout's).
+      pairs: output-entry pairs per pair of rows (the layout's; the contraction's FLOPs).
+      out_pairs: entries of the result per pair of rows (``pairs`` less the traced axes,
+        which are summed away; default ``pairs``): a tile's size.
+      traced: the ``streamable`` axes that are traced (a chunk's tile is summed into the
+        tile, not placed beside it).
+      contract_copies: the contraction transposes the Jacobian blocks (a diagonal axis
+        moved in front), so it holds a copy of them (of both operands, also when x1's
+        block is contracted with itself).
+      max_patch: one example's largest convolution patch matrix (positions x window x
+        input channels); in vmap mode every Jacobian row's weight gradient forms one.
+
+    Bytes of one block (``bytes_per_block``), in the order the block runs:
+
+        held + max(jacobian(b) + acts(b), copies + leaves * tile) + tile
+
+    ``held`` are the Jacobian blocks of both sides (``feature_bytes``); computing the
+    larger side's block (``b`` rows) needs, besides its output, up to one more copy of it
+    (XLA assembles per-example parameter gradients in another layout) and the forward and
+    backward activations ``acts(b)``; the contraction needs a copy of the blocks where it
+    transposes them and one tile per leaf of the group (each leaf's product is formed before
+    the sum). ``tile`` is the block's result (``tile_bytes``). Measured against
+    ``compiled.memory_analysis()`` in ``tests/ntk/test_planner_memory.py``.
       output_bytes: bytes of the whole result.
       block_size: a user's forced ``(row_block, col_block)``.
       backward_factor: how much slower than its FLOPs say a per-example backward pass
@@ -125,6 +150,7 @@ def plan(*, n1: int, n2: int, symmetric: bool, batch_paired: bool, vmap: bool, n
         axis = max(streamable, key=lambda a: (streamable[a], -a))
         axis_size = streamable[axis]
     chunks = divisors(axis_size)
+    out_pairs = pairs if out_pairs is None else out_pairs
     if block_size is None:
         rows, cols_all = _halvings(n1), _halvings(n2)
     else:
@@ -136,23 +162,32 @@ def plan(*, n1: int, n2: int, symmetric: bool, batch_paired: bool, vmap: bool, n
     for n_groups in group_counts:
         groups = leaf_groups(sizes, active, n_groups)
         p_group = max(sum(sizes[i] for i in g) for g in groups)
+        group_leaves = max(len(g) for g in groups)
         for chunk in chunks:
             row_out = per_row_out // axis_size * chunk  # Jacobian rows per row and pass
-            tile_pairs = pairs // axis_size * chunk
+            # a traced chunk sums into a whole tile; a diagonal chunk fills its part of one
+            tile_pairs = out_pairs if axis in traced else out_pairs // axis_size * chunk
             for b1 in rows:
                 cols = [b1] if (batch_paired or (symmetric and block_size is None)) \
                     else cols_all
                 for b2 in cols:
-                    one_side = symmetric and b1 >= n1 and b2 >= n2
+                    # x2 = None: one block of rows is its own column block (every block
+                    # when the row axis is diagonal)
+                    one_side = symmetric and (batch_paired or (b1 >= n1 and b2 >= n2))
                     held_rows = b1 if one_side else b1 + b2
                     held = held_rows * row_out * p_group
+                    b = b1 if one_side else max(b1, b2)  # rows of the larger derivative pass
                     if vmap:
-                        acts = b1 * (activation_size + 4 * row_out * max_activation)
+                        acts = b * (activation_size
+                                    + row_out * (4 * max_activation + max_patch))
                     else:
                         acts = examples * (activation_size
-                                           + 4 * b1 * row_out * max_activation)
+                                           + 4 * b * row_out * max_activation)
                     tile = (b1 if batch_paired else b1 * b2) * tile_pairs
-                    need = (held + acts + tile) * itemsize
+                    derive = b * row_out * p_group + acts
+                    copies = (2 * held if one_side else held) if contract_copies else 0
+                    contract = copies + group_leaves * tile
+                    need = (held + max(derive, contract) + tile) * itemsize
                     if need + output_bytes > budget:
                         continue
                     flops = _cost(n1, n2, b1, b2, symmetric, batch_paired, vmap, examples, fp,
@@ -161,7 +196,8 @@ def plan(*, n1: int, n2: int, symmetric: bool, batch_paired: bool, vmap: bool, n
                                                      if vmap and row_out > 1 else 1.0))
                     if best is None or flops < best.flops:
                         best = StreamPlan(b1, b2, axis, chunk, groups, flops, int(need),
-                                          axis_size // chunk)
+                                          axis_size // chunk, held * itemsize,
+                                          tile * itemsize)
         if best is not None:
             return best  # more leaf groups only recompute more
     return None
