@@ -79,6 +79,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from functools import partial
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -98,7 +99,7 @@ CITATION = ("Engel, A., Wang, Z., Frank, N. S., Dumitriu, I., Choudhury, S., Sar
             "Chiang, T. (2024). Faithful and Efficient Explanations for Neural Networks via "
             "Neural Tangent Kernel Surrogate Models. ICLR 2024, arXiv:2305.14585.")
 NUM_CLASSES = 10
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "resnet18")
 # the kernels every surrogate is fitted with, in the order tables and figures show them
 KERNELS = ("trNTK", "proj-trNTK", "pNTK", "proj-pNTK", "trNTK0", "CK", "Em")
 TRACE_KERNELS = ("trNTK", "proj-trNTK")
@@ -112,6 +113,8 @@ class Config:
     width: int = 64                  # MLP hidden width
     depth: int = 2                   # MLP hidden layers
     channels: int = 8                # CNN channels (two 3x3 convolutions, then the readout)
+    resnet_width: int = 8            # ResNet-18 stem width (stages w, 2w, 4w, 8w)
+    resnet_learning_rate: float = 0.05
     steps: int = 200                 # full-batch GD steps (network and every subset model)
     chunk: int = 100                 # steps per checkpointed chunk
     learning_rate: float = 0.5
@@ -138,7 +141,8 @@ class Config:
     def validate(self) -> None:
         if not self.models or any(m not in MODELS for m in self.models):
             raise ValueError(f"models: expected a non-empty subset of {MODELS}, got {self.models}")
-        for name in ("n_train", "n_test", "width", "depth", "channels", "steps", "chunk",
+        for name in ("n_train", "n_test", "width", "depth", "channels", "resnet_width",
+                     "steps", "chunk",
                      "n_sketches", "n_subsets", "kglm_iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -155,9 +159,11 @@ class Config:
             raise ValueError(f"proj_dims: every k must divide the largest, got {dims}")
         if self.sketch not in approx.SKETCHES:
             raise ValueError(f"sketch must be one of {approx.SKETCHES}, got {self.sketch!r}")
-        if not (self.learning_rate > 0 and 0 <= self.momentum < 1 and self.kglm_l2 > 0):
-            raise ValueError(f"need learning_rate > 0, 0 <= momentum < 1, kglm_l2 > 0; got "
-                             f"{self.learning_rate}, {self.momentum}, {self.kglm_l2}")
+        if not (self.learning_rate > 0 and self.resnet_learning_rate > 0
+                and 0 <= self.momentum < 1 and self.kglm_l2 > 0):
+            raise ValueError(f"need learning rates > 0, 0 <= momentum < 1, kglm_l2 > 0; got "
+                             f"{self.learning_rate}, {self.resnet_learning_rate}, "
+                             f"{self.momentum}, {self.kglm_l2}")
         if not 0 < self.subset_fraction < 1 or self.n_subsets < 3:
             raise ValueError(f"need 0 < subset_fraction < 1 and n_subsets >= 3, got "
                              f"{self.subset_fraction}, {self.n_subsets}")
@@ -221,6 +227,91 @@ def apply_fn(params, x):
     return layer_outputs(params, x)[0][-1]
 
 
+# ---------------------------------------------------------------- the reference ResNet-18
+
+class Network(NamedTuple):
+    """One model of the study: initial parameters, ``apply(params, x)`` (logits ``(N, O)`` for
+    digits rows ``(N, 64)``), ``features(params, x)`` (every layer's output and the last hidden
+    features, as :func:`layer_outputs`) and its gradient-descent learning rate."""
+    params0: Any
+    apply: Callable
+    features: Callable
+    learning_rate: float
+
+
+def build_network(model: str, cfg: Config, key, x_train) -> Network:
+    """The ``model``'s :class:`Network`: the NTK-parametrised MLP / CNN of
+    :func:`layer_outputs`, or the reference CIFAR ResNet-18 (:func:`resnet18_network`)."""
+    if model in ("mlp", "cnn"):
+        return Network(init_network(model, cfg, key), apply_fn, layer_outputs, cfg.learning_rate)
+    if model == "resnet18":
+        return resnet18_network(cfg, key, x_train)
+    raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+
+
+def digit_images(x):
+    """Digits rows ``(N, 64)`` (mean squared norm 1, :func:`tasks.load`) as unit-variance
+    ``8 x 8 x 1`` images."""
+    return (x * np.float32(np.sqrt(x.shape[-1]))).reshape(x.shape[0], 8, 8, 1)
+
+
+def batch_statistics(module, variables, images):
+    """Every BatchNorm layer's statistics of one training-mode pass over ``images`` (each
+    layer's batch mean and biased variance, its inputs computed with batch statistics
+    upstream), in the layout of ``variables["batch_stats"]``. The reference blocks update
+    running averages as ``r' = 0.9 r + 0.1 b``; the batch values are recovered from one update
+    as ``b = (r' - 0.9 r) / 0.1``."""
+    _, updated = module.apply(variables, images, train=True, mutable=["batch_stats"])
+    return jax.tree.map(lambda new, old: (new - 0.9 * old) / 0.1,
+                        updated["batch_stats"], variables["batch_stats"])
+
+
+def _is_layer_or_block(module, method_name) -> bool:
+    return method_name == "__call__" and type(module).__name__ in ("Conv", "Dense", "BasicBlock")
+
+
+def resnet18_network(cfg: Config, key, x_train) -> Network:
+    """The reference CIFAR ResNet-18 (:func:`architectures.resnet.resnet18`, stem width
+    ``cfg.resnet_width``, He-normal convolutions, standard parametrisation) on 8x8 digit
+    images. Its BatchNorm layers run in inference mode with statistics *frozen at
+    initialisation*: those of the whole training set under the initial weights
+    (:func:`batch_statistics`), so the network is normalised at the start, is a fixed function
+    of its parameters (convolutions, BatchNorm scales and offsets, head) and every subset
+    model shares it. ``features``: every convolution's and the head's output (pre-BatchNorm,
+    the Em kernel's layers) and the head's input, the pooled last block (the CK's)."""
+    from architectures.resnet import resnet18
+    module = resnet18(NUM_CLASSES, cfg.resnet_width)
+    images = digit_images(jnp.asarray(x_train, jnp.float32))
+    variables = module.init(key, images[:2])
+    stats = batch_statistics(module, variables, images)
+
+    def apply(params, x):
+        return module.apply({"params": params, "batch_stats": stats}, digit_images(x),
+                            train=False)
+
+    def features(params, x):
+        logits, state = module.apply({"params": params, "batch_stats": stats},
+                                     digit_images(x), train=False,
+                                     capture_intermediates=_is_layer_or_block)
+        found = state["intermediates"]
+        outs = [v[0] for path, v in _flatten_modules(found)
+                if path[-1].startswith(("Conv", "Dense"))]
+        last_block = max((k for k in found if k.startswith("BasicBlock")),
+                         key=lambda k: int(k.split("_")[1]))
+        return outs, jnp.mean(found[last_block]["__call__"][0], axis=(1, 2))
+
+    return Network(variables["params"], apply, features, cfg.resnet_learning_rate)
+
+
+def _flatten_modules(tree, path=()):
+    """``(module path, captured outputs)`` of a Flax ``intermediates`` collection."""
+    for name, value in tree.items():
+        if name == "__call__":
+            yield path, value
+        else:
+            yield from _flatten_modules(value, path + (name,))
+
+
 def margins(logits, labels):
     """``f_y(x) - logsumexp_{c != y} f_c(x)`` (TRAK's output function), ``(..., N)`` for
     logits ``(..., N, O)``; numpy, float64."""
@@ -231,22 +322,22 @@ def margins(logits, labels):
     return own - logsumexp(np.where(y, -np.inf, z), axis=-1)
 
 
-def _loss(params, x, labels, weights):
+def _loss(params, x, labels, weights, apply=apply_fn):
     """Weighted mean cross-entropy, ``sum_i w_i CE_i / sum_i w_i``."""
-    logp = jax.nn.log_softmax(apply_fn(params, x))
+    logp = jax.nn.log_softmax(apply(params, x))
     ce = -jnp.take_along_axis(logp, labels[:, None], axis=1)[:, 0]
     return jnp.sum(weights * ce) / jnp.sum(weights)
 
 
-@partial(jax.jit, static_argnames=("n_steps", "learning_rate", "momentum"))
+@partial(jax.jit, static_argnames=("n_steps", "learning_rate", "momentum", "apply"))
 def gd_chunk(state, x, labels, weights, *, n_steps: int, learning_rate: float,
-             momentum: float):
-    """``n_steps`` full-batch steps of heavy-ball GD on :func:`_loss`; a state holds
-    ``params`` and ``velocity``. ``weights`` may carry a leading subset axis (then ``state``
-    does too: one model per subset, vmapped)."""
+             momentum: float, apply=apply_fn):
+    """``n_steps`` full-batch steps of heavy-ball GD on :func:`_loss` of the network
+    ``apply(params, x)``; a state holds ``params`` and ``velocity``. ``weights`` may carry a
+    leading subset axis (then ``state`` does too: one model per subset, vmapped)."""
     def one(state, w):
         def step(s, _):
-            g = jax.grad(_loss)(s["params"], x, labels, w)
+            g = jax.grad(_loss)(s["params"], x, labels, w, apply)
             v = jax.tree.map(lambda a, b: momentum * a + b, s["velocity"], g)
             p = jax.tree.map(lambda a, b: a - learning_rate * b, s["params"], v)
             return {"params": p, "velocity": v}, None
@@ -256,24 +347,27 @@ def gd_chunk(state, x, labels, weights, *, n_steps: int, learning_rate: float,
     return one(state, weights)
 
 
-def train_networks(params0, x, labels, weights, cfg: Config, *, ctx=None, task="networks"):
-    """Train ``M`` networks from the same ``params0``, the ``m``-th on the loss weighted by
-    ``weights[m]`` (``(M, N)``; a row of ones is the network on the whole training set, a 0/1
-    row a network on a subset), ``cfg.steps`` steps in one vmapped program. With ``ctx`` the
-    training is checkpointed (:func:`experiments.loop.train`). Returns parameters with a
-    leading axis ``M``."""
+def train_networks(params0, x, labels, weights, cfg: Config, *, ctx=None, task="networks",
+                   apply=apply_fn, learning_rate=None):
+    """Train ``M`` networks ``apply(params, x)`` from the same ``params0``, the ``m``-th on the
+    loss weighted by ``weights[m]`` (``(M, N)``; a row of ones is the network on the whole
+    training set, a 0/1 row a network on a subset), ``cfg.steps`` steps at ``learning_rate``
+    (default ``cfg.learning_rate``) in one vmapped program. With ``ctx`` the training is
+    checkpointed (:func:`experiments.loop.train`). Returns parameters with a leading axis
+    ``M``."""
+    learning_rate = cfg.learning_rate if learning_rate is None else learning_rate
     w = jnp.asarray(weights, jnp.float32)
     p0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (w.shape[0],) + a.shape), params0)
     init = lambda: {"params": p0, "velocity": jax.tree.map(jnp.zeros_like, p0)}
-    chunk_fn = lambda s: gd_chunk(s, x, labels, w, n_steps=cfg.chunk,
-                                  learning_rate=cfg.learning_rate, momentum=cfg.momentum)
+    chunk_fn = lambda s: gd_chunk(s, x, labels, w, n_steps=cfg.chunk, apply=apply,
+                                  learning_rate=learning_rate, momentum=cfg.momentum)
     if ctx is None:
         state = init()
         for _ in range(cfg.steps // cfg.chunk):
             state = chunk_fn(state)
         return state["params"]
     record = lambda s, t: {"train_loss": float(_loss(jax.tree.map(lambda a: a[0], s["params"]),
-                                                     x, labels, w[0]))}
+                                                     x, labels, w[0], apply))}
     state, _, _ = train(ctx, task, init_state=init, chunk_fn=chunk_fn, n_steps=cfg.steps,
                         chunk=cfg.chunk, record=record)
     return state["params"]
@@ -295,16 +389,17 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
-def exact_kernels(params, x) -> tuple[dict, dict]:
-    """Unnormalised ``trNTK``, ``pNTK``, ``CK``, ``Em`` on the points ``x`` (``(N, N)`` each)
-    and the seconds each took (first call: compilation included)."""
+def exact_kernels(params, x, apply=apply_fn, layers=layer_outputs) -> tuple[dict, dict]:
+    """Unnormalised ``trNTK``, ``pNTK``, ``CK``, ``Em`` of the network ``apply`` (its layer
+    outputs ``layers``) on the points ``x`` (``(N, N)`` each) and the seconds each took (first
+    call: compilation included)."""
     kernels, seconds = {}, {}
     kernels["trNTK"], seconds["trNTK"] = _timed(
-        lambda: approx.trace_ntk_fn(apply_fn)(x, None, params))
-    kernels["pNTK"], seconds["pNTK"] = _timed(lambda: approx.pntk_fn(apply_fn)(x, None, params))
+        lambda: approx.trace_ntk_fn(apply)(x, None, params))
+    kernels["pNTK"], seconds["pNTK"] = _timed(lambda: approx.pntk_fn(apply)(x, None, params))
 
     def features():
-        outs, last = jax.jit(layer_outputs)(params, x)
+        outs, last = jax.jit(layers)(params, x)
         flat = [np.asarray(z, np.float64).reshape(z.shape[0], -1) for z in outs]
         last = np.asarray(last, np.float64)
         return last @ last.T, sum(z @ z.T for z in flat)
@@ -312,13 +407,14 @@ def exact_kernels(params, x) -> tuple[dict, dict]:
     return kernels, seconds
 
 
-def projected_features(params, x, dim: int, key, sketch: str) -> tuple[dict, dict]:
+def projected_features(params, x, dim: int, key, sketch: str,
+                       apply=apply_fn) -> tuple[dict, dict]:
     """Per-logit features ``(N, O, dim)`` (``'each'``: their traced inner products estimate the
     trNTK) and sum-of-logits features ``(N, dim)`` (the pNTK) of one sketch ``key``
     (:func:`ntk.approx.projected_features_fn`); and their seconds."""
     out, seconds = {}, {}
     for name, output in (("proj-trNTK", "each"), ("proj-pNTK", "sum")):
-        fn = approx.projected_features_fn(apply_fn, dim, sketch=sketch, output=output)
+        fn = approx.projected_features_fn(apply, dim, sketch=sketch, output=output)
         out[name], seconds[name] = _timed(lambda: fn(x, params, key))
     return out, seconds
 
@@ -462,21 +558,23 @@ def _study_model(model: str, cfg: Config, data, ctx) -> dict:
     n = x_tr.shape[0]
     x_tr, x_te = x_tr.astype(jnp.float32), x_te.astype(jnp.float32)
     x_all = jnp.concatenate([x_tr, x_te])
-    params0 = init_network(model, cfg, jax.random.PRNGKey(cfg.seed))
+    net = build_network(model, cfg, jax.random.PRNGKey(cfg.seed), x_tr)
     masks = subset_masks(n, cfg.n_subsets, cfg.subset_fraction, cfg.seed)
     # row 0: the network on all training data; rows 1..M: the retrained subset networks
-    stacked = train_networks(params0, x_tr, l_tr, np.vstack([np.ones((1, n), np.float32), masks]),
-                             cfg, ctx=ctx, task=f"{model}-networks")
+    stacked = train_networks(net.params0, x_tr, l_tr,
+                             np.vstack([np.ones((1, n), np.float32), masks]), cfg, ctx=ctx,
+                             task=f"{model}-networks", apply=net.apply,
+                             learning_rate=net.learning_rate)
     params = jax.tree.map(lambda a: a[0], stacked)
-    logits_te_all = np.asarray(jax.jit(jax.vmap(apply_fn, (0, None)))(stacked, x_te))
+    logits_te_all = np.asarray(jax.jit(jax.vmap(net.apply, (0, None)))(stacked, x_te))
     subset_margins = np.asarray(margins(logits_te_all[1:], np.asarray(l_te)))   # (M, N_test)
     logits_te = logits_te_all[0]
     nn_acc = float(np.mean(logits_te.argmax(-1) == np.asarray(l_te)))
-    train_acc = float(np.mean(np.asarray(jax.jit(apply_fn)(params, x_tr)).argmax(-1)
+    train_acc = float(np.mean(np.asarray(jax.jit(net.apply)(params, x_tr)).argmax(-1)
                               == np.asarray(l_tr)))
     p_nn = true_class_probability(logits_te, l_te)
 
-    exact, seconds = exact_kernels(params, x_all)
+    exact, seconds = exact_kernels(params, x_all, net.apply, net.features)
     exact = {name: np.asarray(k, np.float64) for name, k in exact.items()}
     # n_sketches sketches at the largest k; a smaller k uses every disjoint block of k columns
     squared = {name: np.zeros(len(cfg.proj_dims)) for name in ("proj-trNTK", "proj-pNTK")}
@@ -484,7 +582,8 @@ def _study_model(model: str, cfg: Config, data, ctx) -> dict:
     projected = {}
     for s in range(cfg.n_sketches):
         key = jax.random.PRNGKey(1000 * (cfg.seed + 1) + s)
-        phi, sec = projected_features(params, x_all, cfg.proj_dims[-1], key, cfg.sketch)
+        phi, sec = projected_features(params, x_all, cfg.proj_dims[-1], key, cfg.sketch,
+                                      net.apply)
         if s == 0:
             proj_seconds = sec
         for di, dim in enumerate(cfg.proj_dims):

@@ -17,3 +17,16 @@ import jax  # noqa: E402  (the XLA flags must be set before the backend starts)
 
 def pytest_configure(config):
     jax.config.update("jax_enable_x64", True)
+
+
+# Tests that take tens of seconds, run first: each xdist worker starts on its share of them,
+# and the cheap tests that follow fill in, so the last worker to finish is not left running
+# one long study while the other idles (about a minute of wall time on two workers).
+_FIRST = ("tests/papers/test_verify.py::test_verify_quick", "tests/ntk/test_empirical.py",
+          "tests/ntk/test_streaming.py", "tests/ntk/test_architectures_entk.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = lambda item: next((i for i, p in enumerate(_FIRST) if item.nodeid.startswith(p)),
+                             len(_FIRST))
+    items.sort(key=rank)     # stable: the order within each group is kept

@@ -158,3 +158,33 @@ def test_config_validation():
                 dict(n_train=1500, n_test=400), dict(steps=250), dict(sketch="sparse2")):
         with pytest.raises(ValueError):
             dataclasses.replace(ns.Config.quick(), **bad).validate()
+
+
+def test_resnet18_network_frozen_statistics_and_layer_outputs():
+    """The reference ResNet-18 of the study (stem width 2, 12 digit rows): (a) in inference
+    mode with the frozen training-set statistics it computes, on those rows, exactly what
+    Flax's training-mode BatchNorm (batch statistics) computes; (b) its Em layers are the 21
+    convolutions and the head (stem, 16 block convolutions, 3 shortcuts, Dense), each with the
+    shape of that layer's output; (c) the CK features are the head's input:
+    ``logits = h W + b``; (d) the parameters are the trainable ones only (no statistics)."""
+    from architectures.resnet import resnet18
+    cfg = dataclasses.replace(ns.Config.quick(), models=("resnet18",), resnet_width=2)
+    x = jax.random.normal(jax.random.PRNGKey(0), (12, 64), jnp.float32) / 8.0
+    net = ns.build_network("resnet18", cfg, jax.random.PRNGKey(1), x)
+    module = resnet18(ns.NUM_CLASSES, 2)
+    variables = module.init(jax.random.PRNGKey(1), ns.digit_images(x)[:2])
+    train_mode, _ = module.apply(variables, ns.digit_images(x), train=True,
+                                 mutable=["batch_stats"])
+    logits = net.apply(net.params0, x)
+    np.testing.assert_allclose(logits, train_mode, rtol=2e-4, atol=2e-4)
+    assert "batch_stats" not in net.params0 and "Dense_0" in net.params0
+    outs, last = net.features(net.params0, x)
+    assert len(outs) == 21
+    widths = sorted({int(z.shape[-1]) for z in outs})
+    assert widths == sorted([2, 4, 8, 16, ns.NUM_CLASSES])
+    head_outputs = [z for z in outs if z.ndim == 2]
+    assert len(head_outputs) == 1
+    np.testing.assert_allclose(head_outputs[0], logits, rtol=1e-6, atol=1e-6)
+    head = net.params0["Dense_0"]
+    np.testing.assert_allclose(last @ head["kernel"] + head["bias"], logits, rtol=1e-5,
+                               atol=1e-5)
