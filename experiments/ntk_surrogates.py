@@ -6,9 +6,12 @@ Explanations for Neural Networks via Neural Tangent Kernel Surrogate Models" (IC
 attribution scored with the linear datamodeling score of Park et al. 2023 (TRAK).
 
 Setup. A network ``f: R^64 -> R^O`` (``O = 10`` digit classes; a ReLU MLP, and in the full
-config also a small CNN, two 3x3 convolutions and a dense readout; NTK parametrisation,
-float32) is trained on scikit-learn's digits (:func:`tasks.load`, pixels scaled to unit
-variance) by full-batch gradient descent with momentum on the softmax cross-entropy. With
+config also a small CNN, two 3x3 convolutions and a dense readout, NTK parametrisation,
+and the reference CIFAR ResNet-18 of :mod:`architectures.resnet` at stem width 8 (176,258
+parameters) on the digits as 8x8 images, its BatchNorm frozen at the training set's
+statistics under the initial weights; float32) is trained on scikit-learn's digits
+(:func:`tasks.load`, pixels scaled to unit variance) by full-batch gradient descent with
+momentum on the softmax cross-entropy. With
 ``g_c(x) = d f_c(x) / d theta`` at the *trained* parameters, the kernels compared are (as
 the authors' code defines them, every one cosine-normalised
 ``K(x, x') / sqrt(K(x, x) K(x', x'))`` before use):
@@ -63,8 +66,9 @@ MLP); the projection error falls like ``k^-1/2``; the trNTK's attributions have 
 and rank above CK and Em, as the kernels rank by faithfulness in the paper.
 
 Scaled down: 8x8 digits, 10 classes, 200 + 200 points, one MLP 64-64-64-10 (8,970
-parameters), k = 256..1024, 30 retrained subsets (full: 600 + 400 points, MLP of width 128
-and a 4-channel CNN, k = 256..4096, 40 subsets).
+parameters), k = 256..1024, 30 retrained subsets (full: 600 + 400 points, MLP of width 128,
+a 4-channel CNN and the ResNet-18, k = 256..4096, 40 subsets; the ResNet-18 100 steps at
+learning rate 0.01 and 12 subsets, its networks trained one after another).
 The paper: MNIST / FMNIST / CIFAR 2-class MLP and CNNs (100 seeds), ResNet-18 on CIFAR-10
 (k = 10,240), BERT-base on CoLA. Not included: the Grad-Cos (TraceIn-style) kernel, which
 needs each test point's label inside the kernel.
@@ -114,7 +118,9 @@ class Config:
     depth: int = 2                   # MLP hidden layers
     channels: int = 8                # CNN channels (two 3x3 convolutions, then the readout)
     resnet_width: int = 8            # ResNet-18 stem width (stages w, 2w, 4w, 8w)
-    resnet_learning_rate: float = 0.05
+    resnet_learning_rate: float = 0.01
+    resnet_subsets: int = 12         # retrained half-subsets for the ResNet's LDS
+    resnet_steps: int = 100          # its GD steps (it fits the training set in fewer)
     steps: int = 200                 # full-batch GD steps (network and every subset model)
     chunk: int = 100                 # steps per checkpointed chunk
     learning_rate: float = 0.5
@@ -134,7 +140,8 @@ class Config:
 
     @classmethod
     def full(cls) -> "Config":
-        return cls(models=("mlp", "cnn"), n_train=600, n_test=400, width=128, channels=4,
+        return cls(models=("mlp", "cnn", "resnet18"), n_train=600, n_test=400, width=128,
+                   channels=4,
                    steps=300, proj_dims=(256, 512, 1024, 2048, 4096), n_sketches=2,
                    n_subsets=40)
 
@@ -142,15 +149,17 @@ class Config:
         if not self.models or any(m not in MODELS for m in self.models):
             raise ValueError(f"models: expected a non-empty subset of {MODELS}, got {self.models}")
         for name in ("n_train", "n_test", "width", "depth", "channels", "resnet_width",
-                     "steps", "chunk",
+                     "resnet_subsets", "resnet_steps", "steps", "chunk",
                      "n_sketches", "n_subsets", "kglm_iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.n_train + self.n_test > 1797:
             raise ValueError(f"n_train + n_test = {self.n_train + self.n_test}: digits has 1797")
-        if self.steps % self.chunk:
-            raise ValueError(f"steps={self.steps} must be a multiple of chunk={self.chunk}")
+        for name in ("steps", "resnet_steps"):
+            if getattr(self, name) % self.chunk:
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of "
+                                 f"chunk={self.chunk}")
         dims = self.proj_dims
         if len(dims) < 3 or any(isinstance(k, bool) or not isinstance(k, int) or k < 1
                                 for k in dims) or any(b <= a for a, b in zip(dims, dims[1:])):
@@ -164,9 +173,10 @@ class Config:
             raise ValueError(f"need learning rates > 0, 0 <= momentum < 1, kglm_l2 > 0; got "
                              f"{self.learning_rate}, {self.resnet_learning_rate}, "
                              f"{self.momentum}, {self.kglm_l2}")
-        if not 0 < self.subset_fraction < 1 or self.n_subsets < 3:
-            raise ValueError(f"need 0 < subset_fraction < 1 and n_subsets >= 3, got "
-                             f"{self.subset_fraction}, {self.n_subsets}")
+        if not 0 < self.subset_fraction < 1 or min(self.n_subsets, self.resnet_subsets) < 3:
+            raise ValueError(f"need 0 < subset_fraction < 1 and n_subsets, resnet_subsets >= 3, "
+                             f"got {self.subset_fraction}, {self.n_subsets}, "
+                             f"{self.resnet_subsets}")
 
 
 # ---------------------------------------------------------------- networks (NTK parametrisation)
@@ -329,12 +339,15 @@ def _loss(params, x, labels, weights, apply=apply_fn):
     return jnp.sum(weights * ce) / jnp.sum(weights)
 
 
-@partial(jax.jit, static_argnames=("n_steps", "learning_rate", "momentum", "apply"))
+@partial(jax.jit, static_argnames=("n_steps", "learning_rate", "momentum", "apply",
+                                   "sequential"))
 def gd_chunk(state, x, labels, weights, *, n_steps: int, learning_rate: float,
-             momentum: float, apply=apply_fn):
+             momentum: float, apply=apply_fn, sequential: bool = False):
     """``n_steps`` full-batch steps of heavy-ball GD on :func:`_loss` of the network
     ``apply(params, x)``; a state holds ``params`` and ``velocity``. ``weights`` may carry a
-    leading subset axis (then ``state`` does too: one model per subset, vmapped)."""
+    leading subset axis (then ``state`` does too: one model per subset, vmapped, or one after
+    the other in a ``lax.map`` when ``sequential``: a convolution vmapped over its weights is
+    a grouped convolution, several times slower than the plain one on CPU)."""
     def one(state, w):
         def step(s, _):
             g = jax.grad(_loss)(s["params"], x, labels, w, apply)
@@ -343,32 +356,37 @@ def gd_chunk(state, x, labels, weights, *, n_steps: int, learning_rate: float,
             return {"params": p, "velocity": v}, None
         return jax.lax.scan(step, state, None, length=n_steps)[0]
     if weights.ndim == 2:
+        if sequential:
+            return jax.lax.map(lambda sw: one(*sw), (state, weights))
         return jax.vmap(one)(state, weights)
     return one(state, weights)
 
 
 def train_networks(params0, x, labels, weights, cfg: Config, *, ctx=None, task="networks",
-                   apply=apply_fn, learning_rate=None):
+                   apply=apply_fn, learning_rate=None, sequential: bool = False,
+                   steps: int | None = None):
     """Train ``M`` networks ``apply(params, x)`` from the same ``params0``, the ``m``-th on the
     loss weighted by ``weights[m]`` (``(M, N)``; a row of ones is the network on the whole
-    training set, a 0/1 row a network on a subset), ``cfg.steps`` steps at ``learning_rate``
-    (default ``cfg.learning_rate``) in one vmapped program. With ``ctx`` the training is
-    checkpointed (:func:`experiments.loop.train`). Returns parameters with a leading axis
-    ``M``."""
+    training set, a 0/1 row a network on a subset), ``steps`` steps (default ``cfg.steps``)
+    at ``learning_rate`` (default ``cfg.learning_rate``) in one vmapped program (a ``lax.map``
+    if ``sequential``). With ``ctx`` the training is checkpointed
+    (:func:`experiments.loop.train`). Returns parameters with a leading axis ``M``."""
     learning_rate = cfg.learning_rate if learning_rate is None else learning_rate
+    steps = cfg.steps if steps is None else steps
     w = jnp.asarray(weights, jnp.float32)
     p0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (w.shape[0],) + a.shape), params0)
     init = lambda: {"params": p0, "velocity": jax.tree.map(jnp.zeros_like, p0)}
     chunk_fn = lambda s: gd_chunk(s, x, labels, w, n_steps=cfg.chunk, apply=apply,
-                                  learning_rate=learning_rate, momentum=cfg.momentum)
+                                  learning_rate=learning_rate, momentum=cfg.momentum,
+                                  sequential=sequential)
     if ctx is None:
         state = init()
-        for _ in range(cfg.steps // cfg.chunk):
+        for _ in range(steps // cfg.chunk):
             state = chunk_fn(state)
         return state["params"]
     record = lambda s, t: {"train_loss": float(_loss(jax.tree.map(lambda a: a[0], s["params"]),
                                                      x, labels, w[0], apply))}
-    state, _, _ = train(ctx, task, init_state=init, chunk_fn=chunk_fn, n_steps=cfg.steps,
+    state, _, _ = train(ctx, task, init_state=init, chunk_fn=chunk_fn, n_steps=steps,
                         chunk=cfg.chunk, record=record)
     return state["params"]
 
@@ -559,12 +577,14 @@ def _study_model(model: str, cfg: Config, data, ctx) -> dict:
     x_tr, x_te = x_tr.astype(jnp.float32), x_te.astype(jnp.float32)
     x_all = jnp.concatenate([x_tr, x_te])
     net = build_network(model, cfg, jax.random.PRNGKey(cfg.seed), x_tr)
-    masks = subset_masks(n, cfg.n_subsets, cfg.subset_fraction, cfg.seed)
+    masks = subset_masks(n, cfg.resnet_subsets if model == "resnet18" else cfg.n_subsets,
+                         cfg.subset_fraction, cfg.seed)
     # row 0: the network on all training data; rows 1..M: the retrained subset networks
     stacked = train_networks(net.params0, x_tr, l_tr,
                              np.vstack([np.ones((1, n), np.float32), masks]), cfg, ctx=ctx,
                              task=f"{model}-networks", apply=net.apply,
-                             learning_rate=net.learning_rate)
+                             learning_rate=net.learning_rate, sequential=model == "resnet18",
+                             steps=cfg.resnet_steps if model == "resnet18" else cfg.steps)
     params = jax.tree.map(lambda a: a[0], stacked)
     logits_te_all = np.asarray(jax.jit(jax.vmap(net.apply, (0, None)))(stacked, x_te))
     subset_margins = np.asarray(margins(logits_te_all[1:], np.asarray(l_te)))   # (M, N_test)
@@ -651,9 +671,17 @@ def run(cfg: Config, ctx) -> dict:
     per_model = {}
     for model in cfg.models:
         if ctx.progress:
-            print(f"  {model}: network and {cfg.n_subsets} subset networks, kernels, surrogates",
+            subsets = cfg.resnet_subsets if model == "resnet18" else cfg.n_subsets
+            print(f"  {model}: network and {subsets} subset networks, kernels, surrogates",
                   flush=True)
-        per_model[model] = _study_model(model, cfg, data, ctx)
+        # a finished model's metrics are kept: a rerun after a kill resumes at the next model
+        ckpt = ctx.checkpoint(f"{model}-metrics")
+        saved = ckpt.load()
+        if saved is None:
+            per_model[model] = _study_model(model, cfg, data, ctx)
+            ckpt.save(step=1, state={}, history={}, done=True, extra=per_model[model])
+        else:
+            per_model[model] = saved["extra"]
     return {"models": list(cfg.models), "kernels": list(KERNELS),
             "proj_dims": list(cfg.proj_dims), "per_model": per_model}
 
@@ -692,8 +720,10 @@ def figures(results: dict) -> dict:
     axes[0].set_title("Faithfulness of the kGLM surrogates (paper: trace NTK the most "
                       "consistent)", fontsize=10)
     axes[1].set_ylabel("linear datamodeling score (Spearman)")
-    axes[1].set_title(f"Attribution vs retraining on {results['config']['n_subsets']} "
-                      "half subsets (LDS)", fontsize=10)
+    c = results["config"]
+    axes[1].set_title(f"Attribution vs retraining on {c['n_subsets']} half subsets (LDS)"
+                      + (f"; ResNet-18: {c.get('resnet_subsets')}" if "resnet18" in models
+                         else ""), fontsize=10)
 
     proj = Figure(figsize=(15, 4.2), layout="constrained")
     axes = proj.subplots(1, 3)
