@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk.stax.core import KernelFn, diagonalize, is_default_axes, require_single
-from ntk.stax.kernel import Kernel
 
 __all__ = ["Aggregate"]
 
@@ -132,8 +131,10 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
     batch_axis = _check_axis("Aggregate", "batch_axis", batch_axis)
     channel_axis = _check_axis("Aggregate", "channel_axis", channel_axis)
     if aggregate_axis is not None:
-        axes_given = ((aggregate_axis,) if isinstance(aggregate_axis, (int, np.integer))
-                      else tuple(aggregate_axis))
+        try:
+            axes_given = tuple(aggregate_axis)
+        except TypeError:
+            axes_given = (aggregate_axis,)
         axes_given = tuple(_check_axis("Aggregate", "aggregate_axis", a) for a in axes_given)
     if to_dense is None:
         to_dense = lambda p: p  # noqa: E731
