@@ -68,7 +68,6 @@ def _made_up_metrics():
     n and k, the optimal ridge falling to zero."""
     cfg = rfe.Config.quick()
     ns, ks, rs = list(cfg.n_samples), list(cfg.n_features), list(cfg.ridge_scales)
-    nn, nk, nr = len(ns), len(ks), len(rs)
     rng = np.random.default_rng(0)
     ridge_curve = 0.1 + np.asarray(rs)                      # (r,)
     base = lambda n, k: (n / 25.0) ** -0.4 * (1 + 30.0 / k)
