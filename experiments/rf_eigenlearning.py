@@ -9,8 +9,8 @@ target's eigencoefficients ``v_i`` under the data distribution, the KRR eigenlea
 (effective regularisation ``kappa``, learnabilities ``L_i``, overfitting coefficient ``E0``)
 and the paper's RF eigenframework (``k`` random features: ``kappa`` and ``gamma`` from two
 equations) predict the test MSE of ridge regression with ``n`` samples and ridge ``delta``.
-The paper's Theorem 1: at the optimal ridge the predicted test MSE falls in both ``n`` and
-``k``, so infinite width (KRR) is best. Its Section 5: for power-law eigenstructure (the
+The paper's Section 4 result: at the optimal ridge the predicted test MSE falls in both ``n`` and
+``k``, so infinite width (KRR) is best. Its next section: for power-law eigenstructure (the
 paper measures it for convolutional NTKs on image data), near-optimal test error needs a
 training error far below it: the optimal ridge is small and overfitting is obligatory.
 
@@ -38,7 +38,7 @@ experiment agreeing to about the marker size on log axes and give no number at o
 ridges) and 15% (random features, over ``n``, ``k`` and ridges) of the measured one; (ii) at the
 optimal ridge the measured test MSE never rises with ``k`` (``k = inf`` last: KRR) or with ``n``
 by more than 2% (the Monte Carlo allowance), and the predicted one never rises at all (the
-paper's Theorem 1 on these spectra); (iii) the theory's optimal ridge per sample
+paper's Section 4 result on these spectra); (iii) the theory's optimal ridge per sample
 ``delta* / (n tr K)`` falls from the smallest ``n`` to the largest, the measured optimal ridge
 scale stays at most 1e-2, and at the measured optimal ridge the training MSE is at most a tenth
 of the test MSE ("much smaller", the paper's obligatory overfitting).
@@ -251,8 +251,10 @@ def run(cfg: Config, ctx) -> dict:
     for i in range(nn):
         measured_opt[i, :nk] = rf_mean[i].min(-1)
         measured_opt[i, nk] = krr_mean["nngp"][i].min()
-    theory_opt = np.array([[el.optimal_ridge(lam_rf, coef_rf, n, k, grid_points=25, tolerance=1e-4).test_mse
-                            for k in ks_inf] for n in ns])
+    best_ridge = lambda lam, coef, n, k=math.inf: el.optimal_ridge(lam, coef, n, k, grid_points=25,
+                                                                   tolerance=1e-4)
+    theory_opt = np.array([[best_ridge(lam_rf, coef_rf, n, k).test_mse for k in ks_inf]
+                           for n in ns])
     rise_k_measured = max(_max_rise(row) for row in measured_opt)
     rise_n_measured = max(_max_rise(col) for col in measured_opt.T)
     rise_theory = max(max(_max_rise(row) for row in theory_opt),
@@ -263,7 +265,7 @@ def run(cfg: Config, ctx) -> dict:
     optimal = {}
     for name in KERNELS:
         lam, coef = eig[name]
-        theory = [el.optimal_ridge(lam, coef, int(n), grid_points=25, tolerance=1e-4) for n in n_theory]
+        theory = [best_ridge(lam, coef, int(n)) for n in n_theory]
         best = krr_mean[name].argmin(-1)
         train_mean = krr_train[name].mean(0)
         optimal[name] = {
@@ -276,7 +278,8 @@ def run(cfg: Config, ctx) -> dict:
         }
     falls = []
     for name in KERNELS:
-        first, last = optimal[name]["theory_ridge_scale"][0], optimal[name]["theory_ridge_scale"][-1]
+        scales = optimal[name]["theory_ridge_scale"]
+        first, last = scales[0], scales[-1]
         falls.append(0.0 if last == 0 else (math.inf if first == 0 else last / first))
 
     # ---- power-law fits of the spectra (descriptive)
@@ -352,7 +355,8 @@ def figures(results: dict) -> dict:
     ax1, ax2, ax3 = fig.subplots(1, 3)
     lo, hi = math.inf, 0.0
     for c, name in enumerate(kernels):
-        meas, pred = as_arr(m["krr_test_mse"][name]).ravel(), as_arr(m["krr_predicted"][name]).ravel()
+        meas = as_arr(m["krr_test_mse"][name]).ravel()
+        pred = as_arr(m["krr_predicted"][name]).ravel()
         ax1.loglog(pred, meas, "o", ms=3, color=f"C{c}", label=f"KRR, {name}")
         lo, hi = min(lo, pred.min(), meas.min()), max(hi, pred.max(), meas.max())
     meas, pred = as_arr(m["rf_test_mse"]), as_arr(m["rf_predicted"])
@@ -478,8 +482,8 @@ CLAIMS = (
           "the next, any k",
           "measured_max_rise_in_n", at_most(MONTE_CARLO_ALLOWANCE)),
     claim("theory_monotone_in_n_and_k",
-          "the predicted optimal-ridge test MSE never rises with n or k (Theorem 1 on the pool's "
-          "NNGP eigensystem; relative rise)",
+          "the predicted optimal-ridge test MSE never rises with n or k (the paper's Section 4 "
+          "result on the pool's NNGP eigensystem; relative rise)",
           "theory_max_rise", at_most(1e-6)),
     claim("optimal_ridge_falls_with_n",
           "theory's optimal ridge / (n tr K) at the largest n over that at the smallest n "

@@ -35,8 +35,8 @@ and with ``E0 = 1 / (1 - [df2 (k - 2 df1) + df1^2] / (n (k - df2)))``
     train MSE = (delta / (n kappa))^2 test MSE = (1 - df1 / n)^2 test MSE.
 
 As ``k -> inf``: ``gamma = kappa``, ``E0 -> n / (n - df2)`` and the bias weights
-``-> (1 - L_i)^2``: the KRR estimate. The paper's Theorem 1 (from these equations): at the
-optimal ridge the test MSE falls monotonically in both ``n`` and ``k``.
+``-> (1 - L_i)^2``: the KRR estimate. The paper's Section 4 result (from these equations): at
+the optimal ridge the test MSE falls monotonically in both ``n`` and ``k``.
 
 Ridgeless limits are handled exactly: at ``delta = 0`` the equations are solved at
 ``min(n, k)`` (``df1(gamma) = min(n, k)``; ``gamma = 0`` once ``min(n, k)`` reaches the number
@@ -396,8 +396,8 @@ def optimal_ridge(eigenvalues, target_coefficients, n_samples, n_features=math.i
 
     Returns: :class:`OptimalRidge` ``(ridge, test_mse)``.
 
-    Simon, Karkada, Ghosh & Belkin (2023), arXiv:2311.14646 (Sections 4 and 5: the optimal
-    ridge, monotonicity in ``n`` and ``k``, and when it is zero).
+    Simon, Karkada, Ghosh & Belkin (2023), arXiv:2311.14646 (the optimal ridge, the monotonicity
+    in ``n`` and ``k`` at it, and when it is zero).
     """
     lam = _eigenvalues(eigenvalues)
     n = _count("n_samples", n_samples)

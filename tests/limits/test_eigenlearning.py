@@ -11,7 +11,7 @@ truths that do not share their derivation.
   Stieltjes transform (differentiated with sympy), and Dobriban & Wager (2018)'s optimal ridge
   ``lambda* = gamma sigma^2 / r^2``.
 * The defining equations' residuals, ``k -> inf`` (RF -> KRR, at rate ``1/k``), and the
-  paper's Theorem 1 (at the optimal ridge the predicted MSE falls in ``n`` and ``k``).
+  paper's Section 4 result (at the optimal ridge the predicted MSE falls in ``n`` and ``k``).
 """
 import math
 
@@ -194,7 +194,8 @@ def test_isotropic_ridge_risk_is_marchenko_pastur(n, ridge):
 
 @pytest.mark.parametrize("n", [50, 150, 290, 310, 600])
 def test_isotropic_ridgeless_risk_and_train_error(n):
-    """Hastie et al. Theorems 1-3: ``n < d``: ``r^2 (1 - n/d) + sigma^2 d / (d - n)``;
+    """Hastie et al.'s isotropic ridgeless risks: ``n < d``:
+    ``r^2 (1 - n/d) + sigma^2 d / (d - n)``;
     ``n > d``: ``sigma^2 n / (n - d)`` (noisy test labels), train ``sigma^2 (n - d) / n``."""
     d, signal, noise = 300, 0.8, 0.3
     pred = el.krr_prediction(np.full(d, 1.0 / d), np.full(d, math.sqrt(signal / d)), n, 0.0,
@@ -240,7 +241,7 @@ def test_optimal_ridge_is_a_minimum_and_zero_when_interpolation_wins():
 
 
 @pytest.mark.parametrize("alpha, beta, noise", [(1.5, 1.3, 0.1), (1.2, 2.0, 0.0), (2.0, 1.1, 0.5)])
-def test_theorem_one_more_data_and_features_never_hurt_at_the_optimal_ridge(alpha, beta, noise):
+def test_more_data_and_features_never_hurt_at_the_optimal_ridge(alpha, beta, noise):
     lam, v = power_law_task(m=300, alpha=alpha, beta=beta)
     ns, ks = [20, 60, 180], [10, 40, 160, 640, math.inf]
     best = np.array([[el.optimal_ridge(lam, v, n, k, noise, grid_points=25,
@@ -249,7 +250,7 @@ def test_theorem_one_more_data_and_features_never_hurt_at_the_optimal_ridge(alph
     assert np.all(np.diff(best, axis=1) <= 1e-9 * best[:, 1:])
 
 
-# --------------------------------------------------------------------------- a pool as the population
+# --------------------------------------------------------------------------- a pool as population
 
 
 def test_pool_eigensystem_reconstructs_the_kernel_and_the_target():
