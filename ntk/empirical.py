@@ -49,15 +49,30 @@ from ntk import validation
 
 
 class Implementation(str, enum.Enum):
-    """Names of the empirical-NTK implementations (strings are accepted too)."""
+    """Names of the empirical-NTK implementations (strings are accepted too).
+
+    neural-tangents' ``NtkImplementation`` names are aliases of the same members
+    (``JACOBIAN_CONTRACTION is JACOBIAN``, ``NTK_VECTOR_PRODUCTS is NTVP``,
+    ``STRUCTURED_DERIVATIVES is STRUCTURED``), and its integer codes are accepted wherever an
+    implementation is: ``0`` auto, ``1`` Jacobian contraction, ``2`` NTK-vector products,
+    ``3`` structured derivatives. Iteration yields the four methods once each.
+
+    Novak et al. (2022), "Fast Finite Width Neural Tangent Kernel", arXiv:2206.08720.
+    """
 
     JACOBIAN = "jacobian"
     NTVP = "ntvp"
     STRUCTURED = "structured"
     AUTO = "auto"
+    JACOBIAN_CONTRACTION = "jacobian"
+    NTK_VECTOR_PRODUCTS = "ntvp"
+    STRUCTURED_DERIVATIVES = "structured"
 
 
 _IMPLEMENTATIONS = {i.value: i for i in Implementation}
+# neural-tangents' integer codes (``NtkImplementation`` is an ``IntEnum``).
+_NT_IMPLEMENTATION_CODES = {0: Implementation.AUTO, 1: Implementation.JACOBIAN,
+                            2: Implementation.NTVP, 3: Implementation.STRUCTURED}
 
 
 # --------------------------------------------------------------------------- validation
@@ -95,8 +110,11 @@ def _parse_implementation(implementation) -> Implementation:
         return implementation
     if isinstance(implementation, str) and implementation.lower() in _IMPLEMENTATIONS:
         return _IMPLEMENTATIONS[implementation.lower()]
+    if (isinstance(implementation, (int, np.integer)) and not isinstance(implementation, bool)
+            and int(implementation) in _NT_IMPLEMENTATION_CODES):
+        return _NT_IMPLEMENTATION_CODES[int(implementation)]
     raise ValueError(f"implementation={implementation!r} is not one of "
-                     f"{sorted(_IMPLEMENTATIONS)}")
+                     f"{sorted(_IMPLEMENTATIONS)} or neural-tangents' codes 0-3")
 
 
 def _parse_vmap_axes(vmap_axes):

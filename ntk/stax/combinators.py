@@ -126,7 +126,8 @@ def repeat(layer, n: int):
 
     ``layer`` must map its input shape to the same shape (``init_fn`` checks it). Its
     parameters are stacked along a new leading axis of length ``n`` (``init_fn`` draws them
-    in a scan over ``n`` keys); ``apply_fn`` scans ``x <- apply(params[l], x)`` over
+    in a scan with ``serial``'s keys, so ``params[l]`` is ``serial``'s ``params[l]`` from the
+    same key); ``apply_fn`` scans ``x <- apply(params[l], x)`` over
     ``l = 0 .. n-1`` and passes its keyword arguments (e.g. ``rng``) to every step, as in
     neural-tangents.
 
@@ -154,10 +155,13 @@ def repeat(layer, n: int):
                              f"{tuple(out_shape)}; repeat needs equal shapes (use "
                              f"serial(*[layer] * n) instead)")
 
-        def step(_, sub):
-            return None, init_one(sub, input_shape)[1]
+        def step(carry, _):
+            carry, sub = jax.random.split(carry)
+            return carry, init_one(sub, input_shape)[1]
 
-        _, params = jax.lax.scan(step, None, jax.random.split(key, n), length=n)
+        # The keys ``serial(*[layer] * n)`` draws (key, sub = split(key) per layer), so both
+        # initialize the same network from the same key.
+        _, params = jax.lax.scan(step, key, None, length=n)
         return input_shape, params
 
     def apply_fn(params, x, **kwargs):

@@ -201,7 +201,8 @@ _NT_KERNEL_KWARGS = {"rng": None, "diagonal_batch": True, "mask_constant": None,
 
 def _check_apply_kwargs(name: str, kwargs: dict, uses_pattern: bool = False) -> None:
     """Refuse keyword arguments a kernel function would otherwise drop (see ``__call__``);
-    ``pattern`` is honoured by networks with an ``Aggregate`` layer (``uses_pattern``)."""
+    ``pattern`` is honoured by networks with an ``Aggregate`` layer (``uses_pattern``); others
+    accept only ``pattern=None`` or ``(None, None)`` (neural-tangents' spelling of "none")."""
     unknown = sorted(set(kwargs) - set(_NT_KERNEL_KWARGS))
     if unknown:
         raise TypeError(f"{name} kernel_fn got unexpected keyword argument(s) {unknown}; it "
@@ -210,6 +211,9 @@ def _check_apply_kwargs(name: str, kwargs: dict, uses_pattern: bool = False) -> 
                         "pattern (with an Aggregate layer; None otherwise)")
     for key in ("diagonal_batch", "mask_constant") + (() if uses_pattern else ("pattern",)):
         value = kwargs.get(key, _NT_KERNEL_KWARGS[key])
+        if (key == "pattern" and isinstance(value, (tuple, list))
+                and all(v is None for v in value)):
+            value = None  # neural-tangents' ``pattern=(None, None)``: no pattern for either input
         if not (value is _NT_KERNEL_KWARGS[key] or (isinstance(value, bool)
                                                     and value == _NT_KERNEL_KWARGS[key])):
             def show(v):

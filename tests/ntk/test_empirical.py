@@ -312,6 +312,25 @@ def test_sharded_blocks_equal_single_device(impl):
 
 # ----------------------------------------------------------------------- bad input
 
+def test_neural_tangents_implementation_names_and_codes():
+    """neural-tangents' ``NtkImplementation`` names and integer codes select the same method
+    (each still matches the explicit Jacobians), and iteration lists each method once."""
+    I = ntk.Implementation
+    assert list(I) == [I.JACOBIAN, I.NTVP, I.STRUCTURED, I.AUTO]
+    assert (I.JACOBIAN_CONTRACTION, I.NTK_VECTOR_PRODUCTS, I.STRUCTURED_DERIVATIVES) == (
+        I.JACOBIAN, I.NTVP, I.STRUCTURED)
+    apply_fn, params, shape = models.mlp(jax.random.PRNGKey(4))
+    x1, x2 = inputs(shape)
+    raw = explicit_raw_kernel(apply_fn, params, x1, x2)
+    expected = jnp.einsum("nama->nm", raw) / raw.shape[1]
+    for code in (0, 1, 2, 3, np.int64(3), I.NTK_VECTOR_PRODUCTS):
+        fn = ntk.empirical_ntk_fn(apply_fn, vmap_axes=0, implementation=code)
+        np.testing.assert_allclose(fn(x1, x2, params), expected, atol=1e-10)
+    for bad in (4, -1, True, 1.0):
+        with pytest.raises(ValueError, match="codes 0-3"):
+            ntk.empirical_ntk_fn(apply_fn, implementation=bad)
+
+
 def test_bad_input_errors():
     apply_fn, params, shape = models.mlp(jax.random.PRNGKey(12))
     x1, x2 = inputs(shape)

@@ -17,12 +17,17 @@ def test_neural_tangents_keywords_with_their_supported_values_are_honoured(kerne
     same = kernel_fn(x, None, "ntk", rng=None, diagonal_batch=True, mask_constant=None,
                      pattern=None)
     np.testing.assert_array_equal(plain, same)
+    # neural-tangents' "no pattern for either input", accepted by networks without Aggregate
+    for none in [(None, None), [None, None]]:
+        np.testing.assert_array_equal(plain, kernel_fn(x, None, "ntk", pattern=none))
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
     ({"diagonal_batch": False}, NotImplementedError, ["diagonal_batch=False"]),
     ({"mask_constant": 0.0}, NotImplementedError, ["mask_constant=0.0"]),
     ({"pattern": np.ones((3, 5, 5))}, NotImplementedError, ["pattern=<array of shape (3, 5, 5)>"]),
+    ({"pattern": (np.ones((3, 5, 5)), None)}, NotImplementedError,
+     ["pattern=(<array of shape (3, 5, 5)>, None)"]),
     ({"diagonal_spatail": True}, TypeError, ["diagonal_spatail"]),
     ({"batchsize": 2}, TypeError, ["batchsize"]),
 ])

@@ -97,6 +97,22 @@ def test_repeat_equals_serial_kernels_and_network():
     np.testing.assert_allclose(apply_r(stacked, x1), apply_s(params_s, x1), rtol=1e-12)
 
 
+def test_repeat_initializes_the_network_serial_initializes_from_the_same_key():
+    """``repeat(layer, n)`` and ``serial(*[layer] * n)`` are one network: the same key gives
+    the same parameters (``serial``'s ``key, sub = split(key)`` per layer), hence the same
+    outputs -- what a neural-tangents user swapping one for the other expects."""
+    x = jnp.asarray(_x((3, 4)))
+    block = stax.serial(stax.Dense(4, 1.4, 0.1), stax.Relu(), stax.Dense(4, 1.2, 0.2))
+    init_r, apply_r, _ = stax.repeat(block, 3)
+    init_s, apply_s, _ = stax.serial(*[block] * 3)
+    key = jax.random.PRNGKey(5)
+    params_r, params_s = init_r(key, x.shape)[1], init_s(key, x.shape)[1]
+    stacked = jax.tree_util.tree_map(lambda *ps: jnp.stack(ps), *params_s)
+    for a, b in zip(jax.tree_util.tree_leaves(params_r), jax.tree_util.tree_leaves(stacked)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(apply_r(params_r, x), apply_s(params_s, x))
+
+
 def test_repeat_refuses_a_shape_changing_layer():
     with pytest.raises(ValueError, match="equal shapes"):
         stax.repeat(stax.Dense(5), 3)[0](jax.random.PRNGKey(0), (2, 3))
