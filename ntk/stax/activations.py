@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk.stax import duals
-from ntk.stax.core import check_positive_int, layer, no_kernel_fn, require_gaussian, require_single
+from ntk.stax.core import (check_apply_kwargs, check_positive_int, layer, no_kernel_fn,
+                           require_gaussian, require_single)
 from ntk.stax.kernel import Kernel, cross_variances, self_variances, variances
 
 __all__ = [
@@ -224,6 +225,7 @@ def Elementwise(fn: Optional[Callable] = None, nngp_fn: Optional[Callable] = Non
         return input_shape, ()
 
     def apply_fn(params, x, **kwargs):
+        check_apply_kwargs(name, kwargs)
         if fn is None:
             raise NotImplementedError(f"layer {name} has no finite network: pass fn")
         return fn(x)

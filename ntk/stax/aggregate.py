@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntk.stax.core import KernelFn, diagonalize, is_default_axes, require_single
+from ntk.stax.core import (KernelFn, check_apply_kwargs, diagonalize, is_default_axes,
+                           require_single)
 
 __all__ = ["Aggregate"]
 
@@ -180,6 +181,7 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
         return tuple(input_shape), ()
 
     def apply_fn(params, x, *, pattern=None, **kwargs):
+        check_apply_kwargs(name, kwargs)
         if pattern is None:
             return x
         agg, b, _ = layout(x.ndim)

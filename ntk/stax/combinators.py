@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from ntk.stax.core import KernelFn, check_positive_int, diagonalize, no_kernel_fn
+from ntk.stax.core import (KernelFn, check_apply_kwargs, check_positive_int, diagonalize,
+                           no_kernel_fn)
 from ntk.stax.kernel import Kernel
 
 __all__ = ["serial", "repeat", "parallel", "FanOut", "FanInSum", "FanInProd", "FanInConcat"]
@@ -88,6 +89,7 @@ def serial(*layers):
         return input_shape, tuple(params)
 
     def apply_fn(params, x, **kwargs):
+        check_apply_kwargs(name, kwargs)
         if len(params) != len(apply_fns):
             raise ValueError(f"serial: params has {len(params)} entries for {len(apply_fns)} "
                              f"layers")
@@ -165,6 +167,7 @@ def repeat(layer, n: int):
         return input_shape, params
 
     def apply_fn(params, x, **kwargs):
+        check_apply_kwargs(name, kwargs)
         def step(y, p):
             out = apply_one(p, y, **kwargs)
             if out.shape != y.shape:
@@ -235,6 +238,7 @@ def parallel(*layers):
         return [o[0] for o in out], tuple(o[1] for o in out)
 
     def apply_fn(params, xs, **kwargs):
+        check_apply_kwargs(name, kwargs)
         check(xs, "inputs")
         return [f(p, x, **kwargs) for f, p, x in zip(apply_fns, params, xs)]
 
@@ -265,6 +269,7 @@ def FanOut(num: int):
         return [input_shape] * num, ()
 
     def apply_fn(params, x, **kwargs):
+        check_apply_kwargs(name, kwargs)
         return [x] * num
 
     def transform(k, out_full):
@@ -314,6 +319,7 @@ def FanInSum(weights: Optional[Sequence[float]] = None):
         return shapes[0], ()
 
     def apply_fn(params, xs, **kwargs):
+        check_apply_kwargs(name, kwargs)
         ws = _weights(len(xs))
         return sum(w * x for w, x in zip(ws, xs))
 
@@ -368,6 +374,7 @@ def FanInProd():
         return shapes[0], ()
 
     def apply_fn(params, xs, **kwargs):
+        check_apply_kwargs(name, kwargs)
         out = xs[0]
         for x in xs[1:]:
             out = out * x
@@ -428,6 +435,7 @@ def FanInConcat(axis: int = -1):
         return shapes[0][:-1] + (sum(s[-1] for s in shapes),), ()
 
     def apply_fn(params, xs, **kwargs):
+        check_apply_kwargs(name, kwargs)
         import jax.numpy as jnp
         return jnp.concatenate(xs, axis=-1)
 

@@ -582,10 +582,40 @@ def no_kernel_fn(name: str, reason: str = "") -> KernelFn:
     return KernelFn(name, transform, missing=message)
 
 
+#: the keyword arguments of a stax ``apply_fn`` (neural-tangents' names). ``serial``,
+#: ``parallel`` and ``repeat`` pass them to every layer; the layers that use one read it
+#: (``rng``: ``Dropout``; ``pattern``: ``Aggregate``; ``mask``: ``GlobalSelfAttention``,
+#: ``None`` only), the others ignore it, as in neural-tangents.
+APPLY_KWARGS = ("rng", "pattern", "mask", "mask_constant")
+
+
+def check_apply_kwargs(name: str, kwargs: dict) -> None:
+    """Refuse ``apply_fn`` keyword arguments that no layer reads (a misspelling would
+    otherwise be dropped) and ``mask_constant`` other than ``None`` (masking is not
+    supported)."""
+    unknown = sorted(set(kwargs) - set(APPLY_KWARGS))
+    if unknown:
+        raise TypeError(f"{name} apply_fn got unexpected keyword argument(s) {unknown}; it "
+                        f"takes params, x and neural-tangents' rng (Dropout), pattern "
+                        f"(Aggregate), mask (None) and mask_constant (None)")
+    if kwargs.get("mask_constant") is not None:
+        raise NotImplementedError(f"{name} apply_fn: mask_constant="
+                                  f"{kwargs['mask_constant']!r} is not supported (masking is "
+                                  f"not implemented in ntk.stax); it is refused rather than "
+                                  f"ignored")
+
+
 def layer(name: str, init_fn, apply_fn, transform, input_full=None):
-    """Bundle a layer triple; ``transform(k: Kernel) -> Kernel`` acts on one kernel."""
+    """Bundle a layer triple; ``transform(k: Kernel) -> Kernel`` acts on one kernel.
+    ``apply_fn``'s keyword arguments are checked (:func:`check_apply_kwargs`)."""
     kf = KernelFn(name, lambda k, out_full: transform(k),
                   input_full if input_full is not None else (lambda out_full: out_full))
+    layer_apply_fn = apply_fn
+
+    def apply_fn(params, x, *args, **kwargs):
+        check_apply_kwargs(name, kwargs)
+        return layer_apply_fn(params, x, *args, **kwargs)
+
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, kf
 

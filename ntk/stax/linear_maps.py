@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk.stax.attention import from_position_matrix, to_position_matrix
-from ntk.stax.core import layer, require_single
+from ntk.stax.core import check_apply_kwargs, layer, require_single
 from ntk.stax.kernel import Kernel
 from ntk.stax.layers import _check_axes
 
@@ -325,6 +325,7 @@ def ConvLocal(out_chan: int, filter_shape: Sequence[int], strides=None, padding:
         return out_shape, (W, b)
 
     def apply_fn(params, x, **kwargs):
+        check_apply_kwargs(name, kwargs)
         W, b = params
         out = jax.lax.conv_general_dilated_local(x, W.astype(x.dtype), strides, padding,
                                                  filter_shape, dimension_numbers=dims)
