@@ -414,7 +414,8 @@ def gauss_hermite(fn: Callable, deg: int, dfn: Optional[Callable] = None) -> Dua
 
         def step(acc, xw):
             xi, wi = xw
-            v = r2 * (rho * xi + comp * y)  # (deg, *shape)
+            # Explicit leading axes: works under jax_numpy_rank_promotion='raise'.
+            v = r2[None] * (rho[None] * xi + comp[None] * y)  # (deg, *shape)
             inner = jnp.tensordot(w, f(v), axes=(0, 0))
             return acc + wi * f(r1 * xi) * inner, None
 

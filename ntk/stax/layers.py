@@ -46,6 +46,15 @@ def _affine(mat, w_var, b_var):
 # Dense
 
 
+def _add_bias(out, b, scale=None):
+    """``out + scale * b`` with ``b`` (channels last) given its missing leading axes
+    explicitly, so finite networks run under ``jax_numpy_rank_promotion='raise'``."""
+    if b is None:
+        return out
+    b = b if scale is None else scale * b
+    return out + jnp.reshape(b, (1,) * (out.ndim - jnp.ndim(b)) + jnp.shape(b))
+
+
 def Dense(out_dim: int, W_std: float = 1.0, b_std: Optional[float] = None,
           parameterization: str = "ntk"):
     """Fully connected layer applied along the channel (last) axis.
@@ -84,9 +93,9 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: Optional[float] = None,
                              f"the weights expect {W.shape[0]} (W.shape={W.shape})")
         if param == "ntk":
             out = (W_std / math.sqrt(x.shape[-1])) * (x @ W)
-            return out if b is None else out + b_std * b
+            return _add_bias(out, b, b_std)
         out = x @ W
-        return out if b is None else out + b
+        return _add_bias(out, b)
 
     b_var = None if b_std is None else b_std**2
 
@@ -267,8 +276,8 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
         if param == "ntk":
             fan_in = x.shape[-1] * int(np.prod(filter_shape))
             out = (W_std / math.sqrt(fan_in)) * out
-            return out if b is None else out + b_std * b
-        return out if b is None else out + b
+            return _add_bias(out, b, b_std)
+        return _add_bias(out, b)
 
     b_var = None if b_std is None else b_std**2
 
@@ -453,8 +462,8 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
                 out = _fold(out, 1 + i, length * st)
         if param == "ntk":
             out = (W_std / math.sqrt(x.shape[-1] * filter_size)) * out
-            return out if b is None else out + b_std * b
-        return out if b is None else out + b
+            return _add_bias(out, b, b_std)
+        return _add_bias(out, b)
 
     b_var = None if b_std is None else b_std**2
 
