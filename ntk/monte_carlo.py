@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntk import validation
+from ntk import batching, validation
 
 __all__ = ["monte_carlo_kernel_fn", "MonteCarloKernel"]
 
@@ -65,8 +65,10 @@ def _parse_get(get):
 
 
 def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array, n_samples,
-                          trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
-                          implementation: str = "auto", memory_budget: Optional[int] = None):
+                          batch_size: int = 0, device_count: int = -1,
+                          store_on_device: bool = True, trace_axes=(-1,), diagonal_axes=(),
+                          vmap_axes=None, implementation: str = "auto",
+                          memory_budget: Optional[int] = None):
     """Monte Carlo NNGP / NTK of the network ``(init_fn, apply_fn)``.
 
     Args:
@@ -76,6 +78,11 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
         estimate at ``S`` samples is the same whether asked alone or as part of a sequence.
       n_samples: an int, or an increasing sequence of ints: then ``kernel_fn`` returns a
         generator of running estimates, one per count (each sampled network is used once).
+      batch_size, device_count, store_on_device: as in :func:`ntk.batch` (neural-tangents'
+        positions and meanings): with ``batch_size > 0`` the estimate is computed in
+        ``batch_size x batch_size`` blocks of ``(x1, x2)``, every block from the same sampled
+        networks, so it equals the unbatched estimate; ``apply_kwargs`` go to every block
+        unchanged.
       trace_axes, diagonal_axes, vmap_axes, implementation, memory_budget: passed to
         :func:`ntk.empirical_ntk_fn` / :func:`ntk.empirical_nngp_fn`.
 
@@ -90,6 +97,8 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
     counts, as_generator = _parse_n_samples(n_samples)
     keys = jax.random.split(key, counts[-1])
     memory_budget = validation.memory_budget(memory_budget)
+    if not isinstance(store_on_device, (bool, np.bool_)):
+        raise TypeError(f"store_on_device: expected a bool, got {store_on_device!r}")
 
     compiled = {}
 
@@ -121,8 +130,22 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
             if done in counts:
                 yield {name: sums[name] / done for name in names}, done
 
+    def block_means(x1, x2, names, apply_kwargs):
+        """Every count's means as one flat tuple of arrays (what ntk.batch assembles)."""
+        return tuple(means[name] for means, _ in running(x1, x2, names, apply_kwargs)
+                     for name in names)
+
+    # validates batch_size / device_count now, not at the first call
+    batched_means = batching.batch(block_means, batch_size, device_count, store_on_device)
+
+    def blocked(x1, x2, names, apply_kwargs):
+        flat = batched_means(x1, x2, names, apply_kwargs)
+        for i, n in enumerate(counts):
+            yield dict(zip(names, flat[i * len(names):(i + 1) * len(names)])), n
+
     def kernel_fn(x1, x2=None, get=None, **apply_kwargs):
         names, single = _parse_get(get)
+        estimates = blocked if batch_size else running
 
         def package(means, n):
             if get is None:
@@ -131,7 +154,7 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
                 return means[names[0]]
             return collections.namedtuple("Kernels", names)(*(means[g] for g in names))
 
-        gen = (package(means, n) for means, n in running(x1, x2, names, apply_kwargs))
+        gen = (package(means, n) for means, n in estimates(x1, x2, names, apply_kwargs))
         if as_generator:
             return gen
         return next(iter(gen))

@@ -204,6 +204,41 @@ def test_running_estimates_equal_standalone_estimates():
     np.testing.assert_allclose(pair.ntk, alone.ntk, rtol=1e-12)
 
 
+@pytest.mark.parametrize("x2_none", [False, True])
+def test_blocks_equal_the_unbatched_estimate(x2_none):
+    """neural-tangents' positional ``(..., n_samples, batch_size, device_count,
+    store_on_device)``: blocks of rows and columns come from the same sampled networks, so the
+    assembled estimate is the unbatched one (single count and running counts alike)."""
+    x1, x2 = _inputs(4, 4, 1), _inputs(6, 4, 2)
+    x2 = None if x2_none else x2
+    init_fn, apply_fn, _ = stax.serial(stax.Dense(16, b_std=0.1), stax.Relu(), stax.Dense(2))
+    key = jax.random.PRNGKey(6)
+    whole = monte_carlo_kernel_fn(init_fn, apply_fn, key, 3)(x1, x2)
+    for store in (True, False):
+        blocks = monte_carlo_kernel_fn(init_fn, apply_fn, key, 3, 2, -1, store)(x1, x2)
+        assert isinstance(blocks, MonteCarloKernel) and blocks.n_samples == 3
+        np.testing.assert_allclose(blocks.nngp, whole.nngp, rtol=1e-12)
+        np.testing.assert_allclose(blocks.ntk, whole.ntk, rtol=1e-12)
+    running = list(monte_carlo_kernel_fn(init_fn, apply_fn, key, (1, 3), batch_size=2,
+                                         trace_axes=())(x1, x2, "ntk"))
+    alone = monte_carlo_kernel_fn(init_fn, apply_fn, key, 3, trace_axes=())(x1, x2, "ntk")
+    assert running[-1].shape == alone.shape == (4, 4 if x2_none else 6, 2, 2)
+    np.testing.assert_allclose(running[-1], alone, rtol=1e-12)
+
+
+def test_block_arguments_are_checked_when_built():
+    init_fn, apply_fn, _ = stax.serial(stax.Dense(4), stax.Relu(), stax.Dense(1))
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="batch_size"):
+        monte_carlo_kernel_fn(init_fn, apply_fn, key, 2, batch_size=-1)
+    with pytest.raises(NotImplementedError, match="device_count=2"):
+        monte_carlo_kernel_fn(init_fn, apply_fn, key, 2, device_count=2)
+    with pytest.raises(TypeError, match="store_on_device"):
+        monte_carlo_kernel_fn(init_fn, apply_fn, key, 2, store_on_device="no")
+    with pytest.raises(ValueError, match="must divide"):
+        monte_carlo_kernel_fn(init_fn, apply_fn, key, 2, batch_size=3)(np.ones((4, 3)))
+
+
 def test_fast_path_matches_ntk_empirical_path():
     """The vmapped Jacobian-contraction sampler equals the sample-by-sample ntk.empirical one."""
     x1, x2 = _inputs(3, 4, 1), _inputs(2, 4, 2)
