@@ -10,6 +10,7 @@ from ntk.empirical import (
     empirical_kernel_fn,
     empirical_nngp_fn,
     empirical_ntk_fn,
+    empirical_ntk_vp_fn,
 )
 from ntk.batching import batch
 from ntk.linearize import linearize, taylor_expand
@@ -28,6 +29,7 @@ __all__ = [
     "empirical_kernel_fn",
     "empirical_nngp_fn",
     "empirical_ntk_fn",
+    "empirical_ntk_vp_fn",
     "linearize",
     "monte_carlo_kernel_fn",
     "taylor_expand",

@@ -821,6 +821,50 @@ def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), 
     return kernel_fn
 
 
+def empirical_ntk_vp_fn(apply_fn: Callable, x1, x2, params, **apply_kwargs) -> Callable:
+    """NTK-vector products without the kernel (neural-tangents' ``empirical_ntk_vp_fn``).
+
+    For ``f(x) = apply_fn(params, x, **apply_kwargs)`` and cotangents ``v`` shaped like
+    ``f(x2)``::
+
+        ntk_vp_fn(v) = Theta(x1, x2) . v = J(x1) (J(x2)^T v),   J(x) = d f(x) / d params
+
+    i.e. ``sum_{n2, b} Theta[n1, a, n2, b] v[n2, b]`` with the full (untraced) NTK, computed as
+    one vector-Jacobian product of ``f(x2)`` followed by one Jacobian-vector product of
+    ``f(x1)``: the cost of about ``N1 + N2`` forward passes and the memory of one VJP; the
+    kernel is never formed. ``x2=None`` means ``x2 = x1``; ``apply_kwargs`` go to both passes
+    unchanged (as in :func:`empirical_ntk_fn`). The returned function can be ``jit``-ed and
+    ``vmap``-ed over cotangents (``vmap`` over an identity recovers the NTK).
+
+    Args:
+      apply_fn: ``apply_fn(params, x, **apply_kwargs)``; any pytree output.
+      x1, x2: inputs (``x2=None``: ``x1``).
+      params: the parameter pytree the kernel is taken in.
+
+    Returns:
+      ``ntk_vp_fn(cotangents)``: cotangents with the structure and shapes of ``f(x2)``;
+      returns the structure and shapes of ``f(x1)``.
+
+    Novak, Sohl-Dickstein & Schoenholz (2022), "Fast Finite Width Neural Tangent Kernel",
+    arXiv:2206.08720 (appendix L).
+    """
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
+
+    def f1(p):
+        return apply_fn(p, x1, **apply_kwargs)
+
+    def f2(p):
+        return apply_fn(p, x1 if x2 is None else x2, **apply_kwargs)
+
+    def ntk_vp_fn(cotangents):
+        _, vjp = jax.vjp(f2, params)
+        (tangents,) = vjp(cotangents)
+        return jax.jvp(f1, (params,), (tangents,))[1]
+
+    return ntk_vp_fn
+
+
 # ------------------------------------------------------------------------ computation
 
 def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, param_scales,

@@ -331,6 +331,23 @@ def test_neural_tangents_implementation_names_and_codes():
             ntk.empirical_ntk_fn(apply_fn, implementation=bad)
 
 
+@pytest.mark.parametrize("same", [False, True])
+def test_ntk_vector_products_against_explicit_jacobians(same):
+    """``empirical_ntk_vp_fn(f, x1, x2, params)(v) = sum_{m,b} Theta[n,a,m,b] v[m,b]``, under
+    ``jit``, and ``vmap`` over the identity rebuilds the full kernel."""
+    apply_fn, params, shape = models.mlp(jax.random.PRNGKey(7))
+    x1, x2 = inputs(shape, n1=3, n2=4)
+    x2 = None if same else x2
+    raw = explicit_raw_kernel(apply_fn, params, x1, x1 if same else x2)  # (N1, O, N2, O)
+    n2, o = raw.shape[2], raw.shape[3]
+    vp = jax.jit(ntk.empirical_ntk_vp_fn(apply_fn, x1, x2, params))
+    v = jax.random.normal(jax.random.PRNGKey(8), (n2, o), jnp.float64)
+    np.testing.assert_allclose(vp(v), jnp.einsum("namb,mb->na", raw, v), rtol=1e-10)
+    columns = jax.vmap(vp)(jnp.eye(n2 * o).reshape(n2 * o, n2, o))  # (N2 O, N1, O)
+    np.testing.assert_allclose(jnp.moveaxis(columns, 0, -1).reshape(raw.shape), raw,
+                               rtol=1e-10, atol=1e-12)
+
+
 def test_bad_input_errors():
     apply_fn, params, shape = models.mlp(jax.random.PRNGKey(12))
     x1, x2 = inputs(shape)
