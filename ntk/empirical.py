@@ -801,24 +801,42 @@ def empirical_nngp_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vm
 def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes="auto",
                         implementation: str | Implementation = "auto", param_scales=None,
                         memory_budget: int | None = None):
-    """Both empirical kernels: ``kernel_fn(x1, x2, get, params, **kw)`` with ``get`` one of
-    ``'nngp'``, ``'ntk'`` or a tuple of them (returns a dict for a tuple)."""
+    """Both empirical kernels: ``kernel_fn(x1, x2, get, params, **kw)``.
+
+    ``get`` follows ``ntk.stax`` and neural-tangents: a name (``'nngp'`` or ``'ntk'``, any
+    case) returns that kernel's array, a tuple of names a namedtuple ``Kernels`` with those
+    fields in that order, and ``None`` both, as ``Kernels(nngp, ntk)``. The kernels are those
+    of :func:`empirical_nngp_fn` (``f(x1) f(x2)^T`` over the traced axes) and
+    :func:`empirical_ntk_fn` (``J(x1) J(x2)^T``).
+    """
     ntk = empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation,
                            param_scales, memory_budget)
     nngp = empirical_nngp_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, memory_budget)
     fns = {"ntk": ntk, "nngp": nngp}
 
     def kernel_fn(x1, x2, get, params, **apply_kwargs):
+        if get is None:
+            get = ("nngp", "ntk")
         if not isinstance(get, (str, tuple, list)):
-            raise TypeError(f"get must be 'nngp', 'ntk' or a tuple of them, got {get!r}")
+            raise TypeError(f"get must be None, 'nngp', 'ntk' or a tuple of them, got {get!r}")
         names = (get,) if isinstance(get, str) else tuple(get)
+        if not all(isinstance(g, str) for g in names):
+            raise TypeError(f"get must be None, 'nngp', 'ntk' or a tuple of them, got {get!r}")
+        names = tuple(g.lower() for g in names)
         for g in names:
             if g not in fns:
                 raise ValueError(f"get={get!r}: unknown kernel {g!r}; expected 'nngp' or 'ntk'")
-        out = {g: fns[g](x1, x2, params, **apply_kwargs) for g in names}
-        return out[get] if isinstance(get, str) else out
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"get={get!r}: expected distinct names")
+        out = [fns[g](x1, x2, params, **apply_kwargs) for g in names]
+        return out[0] if isinstance(get, str) else _kernels_tuple(names)(*out)
 
     return kernel_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels_tuple(names: tuple):
+    return collections.namedtuple("Kernels", names)
 
 
 def empirical_ntk_vp_fn(apply_fn: Callable, x1, x2, params, **apply_kwargs) -> Callable:

@@ -235,6 +235,9 @@ def gp_inference(k_train_train, y_train, *, diag_reg: float = 0.0,
                                  f"(plain GP posterior with that kernel), got {get!r}.")
             return one("nngp", k_test_train, k_test_test)
         gets = ("nngp", "ntk") if get is None else get
+        # names in any case, as in neural-tangents ('NTK' is 'ntk')
+        gets = (gets.lower() if isinstance(gets, str) else
+                tuple(g.lower() if isinstance(g, str) else g for g in gets))
         if isinstance(gets, str):
             if gets not in ("nngp", "ntk", "ntkgp"):
                 raise ValueError(f"`get` must be 'nngp', 'ntk' or 'ntkgp', got {gets!r}.")
@@ -705,11 +708,13 @@ def _gaussians_tuple(names: tuple):
 
 
 def _canonical_get(get):
-    """``(single, names)``: ``get`` a name, a tuple of unique names, or None (both)."""
+    """``(single, names)``: ``get`` a name, a tuple of unique names, or None (both); names in
+    any case (``'NTK'`` is ``'ntk'``, as in neural-tangents)."""
     if get is None:
         return False, ("nngp", "ntk")
     single = isinstance(get, str)
     names = (get,) if single else tuple(get)
+    names = tuple(g.lower() if isinstance(g, str) else g for g in names)
     if not names:
         raise ValueError("`get` must be 'nngp', 'ntk' or a non-empty tuple of them.")
     for g in names:

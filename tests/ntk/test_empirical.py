@@ -250,8 +250,22 @@ def test_nngp_is_output_covariance():
     np.testing.assert_allclose(
         ntk.empirical_nngp_fn(apply_fn, trace_axes=(), diagonal_axes=(1,))(x1, x2, params),
         jnp.einsum("nta,mtb->nmtab", f1, f2), atol=1e-12)
-    both = ntk.empirical_kernel_fn(apply_fn, vmap_axes=0)(x1, x2, ("nngp", "ntk"), params)
-    assert set(both) == {"nngp", "ntk"}
+    kernel_fn = ntk.empirical_kernel_fn(apply_fn, vmap_axes=0)
+    nngp = ntk.empirical_nngp_fn(apply_fn, vmap_axes=0)(x1, x2, params)
+    ntk_ = ntk.empirical_ntk_fn(apply_fn, vmap_axes=0)(x1, x2, params)
+    # get as in ntk.stax and neural-tangents: a name -> array, a tuple -> namedtuple in that
+    # order, None -> both; names in any case
+    both = kernel_fn(x1, x2, ("ntk", "NNGP"), params)
+    assert both._fields == ("ntk", "nngp")
+    everything = kernel_fn(x1, x2, None, params)
+    assert everything._fields == ("nngp", "ntk")
+    for got, want in [(both.ntk, ntk_), (both.nngp, nngp), (everything.nngp, nngp),
+                      (everything.ntk, ntk_), (kernel_fn(x1, x2, "Ntk", params), ntk_)]:
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    for get, error in [(("ntk", "ntk"), ValueError), ((), ValueError), (3, TypeError),
+                       (("ntk", 3), TypeError), ("cov1", ValueError)]:
+        with pytest.raises(error, match="get"):
+            kernel_fn(x1, x2, get, params)
 
 
 def test_jit_of_kernel_fn():

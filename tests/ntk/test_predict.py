@@ -379,3 +379,27 @@ def test_classification_helpers():
     assert predict.accuracy(fx, labels) == 0.75
     with pytest.raises(ValueError, match="leading dimension"):
         predict.accuracy(fx, labels[:3])
+
+
+def test_kernel_names_in_get_are_case_insensitive():
+    """neural-tangents lower-cases ``get``: ``'NTK'`` is ``'ntk'`` in ``gp_inference`` and in
+    ``gradient_descent_mse_ensemble``'s ``predict_fn``."""
+    nngp, ntk, d, t = _kernels()
+    y = jnp.asarray(np.random.default_rng(1).normal(size=(12, 2)))
+    fn = predict.gp_inference({"nngp": nngp[d, d], "ntk": ntk[d, d]}, y, diag_reg=1e-3)
+    lower = fn(("ntk", "nngp"), {"nngp": nngp[t, d], "ntk": ntk[t, d]},
+               {"nngp": nngp[t, t], "ntk": ntk[t, t]})
+    upper = fn(("NTK", "Nngp"), {"nngp": nngp[t, d], "ntk": ntk[t, d]},
+               {"nngp": nngp[t, t], "ntk": ntk[t, t]})
+    for g in ("ntk", "nngp"):
+        np.testing.assert_array_equal(upper[g].mean, lower[g].mean)
+        np.testing.assert_array_equal(upper[g].covariance, lower[g].covariance)
+
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(17, 3)))
+    from ntk import stax
+    kernel_fn = stax.serial(stax.Dense(8, 1.5, 0.1), stax.Relu(), stax.Dense(1))[2]
+    ens = predict.gradient_descent_mse_ensemble(kernel_fn, x[:12], y, diag_reg=1e-3)
+    a = ens(2.0, x[12:], ("NTK", "NNGP"), compute_cov=True)
+    b = ens(2.0, x[12:], ("ntk", "nngp"), compute_cov=True)
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(u, v)
