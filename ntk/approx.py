@@ -294,7 +294,7 @@ def lift(k, num_outputs: int):
     _check_positive_int(num_outputs, "num_outputs")
     if not hasattr(k, "ndim") or k.ndim != 2:
         raise ValueError(f"`k` must be (N1, N2), got {getattr(k, 'shape', type(k).__name__)}.")
-    return k[:, :, None, None] * jnp.eye(num_outputs, dtype=k.dtype)
+    return k[:, :, None, None] * jnp.eye(num_outputs, dtype=k.dtype)[None, None]
 
 
 def _gram_fn(output, contraction, transform=None):
@@ -609,7 +609,7 @@ def _random_signs(key, shape, dtype):
     Rademacher matrix for 1/32 of the random-number generation."""
     rows, cols = shape
     words = jax.random.bits(key, (rows, -(-cols // 32)), jnp.uint32)
-    bits = (words[:, :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    bits = (words[:, :, None] >> jnp.arange(32, dtype=jnp.uint32)[None, None]) & 1
     return (2 * bits.reshape(rows, -1)[:, :cols].astype(dtype) - 1)
 
 
@@ -626,13 +626,13 @@ def _apply_block(g, key, kind, k, nonzeros):
         kb, ks = jax.random.split(key)
         buckets = jax.random.randint(kb, (c, nonzeros), 0, k)
         signs = jax.random.rademacher(ks, (c, nonzeros), dtype) / math.sqrt(nonzeros)
-        vals = (g[:, :, None] * signs).reshape(g.shape[0], -1)
+        vals = (g[:, :, None] * signs[None]).reshape(g.shape[0], -1)
         return jnp.zeros((g.shape[0], k), dtype).at[:, buckets.reshape(-1)].add(vals)
     if kind == "srht":
         m = _next_pow2(c)
         kd, kr, ke = jax.random.split(key, 3)
         d = jax.random.rademacher(kd, (c,), dtype)
-        xg = g * d
+        xg = g * d[None]
         if m > c:
             xg = jnp.pad(xg, ((0, 0), (0, m - c)))
         hx = _fwht(xg) / math.sqrt(m)
@@ -640,7 +640,7 @@ def _apply_block(g, key, kind, k, nonzeros):
         # Output signs: without them E[phi_block | D] != 0 (the all-ones Hadamard row), and
         # the cross terms between blocks would carry a k-independent variance.
         eps = jax.random.rademacher(ke, (k,), dtype)
-        return hx[:, idx] * (eps * math.sqrt(m / k))
+        return hx[:, idx] * (eps * math.sqrt(m / k))[None]
     raise ValueError(f"`sketch` must be one of {SKETCHES}, got {kind!r}.")
 
 

@@ -290,7 +290,7 @@ class _Eigenbasis(NamedTuple):
 
     def matrix(self, weights):
         """``V diag(weights) V^T``."""
-        return (self.evecs * weights) @ self.evecs.T
+        return (self.evecs * weights[None, :]) @ self.evecs.T
 
 
 def _eigenbasis(kdd, diag_reg, diag_reg_absolute_scale: bool, name: str) -> _Eigenbasis:

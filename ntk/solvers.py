@@ -332,12 +332,12 @@ def _pcg(matvec, b2, diag_reg, precond, x0, tol, maxiter):
         pap = jnp.sum(p * ap, axis=0)
         active = jnp.linalg.norm(r, axis=0) / bnorm > tol
         alpha = jnp.where(active & (pap > 0), rz / jnp.where(pap > 0, pap, 1.0), 0.0)
-        x = x + alpha * p
-        r = r - alpha * ap
+        x = x + alpha[None] * p  # one step per column of B
+        r = r - alpha[None] * ap
         z = precond(r)
         rz_new = jnp.sum(r * z, axis=0)
         beta = jnp.where(active & (rz != 0), rz_new / jnp.where(rz != 0, rz, 1.0), 0.0)
-        p = z + beta * p
+        p = z + beta[None] * p
         return i + 1, x, r, z, p, rz_new
 
     state = (jnp.asarray(0), x0, r0, z0, z0, rz0)

@@ -315,7 +315,9 @@ def tap_features(tap: Tap, recorded, g, out_ndim: int, leaf_value) -> TapFeature
     if tap.kind == "add":
         cot = tap.sign * g
     else:  # mul
-        cot = g * recorded
+        # recorded has the shape of y; g has out_ndim leading axes more (made explicit)
+        cot = g * jnp.reshape(recorded, (1,) * (g.ndim - jnp.ndim(recorded))
+                              + jnp.shape(recorded))
     # undo size-1 broadcasting of the parameter's operand
     summed = tuple(out_ndim + d for d, (a, b) in enumerate(zip(tap.operand_shape, tap.out_shape))
                    if a == 1 and b != 1)

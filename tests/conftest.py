@@ -5,6 +5,10 @@
 - The suite compiles hundreds of small XLA programs; compiling them with the CPU backend's
   cheapest optimisation level cuts the suite's time by about a third and changes no result
   beyond rounding. Set NTK_LAB_TEST_XLA_OPT=1 to test with the default level.
+- NTK_LAB_TEST_RANK_PROMOTION=raise runs the session under
+  ``jax_numpy_rank_promotion='raise'`` (neural-tangents' test setting and a common user one),
+  e.g. ``NTK_LAB_TEST_RANK_PROMOTION=raise pytest tests/ntk/stax tests/ntk/test_empirical.py``;
+  the library makes every broadcast explicit, so its tests pass either way.
 """
 import os
 
@@ -17,6 +21,9 @@ import jax  # noqa: E402  (the XLA flags must be set before the backend starts)
 
 def pytest_configure(config):
     jax.config.update("jax_enable_x64", True)
+    rank_promotion = os.environ.get("NTK_LAB_TEST_RANK_PROMOTION")
+    if rank_promotion:
+        jax.config.update("jax_numpy_rank_promotion", rank_promotion)
 
 
 # Tests that take tens of seconds, run first: each xdist worker starts on its share of them,

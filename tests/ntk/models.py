@@ -13,12 +13,18 @@ def _dense_params(key, sizes, dtype=jnp.float64):
     return params
 
 
+def _plus(h, b):
+    """``h + b`` with the bias broadcast explicitly (the models run under
+    ``jax_numpy_rank_promotion='raise'``, batched or per example)."""
+    return h + jnp.broadcast_to(b, h.shape)
+
+
 def mlp(key, sizes=(5, 7, 6, 3), dtype=jnp.float64):
     params = _dense_params(key, sizes, dtype)
 
     def apply(ps, x):
         for i, p in enumerate(ps):
-            x = x @ p["W"] / jnp.sqrt(p["W"].shape[0]) + p["b"]
+            x = _plus(x @ p["W"] / jnp.sqrt(p["W"].shape[0]), p["b"])
             if i < len(ps) - 1:
                 x = jnp.tanh(x)
         return x
@@ -37,9 +43,9 @@ def cnn(key, dtype=jnp.float64):
         h = lax.conv_general_dilated(x, p["c1"], (1, 1), "SAME", dimension_numbers=dn)
         h = jax.nn.relu(h)
         h = lax.conv_general_dilated(h, p["c2"], (2, 2), "VALID", dimension_numbers=dn)
-        h = jnp.sin(h) * p["scale"]
+        h = jnp.sin(h) * jnp.broadcast_to(p["scale"], h.shape)
         h = h.reshape(h.shape[0], -1)
-        return h @ p["out"]["W"] / 4.0 + p["out"]["b"]
+        return _plus(h @ p["out"]["W"] / 4.0, p["out"]["b"])
     return apply, params, (5, 5, 2)
 
 
@@ -50,10 +56,10 @@ def resnet(key, dtype=jnp.float64):
               "out": _dense_params(ks[3], (6, 2), dtype)[0]}
 
     def apply(p, x):
-        h = x @ p["inp"]["W"] + p["inp"]["b"]
+        h = _plus(x @ p["inp"]["W"], p["inp"]["b"])
         for a, b in p["blocks"]:
-            h = h + 0.5 * (jax.nn.gelu(h @ a["W"] / 3 + a["b"]) @ b["W"] / 3 + b["b"])
-        return h @ p["out"]["W"] + p["out"]["b"]
+            h = h + 0.5 * _plus(jax.nn.gelu(_plus(h @ a["W"] / 3, a["b"])) @ b["W"] / 3, b["b"])
+        return _plus(h @ p["out"]["W"], p["out"]["b"])
     return apply, params, (4,)
 
 

@@ -23,7 +23,8 @@ def _apply(params, x):
     """NTK-parametrized MLP, tanh hidden layers."""
     h = x
     for i, p in enumerate(params):
-        h = h @ p["w"] / jnp.sqrt(p["w"].shape[0]) + 0.5 * p["b"]
+        h = h @ p["w"] / jnp.sqrt(p["w"].shape[0])
+        h = h + 0.5 * jnp.broadcast_to(p["b"], h.shape)
         if i < len(params) - 1:
             h = jnp.tanh(h)
     return h
