@@ -19,7 +19,11 @@ Three ways in, for three sizes of problem:
 
 Every public function validates its inputs when they are concrete arrays (a non-square,
 non-symmetric or non-finite kernel, a target with the wrong leading dimension, a negative
-ridge) and raises ``ValueError`` naming the argument and the shapes. Inside ``jax.jit`` the
+ridge) and raises ``ValueError`` naming the argument and the shapes. The iterative solvers
+cannot afford an eigendecomposition; CG certifies a kernel that is not positive
+semi-definite when it meets negative curvature (``p^T A p < -sqrt(eps) |p| |A p|``) and
+warns (:class:`IndefiniteKernelWarning`); the Nystrom preconditioner refuses a landmark
+block that is not PSD (``ValueError``). Inside ``jax.jit`` the
 concrete checks are skipped (they would need host values) and the adaptive jitter ladder is
 replaced by the single requested ``diag_reg``.
 """
@@ -37,6 +41,7 @@ from jax import lax
 from ntk import validation
 
 __all__ = [
+    "IndefiniteKernelWarning",
     "JitterWarning",
     "Cholesky",
     "IterativeResult",
@@ -50,6 +55,11 @@ __all__ = [
     "nystrom_preconditioner",
     "nystrom_pcg",
 ]
+
+
+class IndefiniteKernelWarning(RuntimeWarning):
+    """CG met negative curvature: the system matrix is not positive semi-definite, so the
+    returned ``x`` is not its solution (CG's steps assume ``p^T A p > 0``)."""
 
 
 class JitterWarning(UserWarning):
@@ -311,7 +321,11 @@ def _as_operator(a):
 
 
 def _pcg(matvec, b2, diag_reg, precond, x0, tol, maxiter):
-    """Preconditioned CG on ``(A + diag_reg I) X = B`` with independent columns; B: (N, C)."""
+    """Preconditioned CG on ``(A + diag_reg I) X = B`` with independent columns; B: (N, C).
+
+    Returns ``(x, iterations, residual, curvature)``: ``curvature`` is, per column, the
+    smallest ``p^T A p / (|p| |A p|)`` over the search directions (in ``[-1, 1]``; negative
+    beyond round-off only when ``A + diag_reg I`` is not PSD)."""
     def op(v):
         return matvec(v) + diag_reg * v
 
@@ -322,15 +336,19 @@ def _pcg(matvec, b2, diag_reg, precond, x0, tol, maxiter):
     rz0 = jnp.sum(r0 * z0, axis=0)
 
     def cond(state):
-        i, _, r, _, _, _ = state
+        i, _, r, _, _, _, _ = state
         res = jnp.linalg.norm(r, axis=0) / bnorm
         return jnp.logical_and(i < maxiter, jnp.any(res > tol))
 
     def body(state):
-        i, x, r, z, p, rz = state
+        i, x, r, z, p, rz, curvature = state
         ap = op(p)
         pap = jnp.sum(p * ap, axis=0)
         active = jnp.linalg.norm(r, axis=0) / bnorm > tol
+        norms = jnp.linalg.norm(p, axis=0) * jnp.linalg.norm(ap, axis=0)
+        curvature = jnp.minimum(curvature, jnp.where(active & (norms > 0),
+                                                     pap / jnp.where(norms > 0, norms, 1.0),
+                                                     1.0))
         alpha = jnp.where(active & (pap > 0), rz / jnp.where(pap > 0, pap, 1.0), 0.0)
         x = x + alpha[None] * p  # one step per column of B
         r = r - alpha[None] * ap
@@ -338,13 +356,28 @@ def _pcg(matvec, b2, diag_reg, precond, x0, tol, maxiter):
         rz_new = jnp.sum(r * z, axis=0)
         beta = jnp.where(active & (rz != 0), rz_new / jnp.where(rz != 0, rz, 1.0), 0.0)
         p = z + beta[None] * p
-        return i + 1, x, r, z, p, rz_new
+        return i + 1, x, r, z, p, rz_new, curvature
 
-    state = (jnp.asarray(0), x0, r0, z0, z0, rz0)
-    i, x, r, _, _, _ = lax.while_loop(cond, body, state)
+    state = (jnp.asarray(0), x0, r0, z0, z0, rz0, jnp.ones_like(rz0))
+    i, x, r, _, _, _, curvature = lax.while_loop(cond, body, state)
     # Report the true residual, not the recursively updated one.
     res = jnp.linalg.norm(b2 - op(x), axis=0) / bnorm
-    return x, i, res
+    return x, i, res, curvature
+
+
+def _warn_if_indefinite(curvature, dtype, name: str) -> None:
+    """Warn when CG's curvature certifies that the kernel is not PSD (skipped when traced)."""
+    cc = _concrete(curvature)
+    if cc is None or not cc.size:
+        return
+    worst = float(np.min(cc))
+    if worst < -_tolerance(dtype):
+        warnings.warn(f"`{name}` (+ diag_reg I) is not positive semi-definite: conjugate "
+                      f"gradient met a direction p with p^T A p = {worst:.3g} |p| |A p|; its "
+                      f"result is not a solution. Check the kernel (a kernel function "
+                      f"warns when its rounding may make it indefinite) or use a "
+                      f"solver for indefinite systems.", IndefiniteKernelWarning,
+                      stacklevel=3)
 
 
 def conjugate_gradient(a, b, *, diag_reg: float = 0.0, tol: float = 1e-8,
@@ -382,7 +415,8 @@ def conjugate_gradient(a, b, *, diag_reg: float = 0.0, tol: float = 1e-8,
     x0 = jnp.zeros_like(b2) if x0 is None else jnp.asarray(x0).reshape(b2.shape)
     maxiter = 10 * size if maxiter is None else int(maxiter)
     precond = (lambda r: r) if preconditioner is None else preconditioner
-    x, iters, res = _pcg(matvec, b2, diag_reg, precond, x0, tol, maxiter)
+    x, iters, res, curvature = _pcg(matvec, b2, diag_reg, precond, x0, tol, maxiter)
+    _warn_if_indefinite(curvature, b2.dtype, "a")
     conv = jnp.all(res <= 10 * tol)
     return IterativeResult(x.reshape(jnp.shape(b)), iters, res, conv)
 
@@ -412,6 +446,13 @@ def nystrom_preconditioner(k_nm, landmark_idx, diag_reg: float):
     eps = jnp.finfo(k_nm.dtype).eps
     nu = eps * m * jnp.maximum(jnp.trace(k_mm) / m, 1.0) * 10
     c = jnp.linalg.cholesky(k_mm + nu * jnp.eye(m, dtype=k_nm.dtype))
+    cc = _concrete(c)
+    if cc is not None and not np.all(np.isfinite(cc)):
+        evals = np.linalg.eigvalsh(np.asarray(k_mm, np.float64))
+        raise ValueError(f"the kernel is not positive semi-definite: its {m} x {m} landmark "
+                         f"block has smallest eigenvalue {evals[0]:.3g} (largest "
+                         f"{evals[-1]:.3g}), so no Nystrom preconditioner exists. Check the "
+                         f"kernel or use a solver for indefinite systems.")
     bmat = jax.scipy.linalg.solve_triangular(c, k_nm.T, lower=True).T  # K_nm C^{-T}
     u, s, _ = jnp.linalg.svd(bmat, full_matrices=False)
     lam = jnp.maximum(s**2 - nu, 0.0)
@@ -454,5 +495,7 @@ def nystrom_pcg(a, b, *, diag_reg: float, rank: int = 256, key=None, tol: float 
     precond = nystrom_preconditioner(k_nm, idx, diag_reg)
     b2 = jnp.asarray(b).reshape(n, -1)
     maxiter = max(10 * rank, 1000) if maxiter is None else int(maxiter)
-    x, iters, res = _pcg(matvec, b2, diag_reg, precond, jnp.zeros_like(b2), tol, maxiter)
+    x, iters, res, curvature = _pcg(matvec, b2, diag_reg, precond, jnp.zeros_like(b2), tol,
+                                    maxiter)
+    _warn_if_indefinite(curvature, dtype, "a")
     return IterativeResult(x.reshape(jnp.shape(b)), iters, res, jnp.all(res <= 10 * tol))

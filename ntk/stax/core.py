@@ -152,8 +152,39 @@ def rounding_error_bound(k: Kernel) -> Optional[float]:
     return float(jnp.finfo(k.ntk.dtype).eps) * ntk_scale / var_scale
 
 
+#: dtypes whose rounding a deep network can amplify past ``PRECISION_TOLERANCE`` at depths in
+#: use (float32 by depth 50-100 in the chaotic phase; float64 only past amplification 4e12):
+#: in these the NTK is computed even when only the NNGP is asked for, to bound the error
+_BOUND_EPS = 1e-10
+
+
+def needs_rounding_bound(dtype) -> bool:
+    """Whether kernels in ``dtype`` carry the NTK for :func:`rounding_error_bound` even when
+    only the NNGP is asked for (float32 and narrower)."""
+    return jnp.issubdtype(dtype, jnp.floating) and float(jnp.finfo(dtype).eps) > _BOUND_EPS
+
+
+def _non_finite(k) -> bool:
+    try:
+        return any(m is not None and m.size and not bool(jnp.all(jnp.isfinite(m)))
+                   for m in (k.nngp, k.ntk, k.cov1, k.cov2))
+    except (jax.errors.ConcretizationTypeError, TypeError):
+        return False  # traced: cannot look
+
+
 def _warn_if_imprecise(k, name: str) -> None:
+    """Warn when a kernel is not to be trusted: non-finite entries, or a rounding bound above
+    ``PRECISION_TOLERANCE``. Either covers the kernels that come back non-PSD."""
     if isinstance(k, (list, tuple)):
+        return
+    if _non_finite(k):
+        dtype = k.nngp.dtype
+        warnings.warn(f"{name}: the kernel has non-finite entries (inf or NaN): its variances "
+                      f"left {dtype}'s range (max {float(jnp.finfo(dtype).max):.3g}), e.g. a "
+                      f"deep network whose W_std makes them grow geometrically, or the "
+                      f"inputs are too large. Compute in float64 "
+                      f"(jax.config.update('jax_enable_x64', True)) or rescale.",
+                      RuntimeWarning, stacklevel=3)
         return
     bound = rounding_error_bound(k)
     if bound is not None and bound > PRECISION_TOLERANCE:
@@ -383,6 +414,7 @@ class KernelFn:
             raise NotImplementedError(self.missing)
         get_names, compute_ntk = _parse_get(get)
         single = isinstance(get, str)
+        asked_ntk = compute_ntk
         pattern = apply_kwargs.get("pattern")
         if _is_kernel_input(x1):
             p1, p2 = None, None
@@ -416,7 +448,9 @@ class KernelFn:
         p1, p2 = _split_pattern(pattern, x1.shape[0], None if x2 is None else x2.shape[0],
                                 self.name)
         out_full = not diagonal_spatial
-        plan = self._plan(x1, x2, compute_ntk, batch_size, memory_budget, out_full)
+        # the NTK bounds the NNGP's rounding error too: kept in reduced precision
+        compute_ntk = compute_ntk or needs_rounding_bound(x1.dtype)
+        plan = self._plan(x1, x2, compute_ntk, batch_size, memory_budget, out_full, asked_ntk)
         fn = self._jit(compute_ntk, out_full)
         if plan is None:
             k = fn(x1, x2, p1, p2)
@@ -426,7 +460,8 @@ class KernelFn:
         return _select(k, get_names, single)
 
     # -- memory planning and blocks -------------------------------------------------------
-    def _plan(self, x1, x2, compute_ntk, batch_size, memory_budget, out_full=True):
+    def _plan(self, x1, x2, compute_ntk, batch_size, memory_budget, out_full=True,
+              asked_ntk=None):
         """Block sizes ``(b1, b2)``, or ``None`` when one shot fits ``memory_budget``.
 
         Working bytes of a ``b1 x b2`` block: ``_LIVE_ARRAYS`` kernel-sized arrays at the
@@ -463,7 +498,9 @@ class KernelFn:
             return min(b1, n1), min(b2, n2)
         if block_bytes(n1, n2) + out_bytes <= memory_budget:
             return None
-        cheaper = ("cheaper options: get='nngp' (skips the NTK), a Flatten read-out instead "
+        skip = ("get='nngp' (skips the NTK), " if asked_ntk is not False and not
+                needs_rounding_bound(x1.dtype) else "")
+        cheaper = (f"cheaper options: {skip}a Flatten read-out instead "
                    "of pooling (equal-position covariances only, P instead of P^2 per pair), "
                    "diagonal_spatial=True for spatial outputs, fewer inputs, or a larger "
                    "memory_budget")
