@@ -150,9 +150,11 @@ def gp_inference(k_train_train, y_train, *, diag_reg: float = 0.0,
     Returns:
       ``predict_fn(get=None, k_test_train=None, k_test_test=None)``. ``k_test_train`` is
       ``(N_test, N)`` (or full / Kernel-like); ``k_test_test`` ``(N_test, N_test)``. With an
-      array kernel it returns a :class:`Gaussian`; with a Kernel-like one, a dict
-      ``{get: Gaussian}`` (``get`` default ``('nngp', 'ntk')``, entries from ``'nngp'``,
-      ``'ntk'``, ``'ntkgp'``; a string returns one :class:`Gaussian`). Without
+      array kernel it returns a :class:`Gaussian`; with a Kernel-like one, a namedtuple
+      ``Gaussians`` with one :class:`Gaussian` per ``get`` entry, in that order (as in
+      neural-tangents; also indexable by name, ``out['ntk']``; ``get`` default
+      ``('nngp', 'ntk')``, entries from ``'nngp'``, ``'ntk'``, ``'ntkgp'`` in any case; a
+      string returns one :class:`Gaussian`). Without
       ``k_test_train`` the train-set posterior is returned.
 
     References:
@@ -245,7 +247,10 @@ def gp_inference(k_train_train, y_train, *, diag_reg: float = 0.0,
         for g in gets:
             if g not in ("nngp", "ntk", "ntkgp"):
                 raise ValueError(f"`get` entries must be 'nngp', 'ntk' or 'ntkgp', got {g!r}.")
-        return {g: one(g, k_test_train, k_test_test) for g in gets}
+        if len(set(gets)) != len(gets):
+            raise ValueError(f"`get` entries must be unique, got {get!r}.")
+        return _named_gaussians(tuple(gets))(*(one(g, k_test_train, k_test_test)
+                                               for g in gets))
 
     return predict_fn
 
@@ -705,6 +710,18 @@ def gradient_descent(loss: Callable, k_train_train, y_train, learning_rate: floa
 @functools.lru_cache(maxsize=None)
 def _gaussians_tuple(names: tuple):
     return collections.namedtuple("Gaussians", names)
+
+
+@functools.lru_cache(maxsize=None)
+def _named_gaussians(names: tuple):
+    """neural-tangents' ``Gaussians`` namedtuple (fields in ``get`` order) that can also be
+    indexed by name, ``out['ntk'] is out.ntk``, as the mapping it replaces could."""
+    base = collections.namedtuple("Gaussians", names)
+
+    def getitem(self, key):
+        return getattr(self, key) if isinstance(key, str) else tuple.__getitem__(self, key)
+
+    return type("Gaussians", (base,), {"__slots__": (), "__getitem__": getitem})
 
 
 def _canonical_get(get):

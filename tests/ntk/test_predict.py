@@ -403,3 +403,22 @@ def test_kernel_names_in_get_are_case_insensitive():
     b = ens(2.0, x[12:], ("ntk", "nngp"), compute_cov=True)
     for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(u, v)
+
+
+def test_gp_inference_returns_a_namedtuple_in_get_order():
+    """neural-tangents' return convention for a tuple ``get``: a namedtuple of Gaussians with
+    those fields in that order (also indexable by name); a repeated name raises."""
+    nngp, ntk, d, t = _kernels(seed=6)
+    y = jnp.asarray(np.random.default_rng(7).normal(size=(12, 1)))
+    fn = predict.gp_inference({"nngp": nngp[d, d], "ntk": ntk[d, d]}, y, diag_reg=1e-3)
+    ktd = {"nngp": nngp[t, d], "ntk": ntk[t, d]}
+    ktt = {"nngp": nngp[t, t], "ntk": ntk[t, t]}
+    out = fn(("ntk", "nngp"), ktd, ktt)
+    assert out._fields == ("ntk", "nngp")
+    ntk_mean, nngp_mean = (g.mean for g in out)
+    np.testing.assert_array_equal(out["ntk"].mean, ntk_mean)
+    np.testing.assert_array_equal(out.nngp.mean, nngp_mean)
+    np.testing.assert_array_equal(fn("ntk", ktd, ktt).mean, ntk_mean)
+    assert fn(None, ktd, ktt)._fields == ("nngp", "ntk")
+    with pytest.raises(ValueError, match="unique"):
+        fn(("ntk", "ntk"), ktd, ktt)
