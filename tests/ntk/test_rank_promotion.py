@@ -79,7 +79,12 @@ def _conv_network():
         stax.GlobalAvgPool(), stax.Dense(2, b_std=0.1))
 
 
-@pytest.mark.parametrize("name", list(ACTIVATION_CHAINS) + ["standard-param", "residual"])
+# The activation chains compile long kernels: under ``make test-all`` (tests/ntk/stax/
+# test_rank_promotion.py covers a bias, ReLU, Tanh, ElementwiseNumerical, LayerNorm and a conv
+# net by default).
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
+                                  for n in ACTIVATION_CHAINS]
+                         + [pytest.param("standard-param", marks=pytest.mark.slow), "residual"])
 def test_dense_networks_init_apply_and_kernels(name):
     init_fn, apply_fn, kernel_fn = _network(name)
 
@@ -92,6 +97,7 @@ def test_dense_networks_init_apply_and_kernels(name):
     assert np.all(np.isfinite(k12.nngp)) and np.all(np.isfinite(k11.ntk))
 
 
+@pytest.mark.slow
 def test_conv_network_init_apply_and_kernels():
     init_fn, apply_fn, kernel_fn = _conv_network()
 
@@ -108,7 +114,9 @@ def _finite_net():
     return stax.serial(stax.Dense(6, b_std=0.1), stax.Erf(), stax.Dense(2, b_std=0.1))
 
 
-@pytest.mark.parametrize("implementation", ["jacobian", "ntvp", "structured"])
+@pytest.mark.parametrize("implementation", [pytest.param("jacobian", marks=pytest.mark.slow),
+                                            pytest.param("ntvp", marks=pytest.mark.slow),
+                                            "structured"])
 def test_empirical_kernels(implementation):
     init_fn, apply_fn, _ = _finite_net()
     _, params = init_fn(KEY, X1.shape)
