@@ -40,9 +40,10 @@ Claims (thresholds from the structure of the paper's result, set before running)
 pseudo-i.i.d. ensemble's error falls like ``n^-1/2`` (slope in ``[-0.7, -0.3]``: Monte Carlo
 noise and the next order in ``1/n``) in both settings; the rank-1 network's does not (slope
 ``> -0.2``); the pseudo-i.i.d. outputs become Gaussian (``|kappa_inf|`` within 3 standard
-errors of 0) while the rank-1 outputs stay far from it (``kappa >= 1`` at every width); the
-i.i.d. edge of chaos is the pseudo-i.i.d. one (mean gain at the largest width in
-``[0.95, 1.05]``).
+errors of 0; reported: at full size the low-rank ReLU kurtosis falls faster than the fitted
+``c/n`` and the extrapolation misses 0 by 3.05 errors) while the rank-1 outputs stay far from it
+(``kappa >= 1`` at every width); the i.i.d. edge of chaos is the pseudo-i.i.d. one (mean gain at
+the largest width in ``[0.95, 1.05]``).
 
 Scaled down: widths 32-256, 32 networks, depth 3 (full: widths 32-1024, 128 networks, depth 3
 ReLU and depth 6 tanh). The paper's text beyond its abstract could not be read here; its
@@ -359,6 +360,9 @@ def _ensembles(m):
 # outputs: the kurtosis extrapolated to infinite width within 3 standard errors of 0; a scale
 # mixture like the rank-1 network's stays at kurtosis >= 1. Edge of chaos: the i.i.d. critical
 # point gives gain 1 within 5 % at the largest width for every ensemble.
+# Reported: at full size the low-rank ReLU network's kurtosis falls from 4.5 (width 32) to 0.045
+# (width 1024), faster than the c/n of the extrapolation, which then lands at -0.13, 3.05 standard
+# errors below 0; the Gaussian-output claim as measured here does not hold at that size.
 CLAIMS = (
     claim("relu_pseudo_iid_kernel_converges",
           lambda m: f"ReLU at (2, 0), depth {m['settings']['relu']['depth']}: slope of the "
@@ -378,7 +382,7 @@ CLAIMS = (
     claim("pseudo_iid_outputs_gaussian",
           lambda m: f"|excess kurtosis of the outputs at infinite width| / its standard error "
                     f"(fit kappa_inf + c/n), {_ensembles(m)}, ReLU then tanh",
-          lambda m: _both(m, "kurtosis_limit_z"), each(at_most(3.0))),
+          lambda m: _both(m, "kurtosis_limit_z"), each(at_most(3.0)), reported=True),
     claim("rank_one_outputs_not_gaussian",
           lambda m: f"{m['counterexample']}: excess kurtosis of the outputs at every width, "
                     f"ReLU then tanh",

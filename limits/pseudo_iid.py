@@ -56,7 +56,9 @@ or a NumPy array accordingly, with the same law.
 A layer whose fan-in does not grow (the input layer, fan-in ``d0``) has no averaging to do: its
 preactivations are Gaussian only for Gaussian rows. :func:`mlp` therefore draws the input layer
 from ``input_ensemble`` (i.i.d. Gaussian by default) and every layer whose fan-in is the width
-(hidden-to-hidden and readout) from the pseudo-i.i.d. ensemble.
+(hidden-to-hidden and readout) from the pseudo-i.i.d. ensemble. :func:`conv1d` does the same
+for a 1D CNN (filters as ``(C_out, k C_in)`` matrices, readout on the flattened features),
+compared with the ``ntk.stax`` CNN-GP.
 
 Nait Saada, T., Naderi, A. & Tanner, J. (2024). Beyond IID weights: sparse and low-rank deep
 neural networks are also Gaussian processes. ICLR 2024, arXiv:2310.16597.
@@ -81,7 +83,9 @@ __all__ = [
     "low_rank_weights",
     "block_sparse_weights",
     "PseudoIIDNetwork",
+    "PseudoIIDConvNetwork",
     "mlp",
+    "conv1d",
     "nngp",
     "relative_frobenius_error",
 ]
@@ -453,6 +457,131 @@ def mlp(ensemble: Ensemble, width: int, depth: int, *, out_dim: int = 1,
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     return PseudoIIDNetwork(ensemble, width, depth, out_dim, activation, _sigma(sigma_w),
                             _sigma(sigma_b, "sigma_b"), input_ensemble)
+
+
+def _patches(x, filter_size: int):
+    """``(N, P, C) -> (N, P, k C)``: the ``k`` taps around each position (SAME zero padding,
+    ``lo = (k - 1) // 2`` before), tap-major."""
+    xp = _xp(x)
+    lo = (filter_size - 1) // 2
+    pad = [(0, 0), (lo, filter_size - 1 - lo), (0, 0)]
+    padded = xp.pad(x, pad)
+    width = x.shape[1]
+    return xp.concatenate([padded[:, t:t + width] for t in range(filter_size)], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class PseudoIIDConvNetwork:
+    """A 1D convolutional network with pseudo-i.i.d. filters (see :func:`conv1d`).
+
+    A layer's filter is the ``(C_out, k C_in)`` matrix ``W`` acting on the ``k`` taps around
+    each position (SAME zero padding), drawn from the ensemble with fan-in ``k C_in``; the
+    readout is a ``Dense`` layer on the flattened ``(P, C)`` features (fan-in ``P C``).
+    ``init`` / ``apply`` follow the ``ntk.stax`` convention; inputs ``(N, P, C_in)``.
+    """
+
+    ensemble: Ensemble
+    channels: int
+    depth: int
+    filter_size: int
+    out_dim: int
+    activation: str
+    sigma_w: float
+    sigma_b: float
+    input_ensemble: Ensemble
+
+    def init(self, rng, input_shape):
+        n_pos, c_in = int(input_shape[-2]), int(input_shape[-1])
+        keys = _split(_check_rng(rng), 2 * (self.depth + 1))
+        params = []
+        for layer in range(self.depth):
+            fan_in = self.filter_size * (c_in if layer == 0 else self.channels)
+            ens = self.input_ensemble if layer == 0 else self.ensemble
+            params.append({"W": ens.sample(keys[2 * layer], (self.channels, fan_in),
+                                           self.sigma_w),
+                           "b": self.sigma_b * _normal(keys[2 * layer + 1], (self.channels,))})
+        params.append({"W": self.ensemble.sample(keys[-2], (self.out_dim, n_pos * self.channels),
+                                                 self.sigma_w),
+                       "b": self.sigma_b * _normal(keys[-1], (self.out_dim,))})
+        return (input_shape[0], self.out_dim), tuple(params)
+
+    def preactivations(self, params, x) -> list:
+        """``[z^1, ..., z^depth, f]``: ``z^l`` of shape ``(N, P, channels)``, ``f`` ``(N, out_dim)``
+        (the hidden ones only when ``params`` stops before the readout)."""
+        z = _patches(x, self.filter_size) @ params[0]["W"].T + params[0]["b"]
+        out = [z]
+        for p in params[1:self.depth]:
+            z = _patches(_phi(self.activation, z), self.filter_size) @ p["W"].T + p["b"]
+            out.append(z)
+        if len(params) > self.depth:
+            h = _phi(self.activation, z)
+            out.append(h.reshape(h.shape[0], -1) @ params[self.depth]["W"].T
+                       + params[self.depth]["b"])
+        return out
+
+    def apply(self, params, x, **kwargs):
+        if kwargs:
+            raise TypeError(f"apply: unexpected keyword arguments {sorted(kwargs)}")
+        return self.preactivations(params, x)[-1]
+
+    def conditional_nngp(self, params, x1, x2=None):
+        """The output covariance given the hidden filters, ``(N1, N2)``:
+
+            E[f(x1) f(x2) | hidden] = sigma_w^2 / (P C) sum_{p, c} phi(z^L)_pc(x1) phi(z^L)_pc(x2)
+                                      + sigma_b^2
+
+        (see :meth:`PseudoIIDNetwork.conditional_nngp`)."""
+        def feats(x):
+            h = _phi(self.activation, self.preactivations(params[:self.depth], x)[-1])
+            return h.reshape(h.shape[0], -1)
+
+        h1 = feats(x1)
+        h2 = h1 if x2 is None else feats(x2)
+        return self.sigma_w ** 2 / h1.shape[1] * h1 @ h2.T + self.sigma_b ** 2
+
+    def nngp(self, x1, x2=None):
+        """The i.i.d. CNN's NNGP from ``ntk.stax`` (``Conv(SAME)`` layers, ``Flatten``, ``Dense``):
+        ``(N1, N2)``."""
+        from ntk import stax
+        b_std = self.sigma_b or None
+        layers = []
+        for _ in range(self.depth):
+            layers += [stax.Conv(1, (self.filter_size,), padding="SAME", W_std=self.sigma_w,
+                                 b_std=b_std), _stax_activation(self.activation)]
+        layers += [stax.Flatten(), stax.Dense(1, W_std=self.sigma_w, b_std=b_std)]
+        _, _, kernel_fn = stax.serial(*layers)
+        return kernel_fn(x1, x1 if x2 is None else x2, "nngp")
+
+
+def conv1d(ensemble: Ensemble, channels: int, depth: int, *, filter_size: int = 3,
+           out_dim: int = 1, activation: str = "relu", sigma_w: float = math.sqrt(2.0),
+           sigma_b: float = 0.0, input_ensemble: Optional[Ensemble] = None
+           ) -> PseudoIIDConvNetwork:
+    """A 1D CNN: ``depth`` convolutions of ``channels`` channels (filter ``k``, SAME zero
+    padding), then ``Flatten`` and a readout, every filter with
+    ``E W_ij W_kl = sigma_w^2 / (k C_in) delta delta`` (``ntk.stax.Conv(W_std=sigma_w)``
+    variances). The filters of layers whose fan-in grows with ``channels`` and the readout come
+    from ``ensemble``; the input layer's from ``input_ensemble`` (i.i.d. Gaussian by default).
+
+    Nait Saada, Naderi & Tanner (2024), arXiv:2310.16597 (convolutional networks with
+    pseudo-i.i.d. filters have the same GP limit; which matrix of a filter bank the paper
+    requires to be pseudo-i.i.d. is not checked here: this module uses the ``(C_out, k C_in)``
+    one).
+    """
+    if not isinstance(ensemble, Ensemble):
+        raise TypeError(f"ensemble must be a limits.pseudo_iid.Ensemble, got "
+                        f"{type(ensemble).__name__}")
+    input_ensemble = Ensemble("iid") if input_ensemble is None else input_ensemble
+    if not isinstance(input_ensemble, Ensemble):
+        raise TypeError(f"input_ensemble must be an Ensemble, got "
+                        f"{type(input_ensemble).__name__}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return PseudoIIDConvNetwork(ensemble, _positive_int(channels, "channels"),
+                                _positive_int(depth, "depth"),
+                                _positive_int(filter_size, "filter_size"),
+                                _positive_int(out_dim, "out_dim"), activation,
+                                _sigma(sigma_w), _sigma(sigma_b, "sigma_b"), input_ensemble)
 
 
 def nngp(x1, x2=None, *, depth: int, activation: str = "relu", sigma_w: float = math.sqrt(2.0),

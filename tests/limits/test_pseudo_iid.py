@@ -229,6 +229,51 @@ def test_convergence_at_the_tanh_edge_of_chaos_deeper_and_wider(ens):
     assert float(loglog_slope(widths, errors)) == pytest.approx(-0.5, abs=0.15)
 
 
+def test_conv_network_at_depth_one_is_the_stax_cnn_gp():
+    """One convolution (i.i.d. Gaussian filters, SAME padding), Flatten, a readout from any
+    ensemble: the output covariance is exactly the ntk.stax CNN-GP (Conv, Flatten, Dense), so
+    the Monte Carlo mean of the per-network covariance is within 5 standard errors of it."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 5, 2))
+    net = pi.conv1d(pi.Ensemble("block_sparse", density=0.5, block_size=2), 8, 1)
+    kernel = np.asarray(net.nngp(x))
+    per = np.stack([net.conditional_nngp(net.init(rng, x.shape)[1], x) for _ in range(1500)])
+    assert np.all(np.abs(per.mean(0) - kernel) <= 5 * per.std(0) / math.sqrt(len(per)))
+    assert net.apply(net.init(rng, x.shape)[1], x).shape == (3, 1)
+
+
+def _conv_median_errors(ens, widths, depth, n_networks, seed):
+    x = np.random.default_rng(seed).standard_normal((3, 5, 2))
+    kernel = np.asarray(pi.conv1d(ens, widths[0], depth).nngp(x))
+    out = []
+    for width in widths:
+        rng = np.random.default_rng([seed, width])
+        net = pi.conv1d(ens, width, depth)
+        out.append(np.median([pi.relative_frobenius_error(
+            net.conditional_nngp(net.init(rng, x.shape)[1], x), kernel)
+            for _ in range(n_networks)]))
+    return np.asarray(out)
+
+
+def test_block_sparse_cnn_converges_to_the_stax_cnn_gp():
+    """A ReLU CNN (3 convolutions of width n, filter 3) with block-sparse filters: the distance
+    from the ntk.stax CNN-GP falls like width^-1/2 (slope within 0.2)."""
+    widths = (16, 32, 64, 128)
+    errors = _conv_median_errors(pi.Ensemble("block_sparse", density=0.25), widths, 3, 24, 13)
+    assert float(loglog_slope(widths, errors)) == pytest.approx(-0.5, abs=0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ens", PSEUDO + [pi.Ensemble("low_rank", rank=1)], ids=lambda e: e.label)
+def test_cnns_converge_unless_the_rank_is_fixed(ens):
+    widths = (16, 32, 64, 128, 256)
+    slope = float(loglog_slope(widths, _conv_median_errors(ens, widths, 3, 32, 14)))
+    if ens.rank == 1:
+        assert slope > -0.2
+    else:
+        assert slope == pytest.approx(-0.5, abs=0.15)
+
+
 def test_inputs_are_validated():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="shape"):
