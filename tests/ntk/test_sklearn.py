@@ -141,7 +141,9 @@ def _check_name(check):
 def _estimator_checks():
     mark = parametrize_with_checks([NTKRegressor(network), NTKClassifier(network)])
     ids = mark.kwargs["ids"]
-    return [pytest.param(estimator, check, id=f"{ids(estimator)}-{ids(check)}",
+    # ids from the class name: an estimator's repr shows its network factory's address, which
+    # differs between pytest-xdist workers (they must collect the same ids)
+    return [pytest.param(estimator, check, id=f"{type(estimator).__name__}-{ids(check)}",
                          marks=() if _check_name(check) in _QUICK_CHECKS else pytest.mark.slow)
             for estimator, check in mark.args[1]]
 
