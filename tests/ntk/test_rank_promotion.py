@@ -79,12 +79,13 @@ def _conv_network():
         stax.GlobalAvgPool(), stax.Dense(2, b_std=0.1))
 
 
-# The activation chains compile long kernels: under ``make test-all`` (tests/ntk/stax/
-# test_rank_promotion.py covers a bias, ReLU, Tanh, ElementwiseNumerical, LayerNorm and a conv
-# net by default).
+# By default: the approximate kernels' sketches and the structured engine (the spots fixed
+# outside ntk.stax), with tests/ntk/stax/test_rank_promotion.py covering a bias, ReLU, Tanh,
+# ElementwiseNumerical, LayerNorm and a conv net; the rest under ``make test-all``.
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
                                   for n in ACTIVATION_CHAINS]
-                         + [pytest.param("standard-param", marks=pytest.mark.slow), "residual"])
+                         + [pytest.param(n, marks=pytest.mark.slow)
+                            for n in ("standard-param", "residual")])
 def test_dense_networks_init_apply_and_kernels(name):
     init_fn, apply_fn, kernel_fn = _network(name)
 
@@ -127,6 +128,7 @@ def test_empirical_kernels(implementation):
     assert theta.shape == (3, 2, 2, 2) and nngp.shape == (3, 3, 2, 2)
 
 
+@pytest.mark.slow
 def test_empirical_kernel_fn_with_diagonal_axes_and_scales():
     init_fn, apply_fn, _ = _finite_net()
     _, params = init_fn(KEY, X1.shape)
@@ -135,6 +137,7 @@ def test_empirical_kernel_fn_with_diagonal_axes_and_scales():
     assert out.shape == (3, 2, 2)
 
 
+@pytest.mark.slow
 def test_monte_carlo_kernel_fn():
     init_fn, apply_fn, _ = _finite_net()
     kernel_fn = ntk.monte_carlo_kernel_fn(init_fn, apply_fn, KEY, 4)
@@ -162,6 +165,7 @@ def test_approximate_kernels():
     assert out["pntk"].shape == (3, 2) and out["projected"].shape == (3, 2)
 
 
+@pytest.mark.slow
 def test_predict():
     _, _, kernel_fn = _network("standard-param")
     y_train = _inputs((3, 2), 5)
