@@ -161,7 +161,10 @@ def _slope(dims, errors):
     return np.polyfit(np.log(dims), np.log(errors), 1)[0]
 
 
-@pytest.mark.parametrize("sketch", approx.SKETCHES)
+# TRAK's Rademacher sketch and the fast SRHT by default, every sketch under ``make test-all``
+@pytest.mark.parametrize("sketch", [s if s in ("rademacher", "srht")
+                                    else pytest.param(s, marks=pytest.mark.slow)
+                                    for s in approx.SKETCHES])
 def test_projected_kernel_is_unbiased_and_error_falls_like_inverse_sqrt_k(problem, sketch):
     """K_hat = G S S^T G^T for the pNTK gradients G: mean relative error ~ k^-1/2 and the
     mean over keys converges to G G^T (S from sketch_matrix, tied to the features above)."""
