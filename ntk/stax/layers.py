@@ -42,6 +42,32 @@ def _affine(mat, w_var, b_var):
     return out if b_var is None else out + b_var
 
 
+def _filter_kernel(k: Kernel, mean, out_spatial, out_chan, fan_in, W_std, b_std, b_var,
+                   param) -> Kernel:
+    """The kernel after a filter layer (``Conv``, ``ConvTranspose``) whose weights see the
+    positions through the linear map ``mean(mat, n_batch_axes)`` (the average over filter
+    taps): ``nngp' = W_std^2 mean(nngp) + b_var``; NTK parametrisation
+    ``ntk' = nngp' + W_std^2 mean(ntk)``, standard ``ntk' = fan_in mean(nngp) + W_std^2
+    mean(ntk) (+ 1 with a bias)``."""
+    nngp_avg = mean(k.nngp, 2)
+    nngp = _affine(nngp_avg, W_std**2, b_var)
+    if k.ntk is None:
+        ntk = None
+    elif param == "ntk":
+        ntk = nngp + W_std**2 * mean(k.ntk, 2)
+    else:
+        ntk = fan_in * nngp_avg + W_std**2 * mean(k.ntk, 2)
+        if b_std is not None:
+            ntk = ntk + 1.0
+    return k.replace(
+        nngp=nngp, ntk=ntk,
+        cov1=_affine(mean(k.cov1, 1), W_std**2, b_var),
+        cov2=_affine(mean(k.cov2, 1), W_std**2, b_var),
+        shape1=(k.shape1[0],) + tuple(out_spatial) + (out_chan,),
+        shape2=(k.shape2[0],) + tuple(out_spatial) + (out_chan,),
+        is_gaussian=True, is_input=False)
+
+
 # ----------------------------------------------------------------------------------------
 # Dense
 
@@ -294,26 +320,9 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
         k = require_single(k, name)
         check_rank(k.shape1, n_sp, name)
         geo1 = _spatial_geometry(k.shape1, filter_shape, strides, padding)
-        full = k.full_spatial
-        nngp_avg = conv_mean(k.nngp, 2, geo1, full)
-        nngp = _affine(nngp_avg, W_std**2, b_var)
-        if k.ntk is None:
-            ntk = None
-        elif param == "ntk":
-            ntk = nngp + W_std**2 * conv_mean(k.ntk, 2, geo1, full)
-        else:
-            fan_in = k.shape1[-1] * int(np.prod(filter_shape))
-            ntk = fan_in * nngp_avg + W_std**2 * conv_mean(k.ntk, 2, geo1, full)
-            if b_std is not None:
-                ntk = ntk + 1.0
-        out_sp = tuple(g[2] for g in geo1)
-        return k.replace(
-            nngp=nngp, ntk=ntk,
-            cov1=_affine(conv_mean(k.cov1, 1, geo1, full), W_std**2, b_var),
-            cov2=_affine(conv_mean(k.cov2, 1, geo1, full), W_std**2, b_var),
-            shape1=(k.shape1[0],) + out_sp + (out_chan,),
-            shape2=(k.shape2[0],) + out_sp + (out_chan,),
-            is_gaussian=True, is_input=False)
+        return _filter_kernel(
+            k, lambda mat, n: conv_mean(mat, n, geo1, k.full_spatial), [g[2] for g in geo1],
+            out_chan, k.shape1[-1] * int(np.prod(filter_shape)), W_std, b_std, b_var, param)
 
     return layer(name, init_fn, apply_fn, transform)
 
@@ -492,26 +501,9 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
         k = require_single(k, name)
         check_rank(k.shape1, n_sp, name)
         geo = geometry(k.shape1)
-        full = k.full_spatial
-        nngp_avg = tap_mean(k.nngp, 2, geo, full)
-        nngp = _affine(nngp_avg, W_std**2, b_var)
-        if k.ntk is None:
-            ntk = None
-        elif param == "ntk":
-            ntk = nngp + W_std**2 * tap_mean(k.ntk, 2, geo, full)
-        else:
-            ntk = k.shape1[-1] * filter_size * nngp_avg + W_std**2 * tap_mean(k.ntk, 2, geo,
-                                                                                full)
-            if b_std is not None:
-                ntk = ntk + 1.0
-        out_sp = tuple(g[3] for g in geo)
-        return k.replace(
-            nngp=nngp, ntk=ntk,
-            cov1=_affine(tap_mean(k.cov1, 1, geo, full), W_std**2, b_var),
-            cov2=_affine(tap_mean(k.cov2, 1, geo, full), W_std**2, b_var),
-            shape1=(k.shape1[0],) + out_sp + (out_chan,),
-            shape2=(k.shape2[0],) + out_sp + (out_chan,),
-            is_gaussian=True, is_input=False)
+        return _filter_kernel(
+            k, lambda mat, n: tap_mean(mat, n, geo, k.full_spatial), [g[3] for g in geo],
+            out_chan, k.shape1[-1] * filter_size, W_std, b_std, b_var, param)
 
     return layer(name, init_fn, apply_fn, transform)
 
