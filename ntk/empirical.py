@@ -172,8 +172,7 @@ def _check_inputs(x1, x2, in_axis: int):
         if jnp.issubdtype(x.dtype, jnp.complexfloating):
             raise TypeError(f"{name} has dtype {x.dtype}: empirical kernels take real inputs")
         if not _is_tracer(x) and jnp.issubdtype(x.dtype, jnp.inexact):
-            with jax.ensure_compile_time_eval():  # concrete x closed over inside a jit
-                bad = int(validation.count_non_finite([x])[0])
+            bad = validation.non_finite_counts([x])[0]
             if bad:
                 raise ValueError(f"{name} of shape {tuple(x.shape)} has {bad} non-finite "
                                  "entries (NaN or inf)")
@@ -935,7 +934,9 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
 
 
 def _aval(x):
-    return (tuple(jnp.shape(x)), str(jnp.result_type(x)))
+    if isinstance(x, (jax.Array, np.ndarray)):
+        return (x.shape, x.dtype.name)
+    return (tuple(jnp.shape(x)), jnp.result_type(x).name)
 
 
 def _kwargs_key(kwargs):
@@ -1146,6 +1147,15 @@ def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, d
             result = jnp.mean(result, axis=layout.concat_axis(1))
         return result / layout.trace_size
 
+    def in_block(result):
+        # the division by the traced size, inside a block's compiled function: a call of one
+        # block then costs one dispatch, not two
+        return result if batch_mean else result / layout.trace_size
+
+    def finish_blocks(result):
+        # what is left after the blocks: the mean over a traced batch axis
+        return finish(result) if batch_mean else result
+
     if kind == "nngp":
         profile = _profile(model, leaves, x1, in_axis, n1 if batch_like else 1)
         live = min(profile.activation_size, 4 * profile.max_activation)
@@ -1165,14 +1175,14 @@ def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, d
         def block(lv, xa, xb):
             fa = model.batch(lv, xa)
             fb = fa if xb is None else model.batch(lv, xb)
-            return layout.contract(fa, fb)
+            return in_block(layout.contract(fa, fb))
 
         run = _distributed.row_sharded(block, devices, in_axis)
         info = dict(base_info, block_size=(bplan.block1, bplan.block2),
                     bytes_per_block=bplan.bytes_per_block,
                     tile_bytes=_tile_entries(layout, bplan) * itemsize)
-        return _Plan(lambda lv, a, b: finish(_run_blocks(run, lv, a, b, bplan, layout, in_axis,
-                                                         devices, n1, n2)), info,
+        return _Plan(lambda lv, a, b: finish_blocks(_run_blocks(run, lv, a, b, bplan, layout,
+                                                                in_axis, devices, n1, n2)), info,
                      _lower_tile_block(block, bplan, layout, in_axis, n1, n2))
 
     analysis = _profile(model, leaves, x1, in_axis, n1 if batch_like else 1)
@@ -1281,11 +1291,11 @@ def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, d
                                  active=active, feature_fn=feature_fn)
 
     def block(lv, xa, xb):
-        return part(lv, x1=xa, x2=xb)
+        return in_block(part(lv, x1=xa, x2=xb))
 
     run = _distributed.row_sharded(block, devices, in_axis)
-    return _Plan(lambda lv, a, b: finish(_run_blocks(run, lv, a, b, tp, layout, in_axis,
-                                                     devices, n1, n2)), info,
+    return _Plan(lambda lv, a, b: finish_blocks(_run_blocks(run, lv, a, b, tp, layout, in_axis,
+                                                            devices, n1, n2)), info,
                  _lower_tile_block(block, tp, layout, in_axis, n1, n2))
 
 

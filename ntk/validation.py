@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from typing import Callable, Optional
 
 import jax
@@ -106,9 +107,45 @@ def count_non_finite(leaves):
     return jnp.stack([jnp.sum(~jnp.isfinite(a)) for a in leaves])
 
 
-def _count_non_finite(x) -> int:
+# jax.Arrays already found finite, by id (a weak reference checks it is the same object).
+# A jax.Array is immutable, so one check per array is enough: a repeated call with the same
+# parameters and inputs pays no check and no host transfer. NumPy arrays are mutable and are
+# checked every time.
+_FINITE: dict = {}
+
+
+def _known_finite(x) -> bool:
+    ref = _FINITE.get(id(x))
+    return ref is not None and ref() is x
+
+
+def _remember_finite(x):
+    if isinstance(x, jax.Array) and not is_tracer(x):
+        key = id(x)
+        try:
+            _FINITE[key] = weakref.ref(x, lambda _, key=key: _FINITE.pop(key, None))
+        except TypeError:  # not weakly referenceable: check it every time
+            pass
+
+
+def non_finite_counts(arrays) -> list:
+    """Non-finite entries of each concrete array in ``arrays`` (one compiled reduction and one
+    transfer for those not already known to be finite; 0 for those that are)."""
+    todo = [i for i, a in enumerate(arrays) if not _known_finite(a)]
+    counts = [0] * len(arrays)
+    if not todo:
+        return counts
     with jax.ensure_compile_time_eval():
-        return int(count_non_finite([x])[0])
+        found = np.asarray(count_non_finite([arrays[i] for i in todo]))
+    for i, bad in zip(todo, found):
+        counts[i] = int(bad)
+        if not bad:
+            _remember_finite(arrays[i])
+    return counts
+
+
+def _count_non_finite(x) -> int:
+    return non_finite_counts([x])[0]
 
 
 def finite(x, name: str):
@@ -129,8 +166,7 @@ def finite_tree(tree, name: str = "params"):
                and jnp.issubdtype(leaf.dtype, jnp.inexact)]
     if not checked:
         return tree
-    with jax.ensure_compile_time_eval():
-        counts = np.asarray(count_non_finite([leaf for _, leaf in checked]))
+    counts = non_finite_counts([leaf for _, leaf in checked])
     for (path, leaf), bad in zip(checked, counts):
         if bad:
             where = jax.tree_util.keystr(path) or "(the array)"

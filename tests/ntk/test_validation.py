@@ -56,6 +56,25 @@ def test_non_finite_params_are_refused_naming_the_leaf():
             fn(x1, x2, params=bad)
 
 
+def test_finiteness_is_checked_once_per_immutable_array_and_every_time_for_numpy():
+    # a jax.Array cannot change, so a repeated call skips its check; a NumPy array can be
+    # written in place between calls, so it is checked on every call
+    apply_fn, params, x1, x2 = _setup()
+    fn = ntk.empirical_ntk_fn(apply_fn, vmap_axes=0)
+    fn(x1, x2, params)
+    assert all(validation._known_finite(l) for l in jax.tree_util.tree_leaves(params))
+    host = jax.tree_util.tree_map(np.array, params)
+    fn(x1, x2, host)
+    host[1]["W"][0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"`params` has 1 non-finite .*\[1\]\['W'\]"):
+        fn(x1, x2, host)
+    x_host = np.array(x1)
+    fn(x_host, x2, params)
+    x_host[0, 0] = np.inf
+    with pytest.raises(ValueError, match="x1 of shape .* has 1 non-finite"):
+        fn(x_host, x2, params)
+
+
 def test_checked_catches_non_finite_values_under_jit():
     apply_fn, params, x1, x2 = _setup()
     plain = ntk.empirical_ntk_fn(apply_fn, vmap_axes=0)
