@@ -410,15 +410,16 @@ def _rotated_chunk(act, width, depth, S, cw, cb, lw, lb, q0, rng):
 def sample_single_input(activation, width: int, depth: int, n_samples: int, sigma_w2: float,
                         sigma_b2: float = 0.0, *, q0: float = 1.0,
                         lambda_w: float | None = None, lambda_b: float | None = None,
-                        method: str = "rotated", input_dim: int = 8, seed: int = 0,
-                        chunk_elements: int = 2 ** 22) -> dict:
+                        method: str = "rotated", input_dim: int = 8, seed=0,
+                        chunk_elements: int = 2 ** 23) -> dict:
     """Monte Carlo over ``n_samples`` independent networks (hidden width ``width``, ``depth``
     weight layers, one output) at one input with ``|x|^2 / n_0 = q0``.
 
     ``method='dense'`` draws every weight matrix (``input_dim`` inputs);
     ``method='rotated'`` samples the same joint law of output, ``G^L`` and NTK exactly at
-    ``O(width * depth)`` per network (module docstring). Returns ``{'output', 'G', 'ntk'}``,
-    each ``(n_samples,)`` (see :func:`network_statistics`).
+    ``O(width * depth)`` per network (module docstring). ``seed``: anything
+    :func:`numpy.random.default_rng` takes (an int or a sequence of ints). Returns
+    ``{'output', 'G', 'ntk'}``, each ``(n_samples,)`` (see :func:`network_statistics`).
     """
     act = finite_width_activation(activation)
     width = _check_positive_int("width", width)
