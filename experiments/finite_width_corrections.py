@@ -47,7 +47,7 @@ Claims (thresholds fixed from the leading-order theory before running):
   errors at width 32, depth 4).
 
 Quick: widths 32-128, depths 2 and 4, 6,000 networks per cell. Full: widths 64-1,024, depths
-2-64, 8,000 networks per cell (about 10 minutes on one CPU core).
+2-64, 8,000 networks per cell (15 minutes here, on 2 CPU cores shared with other work).
 """
 from __future__ import annotations
 

@@ -43,9 +43,11 @@ C_W Theta^l d<s'^2>/dK``, and ``V^1 = D^1 = A^1 = B^1 = 0`` (the first layer is 
 its NTK deterministic and diagonal). ``d<f>/dK = <f (z^2 - K)> / (2 K^2)``. The output's
 variance over initialisations is ``Var(Theta^L) = (A^L + 2 B^L) / n`` (``A`` from the
 conditional mean, ``2 B`` from the readout row: ``Var(W^T M W) = 2 tr M^2``).
-The ``V`` recursion is the book's (its eqs. for the single-input four-point vertex, with
-``chi_par`` its parallel susceptibility); the NTK-variance recursions are derived here (the
-book's Chapter 8 tensors could not be read) and checked by Monte Carlo in the tests.
+The ``V`` recursion has the form of the book's single-input four-point vertex (with
+``chi_par = C_W d<s^2>/dK`` its parallel susceptibility) and gives its scale-invariant result
+``V = (3 A_4 / A_2^2 - 1)(l - 1) K*^2``; every recursion here is derived as above (the book's
+text, its Chapter 8 NTK-variance tensors included, could not be read) and checked by Monte
+Carlo and the all-orders ReLU law in the tests.
 
 Scale-invariant class (``sigma(z) = a_+ z`` for ``z > 0``, ``a_- z`` below; ReLU ``(1, 0)``),
 ``A_2 = (a_+^2 + a_-^2) / 2``, ``A_4 = (a_+^4 + a_-^4) / 2``, at criticality
