@@ -17,9 +17,11 @@ is a choice of
 - ``groups``: parameter leaves differentiated together (a pass per group when even one
   example's Jacobian does not fit).
 
-The plan with the fewest FLOPs that fits the memory budget is chosen, counting what each
-choice recomputes: a forward pass per chunk, a backward pass per output entry, the column
-blocks' derivatives once per row block.
+The plan that fits the memory budget with the lowest cost is chosen: its FLOPs, counting
+what each choice recomputes (a forward pass per chunk, a backward pass per output entry and
+leaf group, the column blocks' derivatives once per row block), plus the Jacobian bytes it
+writes and reads weighted by :data:`MACHINE_BALANCE` (small blocks make the contraction
+memory-bound).
 
 In *vmap mode* (independent examples) a row of the Jacobian needs only its example. In
 *batch mode* (examples coupled, e.g. BatchNorm on batch statistics) every Jacobian row is
@@ -49,6 +51,15 @@ class StreamPlan:
     n_chunks: int  # passes over the streamed axis (1 without streaming)
     feature_bytes: int = 0  # of bytes_per_block: the Jacobian blocks held at once
     tile_bytes: int = 0  # of bytes_per_block: one contracted tile
+    traffic_bytes: float = 0.0  # Jacobian bytes written and read by the whole kernel
+
+
+# FLOPs per byte of memory traffic at which the contraction turns from memory-bound to
+# compute-bound (a machine's balance: ~100 GFLOP/s against ~10 GB/s on a CPU, more on a
+# GPU). A plan costs ``flops + MACHINE_BALANCE * traffic_bytes``: small blocks contract thin
+# matrices (intensity ``b1 b2 / (b1 + b2)`` FLOPs per Jacobian entry read), so below the
+# balance the time goes to reading Jacobians, not to arithmetic.
+MACHINE_BALANCE = 8.0
 
 
 def divisors(n: int) -> list:
@@ -156,7 +167,7 @@ def plan(*, n1: int, n2: int, symmetric: bool, batch_paired: bool, vmap: bool, n
     else:
         rows, cols_all = [min(block_size[0], n1)], [min(block_size[1], n2)]
     p_total = sum(sizes[i] for i in active)
-    best = None
+    best, best_cost = None, math.inf
     group_counts = [g for g in (1, 2, 4, 8, 16, 32, 64)
                     if g <= max(1, min(max_groups, len(active)))]
     for n_groups in group_counts:
@@ -194,13 +205,36 @@ def plan(*, n1: int, n2: int, symmetric: bool, batch_paired: bool, vmap: bool, n
                                   row_out, axis_size // chunk, len(groups), p_total, pairs,
                                   backward_factor * (row_batch_penalty
                                                      if vmap and row_out > 1 else 1.0))
-                    if best is None or flops < best.flops:
-                        best = StreamPlan(b1, b2, axis, chunk, groups, flops, int(need),
-                                          axis_size // chunk, held * itemsize,
-                                          tile * itemsize)
-        if best is not None:
-            return best  # more leaf groups only recompute more
-    return None
+                    traffic = _traffic(n1, n2, b1, b2, symmetric, batch_paired,
+                                       row_out * (axis_size // chunk) * p_total * itemsize)
+                    cost = flops + MACHINE_BALANCE * traffic
+                    if best is None or cost < best_cost:
+                        best, best_cost = StreamPlan(
+                            b1, b2, axis, chunk, groups, flops, int(need), axis_size // chunk,
+                            held * itemsize, tile * itemsize, traffic), cost
+    # more leaf groups recompute more forward and backward passes, but can allow blocks
+    # large enough that the contraction is no longer bound by reading the Jacobians
+    return best
+
+
+def _traffic(n1, n2, b1, b2, symmetric, batch_paired, row_bytes):
+    """Bytes of Jacobian the whole kernel writes (each derived block once) and reads (both
+    operands of every tile's contraction); ``row_bytes``: one row's Jacobian over all
+    chunks and leaves."""
+    r = math.ceil(n1 / b1)
+    if batch_paired:
+        written = n1 * (1 if symmetric else 2)
+        read = written
+    elif symmetric and b1 >= n1:
+        written = read = n1
+    elif symmetric and b1 == b2:
+        written = n1 + sum(max(n1 - (i + 1) * b1, 0) for i in range(r))
+        read = r * b1 + (r * (r - 1) // 2) * 2 * b1  # diagonal tiles read one block
+    else:
+        c = math.ceil(n2 / b2)
+        written = n1 + r * n2
+        read = r * c * (b1 + b2)
+    return float((written + read) * row_bytes)
 
 
 def _cost(n1, n2, b1, b2, symmetric, batch_paired, vmap, examples, fp, row_out, n_chunks,

@@ -188,3 +188,37 @@ def test_plan_cost_counts_recomputation():
     assert streaming.divisors(12) == [12, 6, 4, 3, 2, 1]
     groups = streaming.leaf_groups([5, 5, 5, 5, 100], [0, 1, 2, 3, 4], 2)
     assert sorted(i for g in groups for i in g) == [0, 1, 2, 3, 4] and len(groups) == 2
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_traffic_counts_every_block_written_and_both_operands_of_every_tile(symmetric):
+    """Jacobian traffic by enumerating the tiles a plan computes, against the closed count."""
+    n1, n2, b = 12, 12, 4
+    blocks = list(range(0, n1, b))
+    written, read = set(), 0
+    for i in blocks:
+        for j in blocks:
+            if symmetric and j < i:
+                continue  # the transpose of a computed tile
+            # a row block is derived once; a column block once per row block, except on
+            # the diagonal of a symmetric kernel, where the row block is reused
+            written |= {("r", i)} | (set() if symmetric and i == j else {("c", i, j)})
+            read += b if symmetric and i == j else 2 * b
+    expected = (len(written) * b + read) * 7.0
+    assert streaming._traffic(n1, n2, b, b, symmetric, False, 7.0) == expected
+
+
+def test_thin_blocks_lose_to_leaf_groups_that_keep_blocks_wide():
+    """When one group of leaves fits only with blocks of 2 rows (a contraction reading every
+    Jacobian entry for 2 multiply-adds), the plan splits the leaves and keeps wide blocks."""
+    sizes = [6_000_000, 4_000_000, 4_000_000, 16_000]
+    kwargs = dict(n1=16, n2=16, symmetric=True, batch_paired=False, vmap=True, n_batch=1,
+                  per_row_out=8, streamable={}, sizes=sizes, active=[0, 1, 2, 3],
+                  flops_forward=3e7, activation_size=10_000, max_activation=2048, pairs=64,
+                  output_bytes=16 * 16 * 64 * 4, itemsize=4, budget=6 * 2**30)
+    one_group = streaming.plan(max_groups=1, **kwargs)
+    chosen = streaming.plan(**kwargs)
+    assert one_group.row_block <= 4 and len(one_group.groups) == 1
+    assert chosen.row_block > one_group.row_block and len(chosen.groups) > 1
+    assert chosen.traffic_bytes < one_group.traffic_bytes
+    assert chosen.bytes_per_block + kwargs["output_bytes"] <= kwargs["budget"]
