@@ -135,9 +135,10 @@ class Config:
         if self.n_majority % 2 == 0:
             raise ValueError(f"n_majority must be odd (two classes: no ties), got "
                              f"{self.n_majority}")
-        if "digits" in self.datasets and self.n_train + self.n_test > 1700:
-            raise ValueError(f"digits: n_train + n_test must be <= 1700 (distinct images), got "
-                             f"{self.n_train + self.n_test}")
+        total = self.n_train + self.n_test + self.n_majority
+        if "digits" in self.datasets and total > 1700:
+            raise ValueError(f"digits: n_train + n_test + n_majority must be <= 1700 (distinct "
+                             f"images), got {total}")
         for name, ds in (("relu_depths", self.relu_depths), ("depths", self.depths)):
             dl._check_depths(ds)
             if len(ds) < 3:
@@ -371,7 +372,7 @@ def run(cfg: Config, ctx) -> dict:
             psi = dl.limit_profile(dual, 1 - delta)
             dist = np.sqrt(2 * delta)
             slope = float(loglog_slope(dist, psi))
-            grid = np.linspace(0, 1, 201)[:-1]
+            grid = 1 - np.logspace(-8, 0, 161)
             profiles[name] = {"alpha": dl.predict_limit(dual).alpha, "fitted_exponent": -slope,
                               "exponent_ratio": -slope / (DIRICHLET_DIM[name] - 1),
                               "rho": grid.tolist(),

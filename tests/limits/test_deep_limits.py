@@ -188,6 +188,13 @@ def test_classifiers_against_brute_force():
     k_te = np.exp(-dist)
     direct = (k_te @ np.linalg.inv(k_tr) @ np.eye(3)[ytr]).argmax(1)
     np.testing.assert_array_equal(dl.kernel_classifier(k_te, k_tr, ytr), direct)
+    # a repeated training point makes K singular: the minimum-norm interpolant (pseudo-inverse)
+    xdup = np.vstack([xtr, xtr[:1]])
+    ydup = np.append(ytr, ytr[0])
+    k_tr = np.exp(-np.linalg.norm(xdup[:, None] - xdup[None], axis=-1))
+    k_te = np.exp(-np.linalg.norm(xte[:, None] - xdup[None], axis=-1))
+    direct = (k_te @ np.linalg.pinv(k_tr) @ np.eye(3)[ydup]).argmax(1)
+    np.testing.assert_array_equal(dl.kernel_classifier(k_te, k_tr, ydup), direct)
 
 
 @pytest.mark.parametrize("dual, depth", [(dl.hermite(2), 12), (dl.polynomial([0.2, 0.3, 0, 0.5]), 60),
