@@ -15,8 +15,8 @@ coordinates ``w = sqrt(sigma_w^2 / d) w_hat``, ``a = sqrt(sigma_a^2 / N) a_hat``
 change of variables: layer-wise step sizes, the same stationary law; the Gaussian kicks ``xi``
 are drawn with NumPy from the seed and the chunk's index, so a resumed run replays them).
 Every network starts from the prior; ``burn_in`` steps are discarded and the next ``steps`` are
-measured every ``record_every`` steps. ``chains`` networks per sample size, each on its own data set (nested
-across ``n``: chain ``c`` uses the first ``n`` points of one draw).
+measured every ``record_every`` steps. ``chains`` networks per sample size, each on its own
+data set (nested across ``n``: chain ``c`` uses the first ``n`` points of one draw).
 
 The order parameter (the paper's Fig. 2a-b, 4): the overlaps ``q_i = w_i . w*`` of all hidden
 units, pooled over chains and measurement times. Below the transition their law is one
@@ -43,8 +43,9 @@ Setting. The paper's App. D teacher (``epsilon = -1.2``, ``sigma_w^2 = 0.5``) at
 N``. Scaled down from the paper's ``d = 150``, ``N = 700 - 2800`` (Fig. 2: 200 networks,
 3.6e5 epochs): quick ``d = 20``, ``N = 32``, ``n / n_c`` in ``{0.5, 1, 2}``, 4 chains, 1,400
 steps (400 burn-in); full ``d = 32``, ``N = 48``, ``n / n_c`` in ``{0.5 .. 2.5}`` (7 values),
-16 chains, 8,000 steps (2,000 burn-in). At these ``d`` the transition is rounded (the saddle-point weight is ``exp(-d
-Shat)``): the finite-``d`` theory, not the ``d -> inf`` one, is the comparison.
+16 chains, 8,000 steps (2,000 burn-in). At these ``d`` the transition is rounded (the
+saddle-point weight is ``exp(-d Shat)``): the finite-``d`` theory, not the ``d -> inf`` one, is
+the comparison.
 
 Claims (thresholds fixed from the paper and its theory before the recorded runs; the paper
 quotes no droplet fractions, its theory gives ``rho / d``, 0.1 - 0.16 at ``2 n_c`` here):
@@ -66,10 +67,13 @@ quotes no droplet fractions, its theory gives ``rho / d``, 0.1 - 0.16 at ``2 n_c
   0.8: the finite network beats its infinite-width GP).
 * The theory (the paper's Fig. 2: theory against Langevin networks): at every ``n`` the
   measured droplet fraction and learned cubic fraction are within 0.02 plus two standard
-  errors (over chains) of the finite-``d`` mean-field values. Reported, not required: the test
-  error within 15 % of ``b^2 + 6 c^2``; the equivalent-kernel theory leaves out the variance of
-  a finite sample (the paper: it "washes out the generalization phenomena"), which at
-  ``n / d`` of 4 - 20, with the unlearned cubic part acting as label noise, is not small.
+  errors (over chains) of the finite-``d`` mean-field values, and the test error within 15 %
+  of ``b^2 + 6 c^2`` (an allowance for what the equivalent-kernel theory leaves out, the
+  variance of a finite sample: the paper says it "washes out the generalization phenomena").
+
+Not claimed: the learned fraction of the linear part (figure ``learning``), which the
+equivalent-kernel theory gets only roughly at these ``n / d`` (4 - 20): measured 0.24 - 1.22
+against 0.16 - 1.12 at full size, 0.12 - 0.81 against 0.17 - 1.01 at quick size.
 """
 from __future__ import annotations
 
@@ -723,5 +727,5 @@ CLAIMS = (
     claim("theory_test_error",
           "largest |measured / mean-field - 1| test MSE over n (the equivalent-kernel theory "
           "leaves out the finite-n variance)",
-          "theory_error_gap", at_most(THEORY_ERROR), reported=True),
+          "theory_error_gap", at_most(THEORY_ERROR)),
 )

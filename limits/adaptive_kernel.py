@@ -47,8 +47,10 @@ that subspace closes the loop:
 Two misprints of the paper are corrected here (each checked by the tests): App. A.3's
 ``Qt_11`` carries ``4 q^2 / (pi D)`` (printed ``2 q^2``), and its GPR line lacks the factor
 ``sigma^2 / n`` that makes ``(b, c) = (1, epsilon)`` when nothing is learned. With both, the
-theory reproduces the paper's transition at ``u_c = 30.2``, ``sigma^2 = 0.18`` for its Fig. 2
-network (:func:`critical_interaction`).
+theory puts the transition of the paper's Fig. 2 network (``d = 150``, ``N = 700``,
+``n = 3000``, ``sigma_a^2 = 8 / N``, ``epsilon = -0.3``) at ``sigma^2 = 0.179`` and
+``u_c = 30.6`` (the paper: 0.18 and 30.2; :func:`critical_samples`,
+:func:`critical_interaction`); with ``2 q^2`` it would sit at ``sigma^2 ~ 0.21``.
 
 Finite ``d`` (:func:`mean_field`): ``p(q)`` on a grid, the loop solved as two equations in
 ``(b, c)``. It describes a network of input dimension ``d`` at the level of the paper's
@@ -375,11 +377,12 @@ def gfl_discrepancy(interaction, gp_ratio, weight_variance=0.5) -> float:
 
 
 def droplet_overlap(b, c, weight_variance=0.5):
-    """``(max_{q > 0} h(q), q*)`` for ``h(q) = (b - 2 c q^2 / D)^2 / D``: for ``c < 0`` and
-    ``0 <= b < -2c``, ``max h = 4 (b - c)^3 / (27 (-c) A)`` at
-    ``q*^2 = A (-2c - b) / (2 (b - c))`` (``A = 1 + 2 sigma_w^2``), the one interior maximum
-    for ``c < b < -2c``; otherwise ``h`` falls from ``q = 0`` and ``(b^2 / A, 0)`` is returned. A droplet saddle beats ``q = 0`` when
-    ``max h > h_c = pi / (4 u sigma_w^2)``."""
+    """``(h(q*), q*)``: the interior maximum of ``h(q) = (b - 2 c q^2 / D)^2 / D`` over ``q > 0``
+    (``D = A + 2 q^2``, ``A = 1 + 2 sigma_w^2``). For ``c < 0`` and ``c < b < -2c`` it sits at
+    ``q*^2 = A (-2c - b) / (2 (b - c))`` with ``h(q*) = 4 (b - c)^3 / (27 (-c) A)`` (for
+    ``b >= 0`` the maximum over all ``q > 0``); otherwise ``h`` has no interior maximum and its
+    value at ``q = 0``, ``(b^2 / A, 0)``, is returned. ValueError for ``c >= 0``. A droplet
+    saddle beats ``q = 0`` when ``h(q*) > h_c = pi / (4 u sigma_w^2)``."""
     a = 1 + 2 * weight_variance
     if c < b < -2 * c:
         return 4 * (b - c) ** 3 / (27 * (-c) * a), math.sqrt(a * (-2 * c - b) / (2 * (b - c)))
