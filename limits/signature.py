@@ -81,8 +81,10 @@ sqrt(c - b^2 / a) z_2``, ``z`` standard normal (:func:`gaussian_kernel_map` says
 Gauss-Hermite).
 
 **Monte Carlo** (:func:`init_controlled_resnet`, :func:`apply_controlled_resnet`,
-:func:`empirical_kernels`): JAX samplers of the finite network (weights shared across steps);
-one network's kernel ``<Z^x_M, Z^y_M> / N`` fluctuates around the limit by ``O(N^-1/2)``.
+:func:`empirical_kernels`): samplers of the finite network (weights shared across steps) from a
+JAX key (jit, ``lax.scan`` over the blocks, ``lax.map`` over networks) or a NumPy Generator (the
+cheap route on a CPU); one network's kernel ``<Z^x_M, Z^y_M> / N`` fluctuates around the limit
+by ``O(N^-1/2)``.
 
 Muca Cirone, N., Lemercier, M. & Salvi, C. (2023). Neural signature kernels as
 infinite-width-depth-limits of controlled ResNets. ICML 2023, PMLR 202:25358-25425,
@@ -94,7 +96,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Callable, Optional
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -474,8 +476,8 @@ def controlled_resnet_kernel(x, y=None, activation="identity", *, sigma_0: float
     Muca Cirone, Lemercier & Salvi (2023), arXiv:2303.17671.
     """
     return neural_signature_kernel(x, y, activation, sigma_0=sigma_0, sigma_A=sigma_A,
-                                   sigma_b=sigma_b, dyadic_order=0, scheme="explicit", points=points,
-                                   full=full)
+                                   sigma_b=sigma_b, dyadic_order=0, scheme="explicit",
+                                   points=points, full=full)
 
 
 # ---------------------------------------------------------------------------------------------
