@@ -2,9 +2,11 @@
 
 Conventions follow neural-tangents' ``predict`` so numbers can be compared one for one:
 
-- Kernels are either *traced* ``(N1, N2)`` (one kernel shared by every output column) or
-  *full* ``(N1, N2, O, O)`` (``trace_axes=()``); full kernels are flattened to
-  ``(N1 O, N2 O)`` with targets ``(N, O) -> (N O,)``.
+- Kernels are in neural-tangents' layout: a pair of axes per output axis that is not in
+  ``trace_axes`` — *traced* ``(N1, N2)`` (one kernel shared by every output column,
+  ``trace_axes=(-1,)`` for ``(N, O)`` targets) or *full* ``(N1, N2, O, O)``
+  (``trace_axes=()``); along the traced axes a kernel is ``Theta (x) I``. Covariances come
+  back in the same layout.
 - ``diag_reg`` is relative to the mean diagonal ``tr(K)/n`` unless
   ``diag_reg_absolute_scale=True`` (then it is the absolute ridge).
 - MSE loss ``L = |f(X) - Y|^2 / (2 |Y|)`` with ``|Y| = y_train.size``; gradient flow
@@ -18,8 +20,8 @@ the NTKGP posterior of He et al. 2020),
 networks, from a kernel function), :func:`gradient_descent` (the function-space ODE of any
 loss, with momentum), :func:`max_learning_rate`, :func:`asymmetric_kernel_regression` (for
 the asymmetric Adam kernel of Malladi et al. 2023), and classification helpers
-:func:`one_hot`, :func:`accuracy`. The last three predictors take neural-tangents' names,
-arguments, ``trace_axes`` and return conventions.
+:func:`one_hot`, :func:`accuracy`. The predictors take neural-tangents' names, arguments,
+``trace_axes`` and return conventions; where they differ, their docstrings say so.
 """
 from __future__ import annotations
 
@@ -50,11 +52,10 @@ __all__ = [
 
 
 class Gaussian(NamedTuple):
-    """A Gaussian over test outputs: ``mean`` ``(N_test, O)``; ``covariance`` ``(N_test,
-    N_test)`` for traced kernels (shared by every output column), ``(N_test O, N_test O)``
-    for full kernels in :func:`gp_inference` (``(N_test, N_test, O, O)``, the kernel layout,
-    in :func:`gradient_descent_mse_ensemble`), or ``None`` when ``k_test_test`` was not
-    given."""
+    """A Gaussian over test outputs: ``mean`` ``(N_test, O)``; ``covariance`` in the
+    kernels' layout: ``(N_test, N_test)`` for traced kernels (shared by every output
+    column), ``(N_test, N_test, O, O)`` for full ones (``trace_axes=()``); ``None`` only from
+    :func:`gp_inference`'s plain-GP form without ``k_test_test``."""
 
     mean: jnp.ndarray
     covariance: Optional[jnp.ndarray]
@@ -95,11 +96,11 @@ def _targets(y, n: int, o: Optional[int], kernel_name: str):
     return y.reshape(n, 1)
 
 
-def _regularize(k, diag_reg, absolute: bool):
-    solvers._check_nonneg(diag_reg, "diag_reg")
-    n = k.shape[0]
-    scale = 1.0 if absolute else jnp.trace(k) / n
-    return k + diag_reg * scale * jnp.eye(n, dtype=k.dtype), diag_reg * scale
+def _has_kernel(k, g: str) -> bool:
+    """Whether a Kernel-like object or dict carries a ``g`` kernel (not None)."""
+    if isinstance(k, dict):
+        return k.get(g) is not None
+    return getattr(k, g, None) is not None
 
 
 def _get_kernel(k, g: str, name: str):
@@ -116,12 +117,138 @@ def _get_kernel(k, g: str, name: str):
 
 
 # ---------------------------------------------------------------------------------------------
+# Output layouts: neural-tangents' `trace_axes`
+# ---------------------------------------------------------------------------------------------
+
+
+def _canonical_trace_axes(trace_axes, y_train, kernel_ndim: Optional[int] = None,
+                          kernel_name: str = "k_train_train") -> tuple:
+    """``trace_axes`` as sorted, unique, non-negative axes of ``y_train``: the axes along
+    which a kernel is ``Theta (x) I`` (and which it lacks), as in neural-tangents; the batch
+    axis 0 may be one of them (the kernel then has no batch axes, and the identity couples
+    output ``i`` to training example ``i`` only).
+
+    ``trace_axes=None`` reads them from the rank of a kernel given as data
+    (``kernel_ndim``): the kernel keeps ``kernel_ndim / 2`` leading axes of ``y_train`` and
+    traces the rest, which is neural-tangents' default ``(-1,)`` wherever that default fits
+    (an ``(N, N)`` kernel for ``(N, O)`` targets) and ``()`` for a full ``(N, N, O, O)``
+    kernel. 1-D targets have no output axis: nothing is traced whatever ``trace_axes`` says.
+    """
+    if not hasattr(y_train, "shape") or not hasattr(y_train, "ndim"):
+        raise TypeError(f"`y_train` must be an array, got {type(y_train).__name__}.")
+    if y_train.ndim == 0:
+        raise ValueError("`y_train` must have a leading batch axis, got a scalar.")
+    nd = y_train.ndim
+    if trace_axes is None:
+        if kernel_ndim is None:
+            trace_axes = (-1,)
+        elif kernel_ndim % 2 or not 2 <= kernel_ndim <= 2 * nd:
+            raise ValueError(f"`{kernel_name}` has {kernel_ndim} axes, but a kernel for "
+                             f"`y_train` of shape {tuple(y_train.shape)} has two per untraced "
+                             f"axis of `y_train` (2 to {2 * nd}); pass `trace_axes` to say "
+                             f"which axes it lacks.")
+        else:
+            return () if nd == 1 else tuple(range(kernel_ndim // 2, nd))
+    axes = (trace_axes,) if isinstance(trace_axes, (int, np.integer)) else trace_axes
+    try:
+        axes = tuple(int(a) for a in axes)
+    except TypeError:
+        raise TypeError(f"`trace_axes` must be an int or a sequence of ints, got "
+                        f"{trace_axes!r}.") from None
+    for a in axes:
+        if not -nd <= a < nd:
+            raise ValueError(f"`trace_axes`={trace_axes!r} is out of range for `y_train` of "
+                             f"shape {tuple(y_train.shape)}.")
+    if nd == 1:
+        return ()
+    return tuple(sorted({a % nd for a in axes}))
+
+
+def _kept_axes(ndim: int, trace_axes: tuple) -> tuple:
+    return tuple(a for a in range(ndim) if a not in trace_axes)
+
+
+def _to_matrix(f, trace_axes: tuple):
+    """Outputs ``(N, *rest)`` -> ``(rows, columns)``: the untraced axes make the rows
+    (flattened in the order of a kernel's rows), the traced axes the columns."""
+    last = tuple(range(f.ndim - len(trace_axes), f.ndim))
+    n_cols = int(np.prod([f.shape[a] for a in trace_axes], dtype=int))
+    return jnp.moveaxis(f, trace_axes, last).reshape(-1, n_cols)
+
+
+def _from_matrix(m, shape: tuple, trace_axes: tuple):
+    """Inverse of :func:`_to_matrix` for outputs of ``shape``."""
+    kept = [shape[a] for a in range(len(shape)) if a not in trace_axes]
+    traced = [shape[a] for a in trace_axes]
+    last = tuple(range(len(shape) - len(trace_axes), len(shape)))
+    return jnp.moveaxis(m.reshape(kept + traced), last, trace_axes)
+
+
+def _output_shape(k_shape: tuple, y_shape: tuple, trace_axes: tuple) -> tuple:
+    """Shape of the outputs a kernel ``(d1, e1, d2, e2, ...)`` (one pair per untraced axis,
+    the first of each pair for these outputs) predicts: ``d_i`` on the untraced axes, the
+    training targets' sizes on the traced ones (neural-tangents' rule)."""
+    first = iter(k_shape[0::2])
+    return tuple(y_shape[a] if a in trace_axes else next(first) for a in range(len(y_shape)))
+
+
+def _kernel_matrix(k, name: str, y_shape: tuple, trace_axes: tuple, symmetric: bool):
+    """A kernel in neural-tangents' layout ``(d1, e1, d2, e2, ...)`` (one pair per untraced
+    axis of the outputs: ``(N1, N2, O, O)`` for ``(N, O)`` targets and ``trace_axes=()``) as
+    the matrix ``(d1 d2 ..., e1 e2 ...)`` acting on :func:`_to_matrix` rows. The second axis
+    of each pair must match ``y_train`` (``y_shape``), and the first too when ``symmetric``."""
+    if not hasattr(k, "ndim") or not hasattr(k, "shape"):
+        raise TypeError(f"`{name}` must be an array, got {type(k).__name__}.")
+    dims = tuple(y_shape[a] for a in _kept_axes(len(y_shape), trace_axes))
+    shape = tuple(k.shape)
+    fits = (len(shape) == 2 * len(dims) and shape[1::2] == dims
+            and (not symmetric or shape[0::2] == dims))
+    if not fits:
+        first = [str(d) for d in dims] if symmetric else [
+            "N_test" if a == 0 else f"d{a}" for a in _kept_axes(len(y_shape), trace_axes)]
+        want = ", ".join(f"{a}, {b}" for a, b in zip(first, dims))
+        raise ValueError(f"`{name}` has shape {shape}; for `y_train` of shape "
+                         f"{tuple(y_shape)} and trace_axes={trace_axes} it must be "
+                         f"({want}).")
+    k2 = k if len(shape) == 2 else _pairs_to_matrix(k)
+    return check_kernel(k2, name, symmetric=symmetric, n=int(np.prod(dims, dtype=int)))
+
+
+@jax.jit
+def _pairs_to_matrix(k):
+    """``(d1, e1, d2, e2, ...)`` -> ``(d1 d2 ..., e1 e2 ...)``."""
+    perm = tuple(range(0, k.ndim, 2)) + tuple(range(1, k.ndim, 2))
+    return jnp.transpose(k, perm).reshape(int(np.prod(k.shape[0::2], dtype=int)),
+                                          int(np.prod(k.shape[1::2], dtype=int)))
+
+
+def _kernel_layout(m, dims: tuple):
+    """Inverse of :func:`_kernel_matrix` for a square matrix over outputs with untraced axes
+    of sizes ``dims``, with any leading (time) axes: ``(..., R, R)`` -> ``(..., d1, d1, d2,
+    d2, ...)``."""
+    lead = tuple(m.shape[:-2])
+    h, b = len(dims), len(lead)
+    m = m.reshape(lead + tuple(dims) + tuple(dims))
+    return jnp.transpose(m, tuple(range(b)) + tuple(b + i + j * h for i in range(h)
+                                                    for j in range(2)))
+
+
+def _check_rows(y_train, k, trace_axes: tuple, name: str):
+    """``y_train``'s leading dimension against a kernel's first axis (when the batch axis is
+    not traced), with the targets' finiteness."""
+    if 0 not in trace_axes and hasattr(k, "shape") and len(k.shape) >= 1:
+        check_targets(y_train, k.shape[0], "y_train", name)
+    else:
+        check_targets(y_train, y_train.shape[0], "y_train", name)
+
+
+# ---------------------------------------------------------------------------------------------
 # GP inference
 # ---------------------------------------------------------------------------------------------
 
 
-def gp_inference(k_train_train, y_train, *, diag_reg: float = 0.0,
-                 diag_reg_absolute_scale: bool = False):
+def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
+                 diag_reg_absolute_scale: bool = False, trace_axes=None):
     """Exact Gaussian-process posteriors from NNGP and NTK kernels.
 
     Let ``K`` be the NNGP, ``Theta`` the NTK, ``d`` the train and ``t`` the test inputs,
@@ -142,20 +269,37 @@ def gp_inference(k_train_train, y_train, *, diag_reg: float = 0.0,
       certain than ``'ntk'``: ``cov_ntkgp - cov_ntk`` is the covariance of
       ``delta_t - A delta_d``, positive semi-definite when ``Theta - K`` is.
 
+    Arguments and return values follow neural-tangents' ``predict.gp_inference``.
+
     Args:
-      k_train_train: an ``(N, N)`` or ``(N, N, O, O)`` array (a plain GP with that kernel;
-        ``get`` must then be ``None``), or a Kernel-like object / dict with ``nngp`` and
-        ``ntk`` entries (``'ntkgp'`` reads only ``ntk``).
-      y_train: ``(N, O)`` (or ``(N,)``) targets.
+      k_train_train: an array (a plain GP with that kernel, used for every ``get`` entry),
+        or a Kernel-like object / dict with ``nngp`` and ``ntk`` entries (``'ntkgp'`` reads
+        only ``ntk``; the ``'ntk'`` covariance needs both). Arrays in neural-tangents'
+        layout: ``(N, N)``, with a pair of axes per untraced output axis (``(N, N, O, O)``
+        for ``(N, O)`` targets and ``trace_axes=()``).
+      y_train: ``(N, ...)`` targets.
+      diag_reg: ridge ``lambda >= 0``, relative to the mean diagonal of the (flattened)
+        train-train kernel unless ``diag_reg_absolute_scale``.
+      trace_axes: axes of ``y_train`` the kernels lack (``Theta (x) I`` along them), as in
+        neural-tangents; ``None`` (default) reads them from the rank of ``k_train_train``:
+        neural-tangents' ``(-1,)`` for an ``(N, N)`` kernel of ``(N, O)`` targets, ``()``
+        for ``(N, N, O, O)``.
     Returns:
-      ``predict_fn(get=None, k_test_train=None, k_test_test=None)``. ``k_test_train`` is
-      ``(N_test, N)`` (or full / Kernel-like); ``k_test_test`` ``(N_test, N_test)``. With an
-      array kernel it returns a :class:`Gaussian`; with a Kernel-like one, a namedtuple
-      ``Gaussians`` with one :class:`Gaussian` per ``get`` entry, in that order (as in
-      neural-tangents; also indexable by name, ``out['ntk']``; ``get`` default
-      ``('nngp', 'ntk')``, entries from ``'nngp'``, ``'ntk'``, ``'ntkgp'`` in any case; a
-      string returns one :class:`Gaussian`). Without
-      ``k_test_train`` the train-set posterior is returned.
+      ``predict_fn(get=None, k_test_train=None, k_test_test=None)``. ``get``: ``'nngp'``,
+      ``'ntk'``, ``'ntkgp'`` (any case) or a tuple of them; ``None`` is ``('nngp',
+      'ntk')``. A name returns one entry, a tuple a namedtuple ``Gaussians`` with one entry
+      per name in that order (also indexable by name, ``out['ntk']``). An entry is the
+      posterior mean ``(N_test, ...)`` when ``k_test_test`` is None, else a
+      :class:`Gaussian` whose covariance is in the kernel layout (``(N_test, N_test)``
+      traced, ``(N_test, N_test, O, O)`` with ``trace_axes=()``). ``k_test_train``
+      ``(N_test, N, ...)`` (array or Kernel-like); ``None`` gives the posterior on the
+      training inputs, ``N(y_train, 0)`` (without the ridge: pass ``k_test_train =
+      k_train_train`` for the ridge's fit), and then any non-None ``k_test_test`` (e.g.
+      ``True``) asks for that zero covariance. One exception to neural-tangents, kept for
+      this project's callers: with an array ``k_train_train`` and ``get=None`` the single
+      posterior of that kernel is returned as a :class:`Gaussian` (covariance ``None``
+      without ``k_test_test``), where neural-tangents returns it twice, as ``nngp`` and
+      ``ntk``.
 
     References:
       Lee, Xiao, Schoenholz, Bahri, Novak, Sohl-Dickstein & Pennington, 2019, "Wide Neural
@@ -164,95 +308,110 @@ def gp_inference(k_train_train, y_train, *, diag_reg: float = 0.0,
       Neural Tangent Kernel", arXiv:2007.05864.
     """
     is_array = hasattr(k_train_train, "ndim")
+    present = tuple(g for g in ("nngp", "ntk") if is_array or _has_kernel(k_train_train, g))
+    if not present:
+        raise ValueError(f"`k_train_train` of type {type(k_train_train).__name__} has neither "
+                         f"an 'nngp' nor an 'ntk' kernel.")
+    first = _get_kernel(k_train_train, present[0], "k_train_train")
+    axes = _canonical_trace_axes(trace_axes, y_train, getattr(first, "ndim", None))
     y_shape = tuple(y_train.shape)
+    _check_rows(y_train, first, axes, "k_train_train")
+    solvers._check_nonneg(diag_reg, "diag_reg")
+    y2 = _to_matrix(jnp.asarray(y_train), axes)
 
-    def prepare(g):
-        kdd, o = _flatten(_get_kernel(k_train_train, g, "k_train_train"), "k_train_train",
-                          True)
-        check_kernel(kdd, "k_train_train")
-        y2 = _targets(y_train, kdd.shape[0], o, "k_train_train")
-        kreg, _ = _regularize(kdd, diag_reg, diag_reg_absolute_scale)
-        chol = solvers.cholesky_factor(kreg, 0.0, check=False)
-        return kdd, o, y2, chol
+    # Validate and factor eagerly, so that bad input fails here, not at the first prediction.
+    prepared = {}
+    for g in present:
+        kdd = _kernel_matrix(_get_kernel(k_train_train, g, "k_train_train"), "k_train_train",
+                             y_shape, axes, symmetric=True)
+        factor, alpha, ridge = _regularized_cholesky(kdd, diag_reg, y2.astype(kdd.dtype),
+                                                     absolute=diag_reg_absolute_scale)
+        fc = _concrete(factor)
+        if fc is not None and not np.all(np.isfinite(fc)):
+            # not positive definite at this ridge: the adaptive jitter ladder (or its error)
+            eye = np.eye(kdd.shape[0], dtype=kdd.dtype)
+            chol = solvers.cholesky_factor(kdd + ridge * eye, 0.0, check=False)
+            factor, alpha = chol.factor, solvers.cho_solve(chol, y2.astype(kdd.dtype))
+        prepared[g] = (kdd, factor, alpha)
 
-    cache = {}
-
-    def get_prepared(g):
-        if g not in cache:
-            cache[g] = prepare(g)
-        return cache[g]
-
-    # Validate (and factor) eagerly so bad input fails here, not at the first prediction.
-    for g in (("nngp",) if is_array else ("nngp", "ntk")):
-        try:
-            _get_kernel(k_train_train, g, "k_train_train")
-        except ValueError:
-            continue
-        get_prepared(g)
-
-    def mean_shape(n_test, o):
-        if o is None:
-            return (n_test,) + y_shape[1:]
-        return (n_test, o)
+    def train_matrix(g, why):
+        if g not in prepared:
+            raise ValueError(f"`k_train_train` of type {type(k_train_train).__name__} has no "
+                             f"'{g}' kernel, which {why} needs.")
+        return prepared[g]
 
     def one(g, k_test_train, k_test_test):
         k = "ntk" if g == "ntkgp" else g  # the NTKGP posterior conditions the NTK prior
-        kdd, o, y2, chol = get_prepared(k)
-        if k_test_train is None:
-            ktd = kdd
-        else:
-            ktd, o2 = _flatten(_get_kernel(k_test_train, k, "k_test_train"), "k_test_train",
-                               False)
-            check_kernel(ktd, "k_test_train", symmetric=False, n=kdd.shape[0])
-        n_test = ktd.shape[0] // (o or 1)
-        alpha = solvers.cho_solve(chol, y2)
-        mean = (ktd @ alpha).reshape(mean_shape(n_test, o))
+        kdd, factor, alpha = train_matrix(k, f"get={g!r}")
+        if k_test_train is None:  # the training inputs: N(y_train, 0), as neural-tangents
+            mean = jnp.asarray(y_train, kdd.dtype)
+            if k_test_test is None:
+                return mean
+            raw = _get_kernel(k_train_train, k, "k_train_train")
+            return Gaussian(mean, jnp.zeros(raw.shape, kdd.dtype))
+        ktd_raw = _get_kernel(k_test_train, k, "k_test_train")
+        ktd = _kernel_matrix(ktd_raw, "k_test_train", y_shape, axes, symmetric=False)
+        out_shape = _output_shape(tuple(ktd_raw.shape), y_shape, axes)
+        layout = (out_shape, axes)
         if k_test_test is None:
-            return Gaussian(mean, None)
-        if g in ("nngp", "ntkgp"):
-            ktt, _ = _flatten(_get_kernel(k_test_test, k, "k_test_test"), "k_test_test",
-                              True)
-            check_kernel(ktt, "k_test_test")
-            v = solvers.cho_solve(chol, ktd.T)
-            cov = ktt - ktd @ v
-        else:
-            nngp_dd, _ = _flatten(_get_kernel(k_train_train, "nngp", "k_train_train"),
-                                  "k_train_train", True)
-            nngp_td = (nngp_dd if k_test_train is None else
-                       _flatten(_get_kernel(k_test_train, "nngp", "k_test_train"),
-                                "k_test_train", False)[0])
-            ktt, _ = _flatten(_get_kernel(k_test_test, "nngp", "k_test_test"), "k_test_test",
-                              True)
-            check_kernel(ktt, "k_test_test")
-            a = solvers.cho_solve(chol, ktd.T).T  # Theta_td Theta_dd^{-1}
-            cross = a @ nngp_td.T
-            cov = ktt + a @ nngp_dd @ a.T - cross - cross.T
-        return Gaussian(mean, 0.5 * (cov + cov.T))
+            return _gp_posterior(factor, alpha, ktd, None, None, None, g=g, layout=layout)[0]
+        prior = "ntk" if g == "ntkgp" else "nngp"  # the kernel of the networks at init
+        if g == "ntk" and (is_array or not _has_kernel(k_test_train, "nngp")
+                           or "nngp" not in prepared):
+            raise ValueError("The 'ntk' posterior covariance on test inputs needs the NNGP "
+                             "too: `k_train_train` and `k_test_train` must both carry "
+                             "'nngp' and 'ntk' kernels (Kernel-like objects or dicts).")
+        ktt = _kernel_matrix(_get_kernel(k_test_test, prior, "k_test_test"), "k_test_test",
+                             out_shape, axes, symmetric=True)
+        nngp_dd = nngp_td = None
+        if g == "ntk":
+            nngp_dd = prepared["nngp"][0]
+            nngp_td = _kernel_matrix(_get_kernel(k_test_train, "nngp", "k_test_train"),
+                                     "k_test_train", y_shape, axes, symmetric=False)
+        return Gaussian(*_gp_posterior(factor, alpha, ktd, ktt, nngp_dd, nngp_td, g=g,
+                                       layout=layout))
 
     def predict_fn(get: Union[None, str, Sequence[str]] = None, k_test_train=None,
                    k_test_test=None):
-        if is_array:
-            if get not in (None, "nngp"):
-                raise ValueError("`k_train_train` is a single array: `get` must be None "
-                                 f"(plain GP posterior with that kernel), got {get!r}.")
-            return one("nngp", k_test_train, k_test_test)
-        gets = ("nngp", "ntk") if get is None else get
-        # names in any case, as in neural-tangents ('NTK' is 'ntk')
-        gets = (gets.lower() if isinstance(gets, str) else
-                tuple(g.lower() if isinstance(g, str) else g for g in gets))
-        if isinstance(gets, str):
-            if gets not in ("nngp", "ntk", "ntkgp"):
-                raise ValueError(f"`get` must be 'nngp', 'ntk' or 'ntkgp', got {gets!r}.")
-            return one(gets, k_test_train, k_test_test)
-        for g in gets:
-            if g not in ("nngp", "ntk", "ntkgp"):
-                raise ValueError(f"`get` entries must be 'nngp', 'ntk' or 'ntkgp', got {g!r}.")
-        if len(set(gets)) != len(gets):
-            raise ValueError(f"`get` entries must be unique, got {get!r}.")
-        return _named_gaussians(tuple(gets))(*(one(g, k_test_train, k_test_test)
-                                               for g in gets))
+        if is_array and get is None:  # this project's plain-GP form (see above)
+            out = one("nngp", k_test_train, k_test_test)
+            return out if isinstance(out, Gaussian) else Gaussian(out, None)
+        single, names = _canonical_get(get, ("nngp", "ntk", "ntkgp"))
+        entries = tuple(one(g, k_test_train, k_test_test) for g in names)
+        return entries[0] if single else _named_gaussians(names)(*entries)
 
     return predict_fn
+
+
+@functools.partial(jax.jit, static_argnames=("absolute",))
+def _regularized_cholesky(kdd, diag_reg, y2, *, absolute: bool):
+    """Lower Cholesky factor of ``K + lambda I`` (``lambda`` relative to the mean diagonal
+    unless ``absolute``), ``(K + lambda I)^{-1} Y`` and the absolute ``lambda``; the factor
+    has NaNs when the regularized kernel is not positive definite."""
+    n = kdd.shape[0]
+    ridge = diag_reg * (1.0 if absolute else jnp.trace(kdd) / n)
+    factor = jnp.linalg.cholesky(kdd + ridge * jnp.eye(n, dtype=kdd.dtype))
+    return factor, jax.scipy.linalg.cho_solve((factor, True), y2), ridge
+
+
+@functools.partial(jax.jit, static_argnames=("g", "layout"))
+def _gp_posterior(factor, alpha, ktd, ktt, nngp_dd, nngp_td, *, g: str, layout: tuple):
+    """:func:`gp_inference`'s mean (outputs of ``out_shape``) and, when ``ktt`` is given,
+    covariance (kernel layout) on test inputs; ``factor`` is the train kernel's (``Theta``
+    for 'ntk' / 'ntkgp'), ``nngp_*`` are the NNGP blocks the 'ntk' covariance needs."""
+    out_shape, axes = layout
+    mean = _from_matrix(ktd @ alpha, out_shape, axes)
+    if ktt is None:
+        return mean, None
+    solved = jax.scipy.linalg.cho_solve((factor, True), ktd.T)  # K_dd^{-1} K_dt
+    if g in ("nngp", "ntkgp"):
+        cov = ktt - ktd @ solved
+    else:
+        a = solved.T  # Theta_td Theta_dd^{-1}
+        cross = a @ nngp_td.T
+        cov = ktt + a @ nngp_dd @ a.T - cross - cross.T
+    dims = tuple(out_shape[a] for a in _kept_axes(len(out_shape), axes))
+    return mean, _kernel_layout(0.5 * (cov + cov.T), dims)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,8 +487,9 @@ def _decompose(kdd, diag_reg, absolute: bool) -> _Decomposed:
                        extremes)
 
 
-def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0, *,
-                         diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False):
+def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
+                         diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
+                         trace_axes=None):
     """Closed-form outputs of a linearized network trained by gradient flow on MSE.
 
     With ``K = k_train_train + lambda I``, ``eta = learning_rate``, ``n = y_train.size`` and
@@ -338,147 +498,101 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0, *,
         f_train(t) = Y + exp(-eta t K / n) (f_train(0) - Y)
         f_test(t)  = f_test(0) + K_td K^{-1} (I - exp(-eta t K / n)) (Y - f_train(0))
 
-    (Lee et al. 2019, eqs. 9-10; neural-tangents' ``gradient_descent_mse``). The matrix
-    functions are applied in the eigenbasis: ``K^{-1}(I - e^{-s K})`` uses
-    ``(1 - e^{-s k_i}) / k_i``, whose ``k_i -> 0`` limit ``s`` is taken exactly, so a
-    rank-deficient kernel gives finite outputs at every finite ``t`` and the pseudo-inverse
-    (minimum-norm) solution at ``t = inf``. Negative eigenvalues from round-off are clipped.
+    (Lee et al. 2019, eqs. 9-10; neural-tangents' ``gradient_descent_mse``, whose arguments
+    and ``trace_axes`` this takes). The matrix functions are applied in the eigenbasis:
+    ``K^{-1}(I - e^{-s K})`` uses ``(1 - e^{-s k_i}) / k_i``, whose ``k_i -> 0`` limit ``s``
+    is taken exactly, so a rank-deficient kernel gives finite outputs at every finite ``t``
+    and the pseudo-inverse (minimum-norm) solution at ``t = inf``. Negative eigenvalues from
+    round-off are clipped.
 
     Args:
-      k_train_train: ``(N, N)`` or ``(N, N, O, O)``.
-      y_train: ``(N, O)`` (or ``(N,)``).
+      k_train_train: in neural-tangents' layout: ``(N, N)``, with a pair of axes per
+        untraced output axis (``(N, N, O, O)`` for ``(N, O)`` targets and ``trace_axes=()``).
+      y_train: ``(N, ...)`` targets.
+      learning_rate: ``eta > 0``; ``t`` counts steps of it.
+      diag_reg: ridge ``lambda >= 0``, relative to the mean diagonal of the (flattened)
+        kernel unless ``diag_reg_absolute_scale``.
+      trace_axes: axes of ``y_train`` the kernels lack (``Theta (x) I`` along them), as in
+        neural-tangents; ``None`` (default) reads them from the kernel's rank (``(-1,)`` for
+        ``(N, N)`` and ``(N, O)`` targets, ``()`` for ``(N, N, O, O)``).
     Returns:
-      ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)``: ``t`` a
-      scalar ``>= 0``, ``None`` or ``inf`` (``t = inf``), or a 1-D array of times (then
-      outputs get a leading time axis). Returns ``fx_train_t``, or ``(fx_train_t,
-      fx_test_t)`` when ``k_test_train`` (``(N_test, N)`` / ``(N_test, N, O, O)``) is given.
+      ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)``: ``t``
+      ``None`` (= inf) or times ``>= 0`` of any shape (outputs get leading axes
+      ``t.shape``). Returns ``fx_train_t``; ``(fx_train_t, fx_test_t)`` when
+      ``k_test_train`` (``(N_test, N, ...)``) is given; ``fx_test_t`` alone when
+      ``fx_train_0`` is None (neural-tangents' "no training outputs"; the dynamics start
+      from zero training outputs). ``fx_test_0=None`` with ``k_test_train`` starts the test
+      outputs from zero (neural-tangents would return ``fx_train_t`` only).
+
+    References:
+      Lee, Xiao, Schoenholz, Bahri, Novak, Sohl-Dickstein & Pennington, 2019, "Wide Neural
+      Networks of Any Depth Evolve as Linear Models Under Gradient Descent",
+      arXiv:1902.06720.
     """
-    kdd, o = _flatten(k_train_train, "k_train_train", True)
-    check_kernel(kdd, "k_train_train")
-    y2 = _targets(y_train, kdd.shape[0], o, "k_train_train")
+    axes = _canonical_trace_axes(trace_axes, y_train, getattr(k_train_train, "ndim", None))
+    y_shape = tuple(y_train.shape)
+    _check_rows(y_train, k_train_train, axes, "k_train_train")
+    kdd = _kernel_matrix(k_train_train, "k_train_train", y_shape, axes, symmetric=True)
     _check_learning_rate(learning_rate)
     basis = _eigenbasis(kdd, diag_reg, diag_reg_absolute_scale, "k_train_train")
-    normalization = y_train.size
-    n_rows = kdd.shape[0]
-    y_shape = tuple(y_train.shape)
+    dtype = kdd.dtype
+    y_train = jnp.asarray(y_train, dtype)
+    rate = learning_rate / y_train.size
+
+    def initial(value, shape, name):
+        v = jnp.asarray(value, dtype)
+        try:
+            np.broadcast_shapes(v.shape, shape)
+        except ValueError:
+            raise ValueError(f"`{name}` of shape {tuple(v.shape)} does not broadcast to "
+                             f"{shape}.") from None
+        return v
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
-        t_arr = jnp.asarray(jnp.inf if t is None else t, dtype=kdd.dtype)
+        t_arr = jnp.asarray(jnp.inf if t is None else t, dtype=dtype)
         _check_time(t_arr)
-        if t_arr.ndim > 1:
-            raise ValueError(f"`t` must be a scalar or 1-D array of times, got shape "
-                             f"{tuple(t_arr.shape)}.")
-        f0 = jnp.broadcast_to(jnp.asarray(fx_train_0, kdd.dtype), y_shape).reshape(y2.shape)
-        if k_test_train is not None:
-            ktd, _ = _flatten(k_test_train, "k_test_train", False)
-            check_kernel(ktd, "k_test_train", symmetric=False, n=n_rows)
-            n_test = ktd.shape[0] // (o or 1)
-            test_shape = (n_test,) + y_shape[1:] if o is None else (n_test, o)
-            ft0 = (jnp.zeros(test_shape, kdd.dtype) if fx_test_0 is None else
-                   jnp.broadcast_to(jnp.asarray(fx_test_0, kdd.dtype), test_shape))
-            ft0 = ft0.reshape(ktd.shape[0], -1)
-        elif fx_test_0 is not None:
+        if fx_test_0 is not None and k_test_train is None:
             raise ValueError("`fx_test_0` was given without `k_test_train`.")
-
-        def at(ti):
-            s = learning_rate * ti / normalization
-            ftr = y2 + basis.apply(basis.decay(s), f0 - y2)
-            if k_test_train is None:
-                return ftr.reshape(y_shape)
-            fte = ft0 + ktd @ basis.apply(basis.inv_growth(s), y2 - f0)
-            return ftr.reshape(y_shape), fte.reshape(test_shape)
-
-        if t_arr.ndim == 0:
-            return at(t_arr)
-        return jax.vmap(at)(t_arr)
+        if fx_train_0 is None and k_test_train is None:
+            raise ValueError("`fx_train_0` and `k_test_train` are both None: nothing to "
+                             "predict.")
+        f0 = initial(0.0 if fx_train_0 is None else fx_train_0, y_shape, "fx_train_0")
+        ktd, ft0, test_shape = None, None, None
+        if k_test_train is not None:
+            ktd = _kernel_matrix(k_test_train, "k_test_train", y_shape, axes, symmetric=False)
+            test_shape = _output_shape(tuple(k_test_train.shape), y_shape, axes)
+            ft0 = initial(0.0 if fx_test_0 is None else fx_test_0, test_shape, "fx_test_0")
+        ftr, fte = _mse_dynamics(basis, t_arr, rate, y_train, f0, ft0, ktd,
+                                 layout=(test_shape, axes))
+        if k_test_train is None:
+            return ftr
+        return fte if fx_train_0 is None else (ftr, fte)
 
     return predict_fn
 
 
-# ---------------------------------------------------------------------------------------------
-# Output layouts: neural-tangents' `trace_axes`
-# ---------------------------------------------------------------------------------------------
+@functools.partial(jax.jit, static_argnames=("layout",))
+def _mse_dynamics(basis: _Eigenbasis, t, rate, y_train, fx_train_0, fx_test_0, ktd, *,
+                  layout: tuple):
+    """:func:`gradient_descent_mse`'s outputs at times ``t`` (any shape), compiled once per
+    shapes and layout; test outputs when ``ktd`` is given."""
+    test_shape, axes = layout
+    y_shape = y_train.shape
+    y2 = _to_matrix(y_train, axes)
+    f0 = _to_matrix(jnp.broadcast_to(fx_train_0, y_shape), axes)
+    if ktd is not None:
+        ft0 = _to_matrix(jnp.broadcast_to(fx_test_0, test_shape), axes)
 
+    def at(s):
+        ftr = _from_matrix(y2 + basis.apply(basis.decay(s), f0 - y2), y_shape, axes)
+        if ktd is None:
+            return ftr, None
+        fte = ft0 + ktd @ basis.apply(basis.inv_growth(s), y2 - f0)
+        return ftr, _from_matrix(fte, test_shape, axes)
 
-def _canonical_trace_axes(trace_axes, y_train) -> tuple:
-    """``trace_axes`` as sorted non-negative axes of ``y_train`` (the axes a kernel is
-    block-diagonal along, ``Theta (x) I``). The batch axis 0 cannot be traced; 1-D targets
-    have no output axis, so nothing is traced whatever ``trace_axes`` says."""
-    if not hasattr(y_train, "shape") or not hasattr(y_train, "ndim"):
-        raise TypeError(f"`y_train` must be an array, got {type(y_train).__name__}.")
-    if y_train.ndim == 0:
-        raise ValueError("`y_train` must have a leading batch axis, got a scalar.")
-    axes = (trace_axes,) if isinstance(trace_axes, (int, np.integer)) else trace_axes
-    try:
-        axes = tuple(int(a) for a in axes)
-    except TypeError:
-        raise TypeError(f"`trace_axes` must be an int or a sequence of ints, got "
-                        f"{trace_axes!r}.") from None
-    nd = y_train.ndim
-    for a in axes:
-        if not -nd <= a < nd:
-            raise ValueError(f"`trace_axes`={trace_axes!r} is out of range for `y_train` of "
-                             f"shape {tuple(y_train.shape)}.")
-    out = sorted({a % nd for a in axes})
-    if nd == 1:
-        return ()
-    if 0 in out:
-        raise ValueError(f"`trace_axes`={trace_axes!r} contains the batch axis 0 of `y_train` "
-                         f"(shape {tuple(y_train.shape)}); only output axes can be traced.")
-    return tuple(out)
-
-
-def _to_matrix(f, trace_axes: tuple):
-    """Outputs ``(N, *rest)`` -> ``(rows, columns)``: the batch and untraced axes make the
-    rows (flattened in the order of a kernel's rows), the traced axes the columns."""
-    last = tuple(range(f.ndim - len(trace_axes), f.ndim))
-    n_cols = int(np.prod([f.shape[a] for a in trace_axes], dtype=int))
-    return jnp.moveaxis(f, trace_axes, last).reshape(-1, n_cols)
-
-
-def _from_matrix(m, shape: tuple, trace_axes: tuple):
-    """Inverse of :func:`_to_matrix` for outputs of ``shape``."""
-    kept = [shape[a] for a in range(len(shape)) if a not in trace_axes]
-    traced = [shape[a] for a in trace_axes]
-    last = tuple(range(len(shape) - len(trace_axes), len(shape)))
-    return jnp.moveaxis(m.reshape(kept + traced), last, trace_axes)
-
-
-def _output_dims(y_shape: tuple, trace_axes: tuple) -> tuple:
-    return tuple(y_shape[a] for a in range(1, len(y_shape)) if a not in trace_axes)
-
-
-def _kernel_matrix(k, name: str, y_shape: tuple, trace_axes: tuple, symmetric: bool):
-    """A kernel in neural-tangents' layout ``(N1, N2, d1, d1, d2, d2, ...)`` (one pair per
-    untraced output axis) as the matrix ``(N1 d1 d2 ..., N2 d1 d2 ...)`` acting on
-    :func:`_to_matrix` rows; its shape is checked against ``y_train`` and ``trace_axes``."""
-    if not hasattr(k, "ndim") or not hasattr(k, "shape"):
-        raise TypeError(f"`{name}` must be an array, got {type(k).__name__}.")
-    n_train, dims = y_shape[0], _output_dims(y_shape, trace_axes)
-    pairs = tuple(d for d in dims for _ in range(2))
-    n1 = n_train if symmetric else (k.shape[0] if k.ndim else -1)
-    if tuple(k.shape) != (n1, n_train) + pairs:
-        want = (("N_test",) if not symmetric else (n_train,)) + (n_train,) + pairs
-        raise ValueError(f"`{name}` has shape {tuple(k.shape)}; for `y_train` of shape "
-                         f"{tuple(y_shape)} and trace_axes={trace_axes} it must be "
-                         f"({', '.join(str(w) for w in want)}).")
-    if k.ndim == 2:
-        return check_kernel(k, name, symmetric=symmetric, n=n_train)
-    perm = tuple(range(0, k.ndim, 2)) + tuple(range(1, k.ndim, 2))
-    rows = n1 * int(np.prod(dims, dtype=int))
-    k2 = jnp.transpose(k, perm).reshape(rows, n_train * int(np.prod(dims, dtype=int)))
-    return check_kernel(k2, name, symmetric=symmetric, n=k2.shape[1])
-
-
-def _kernel_layout(m, n: int, y_shape: tuple, trace_axes: tuple):
-    """Inverse of :func:`_kernel_matrix` for a square matrix over ``n`` inputs, with any
-    leading (time) axes: ``(..., n d1 ..., n d1 ...)`` -> ``(..., n, n, d1, d1, ...)``."""
-    dims = (n,) + _output_dims(y_shape, trace_axes)
-    lead = tuple(m.shape[:-2])
-    h, b = len(dims), len(lead)
-    m = m.reshape(lead + dims + dims)
-    return jnp.transpose(m, tuple(range(b)) + tuple(b + i + j * h for i in range(h)
-                                                    for j in range(2)))
+    ftr, fte = jax.vmap(at)(rate * t.reshape(-1))
+    ftr = ftr.reshape(t.shape + y_shape)
+    return ftr, None if ktd is None else fte.reshape(t.shape + test_shape)
 
 
 def _check_learning_rate(learning_rate):
@@ -585,7 +699,9 @@ def gradient_descent(loss: Callable, k_train_train, y_train, learning_rate: floa
       y_train: ``(N, ...)`` targets.
       learning_rate: ``eta > 0``.
       momentum: ``None`` (plain gradient descent) or ``m`` in ``[0, 1]``.
-      trace_axes: output axes along which the kernel is ``Theta (x) I``.
+      trace_axes: axes of ``y_train`` along which the kernel is ``Theta (x) I`` (and which
+        it lacks), as in neural-tangents; the batch axis 0 may be one (the kernel then has
+        no batch axes and test output ``i`` moves with training output ``i``).
     Returns:
       ``predict_fn(t=None, fx_train_or_state_0=0., fx_test_0=None, k_test_train=None)``:
       ``t`` a finite time (training steps, may be fractional) ``>= 0`` or an array of them
@@ -618,7 +734,7 @@ def gradient_descent(loss: Callable, k_train_train, y_train, learning_rate: floa
                         f"{type(loss).__name__}.")
     axes = _canonical_trace_axes(trace_axes, y_train)
     y_shape = tuple(y_train.shape)
-    check_targets(y_train, y_shape[0], "y_train", "k_train_train")
+    _check_rows(y_train, k_train_train, axes, "k_train_train")
     kdd = _kernel_matrix(k_train_train, "k_train_train", y_shape, axes, symmetric=True)
     _check_learning_rate(learning_rate)
     if momentum is not None:
@@ -682,8 +798,7 @@ def gradient_descent(loss: Callable, k_train_train, y_train, learning_rate: floa
         if k_test_train is not None:
             ktd = _kernel_matrix(k_test_train, "k_test_train", y_shape, axes,
                                  symmetric=False)
-            n_test = k_test_train.shape[0]
-            test_shape = (n_test,) + tuple(y_shape[a] for a in range(1, len(y_shape)))
+            test_shape = _output_shape(tuple(k_test_train.shape), y_shape, axes)
         else:
             ktd, test_shape = np.zeros((0, kdd.shape[0]), dtype), None
         state_0 = initial_state(fx_train_or_state_0, fx_test_0, test_shape)
@@ -724,19 +839,21 @@ def _named_gaussians(names: tuple):
     return type("Gaussians", (base,), {"__slots__": (), "__getitem__": getitem})
 
 
-def _canonical_get(get):
-    """``(single, names)``: ``get`` a name, a tuple of unique names, or None (both); names in
-    any case (``'NTK'`` is ``'ntk'``, as in neural-tangents)."""
+def _canonical_get(get, allowed: tuple = ("nngp", "ntk")):
+    """``(single, names)``: ``get`` a name, a tuple of unique names, or None (``('nngp',
+    'ntk')``); names in any case (``'NTK'`` is ``'ntk'``, as in neural-tangents)."""
     if get is None:
         return False, ("nngp", "ntk")
     single = isinstance(get, str)
     names = (get,) if single else tuple(get)
     names = tuple(g.lower() if isinstance(g, str) else g for g in names)
+    spelled = " or ".join(filter(None, [", ".join(repr(a) for a in allowed[:-1]),
+                                        repr(allowed[-1])]))
     if not names:
-        raise ValueError("`get` must be 'nngp', 'ntk' or a non-empty tuple of them.")
+        raise ValueError(f"`get` must be {spelled} or a non-empty tuple of them.")
     for g in names:
-        if g not in ("nngp", "ntk"):
-            raise ValueError(f"`get` entries must be 'nngp' or 'ntk', got {g!r}.")
+        if g not in allowed:
+            raise ValueError(f"`get` entries must be {spelled}, got {g!r}.")
     if len(set(names)) != len(names):
         raise ValueError(f"`get` entries must be unique, got {get!r}.")
     return single, names
@@ -811,7 +928,8 @@ def _ensemble_moments(basis: _Eigenbasis, y_train, t, rate, nngp_dd, k_td, nngp_
     if not compute_cov:
         return means, None
     covs = covs.reshape(t_shape + covs.shape[1:])
-    return means, _kernel_layout(covs, out_shape[0], out_shape, axes)
+    return means, _kernel_layout(covs, tuple(out_shape[a] for a in
+                                              _kept_axes(len(out_shape), axes)))
 
 
 def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train, y_train,
@@ -854,8 +972,9 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train, y_train,
       diag_reg: ridge ``lambda`` added to the train-train kernel before the
         eigendecomposition, relative to its mean diagonal unless
         ``diag_reg_absolute_scale``.
-      trace_axes: output axes the kernels are traced over (they are ``(N1, N2)`` for
-        ``(N, O)`` targets with ``(-1,)``, ``(N1, N2, O, O)`` with ``()``).
+      trace_axes: axes of ``y_train`` the kernels are traced over (they are ``(N1, N2)``
+        for ``(N, O)`` targets with ``(-1,)``, ``(N1, N2, O, O)`` with ``()``), as in
+        neural-tangents (the batch axis 0 included).
     Returns:
       ``predict_fn(t=None, x_test=None, get=None, compute_cov=False,
       **kernel_fn_test_test_kwargs)``: ``t`` ``None`` (= inf) or times ``>= 0`` of any shape
@@ -888,7 +1007,7 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train, y_train,
     check_targets(y_train, y_shape[0], "y_train", "kernel_fn(x_train)")
     _check_learning_rate(learning_rate)
     solvers._check_nonneg(diag_reg, "diag_reg")
-    n_train, normalization = y_shape[0], y_train.size
+    normalization = y_train.size
     train_kernels: dict = {}
     bases: dict = {}
 
@@ -925,25 +1044,25 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train, y_train,
             if kernel_fn_test_test_kwargs:
                 raise ValueError(f"Keyword arguments {sorted(kernel_fn_test_test_kwargs)} "
                                  f"are for test kernels, but `x_test` is None.")
-            ktd, ktt, n_out = None, None, n_train
+            ktd, ktt, out_shape = None, None, y_shape
         else:
             kw_td, kw_tt = _kernel_kwargs(kernel_fn_train_train_kwargs,
                                           kernel_fn_test_test_kwargs)
             raw = kernels(x_test, x_train, needed, kw_td, "kernel_fn(x_test, x_train)")
             ktd = {g: _kernel_matrix(k, f"kernel_fn(x_test, x_train).{g}", y_shape, axes,
                                      symmetric=False) for g, k in raw.items()}
-            n_out = raw[needed[0]].shape[0]
+            out_shape = _output_shape(tuple(raw[needed[0]].shape), y_shape, axes)
             ktt = None
             if compute_cov:
                 k = kernels(x_test, None, ("nngp",), kw_tt, "kernel_fn(x_test, None)")["nngp"]
                 ktt = _kernel_matrix(k, "kernel_fn(x_test, None).nngp",
-                                     (n_out,) + y_shape[1:], axes, symmetric=True)
+                                     out_shape, axes, symmetric=True)
         result = {}
         for g in names:
             mean, cov = _ensemble_moments(
-                basis(g), y_train, t_arr, learning_rate / normalization, kdd.get("nngp"), None if ktd is None else ktd[g],
-                None if ktd is None else ktd.get("nngp"), ktt, g=g, compute_cov=compute_cov,
-                layout=(t_arr.shape, (n_out,) + y_shape[1:], axes))
+                basis(g), y_train, t_arr, learning_rate / normalization, kdd.get("nngp"),
+                None if ktd is None else ktd[g], None if ktd is None else ktd.get("nngp"), ktt,
+                g=g, compute_cov=compute_cov, layout=(t_arr.shape, out_shape, axes))
             result[g] = Gaussian(mean, cov) if compute_cov else mean
         if single:
             return result[names[0]]

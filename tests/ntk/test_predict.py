@@ -220,16 +220,22 @@ def test_gp_inference_full_kernel_and_errors():
     o = 2
     full = jnp.einsum("ij,ab->ijab", nngp, jnp.eye(o))
     y = jnp.asarray(np.random.default_rng(7).normal(size=(12, o)))
-    p_full = predict.gp_inference(full[d, d], y, diag_reg=1e-2)(k_test_train=full[t, d])
-    p_tr = predict.gp_inference(nngp[d, d], y, diag_reg=1e-2)(k_test_train=nngp[t, d])
+    p_full = predict.gp_inference(full[d, d], y, diag_reg=1e-2)(k_test_train=full[t, d],
+                                                                 k_test_test=full[t, t])
+    p_tr = predict.gp_inference(nngp[d, d], y, diag_reg=1e-2)(k_test_train=nngp[t, d],
+                                                              k_test_test=nngp[t, t])
     np.testing.assert_allclose(p_full.mean, p_tr.mean, rtol=1e-9)
+    # K (x) I: the traced covariance (x) I, in the kernel layout (N_test, N_test, O, O)
+    np.testing.assert_allclose(p_full.covariance,
+                               jnp.einsum("ij,ab->ijab", p_tr.covariance, jnp.eye(o)),
+                               atol=1e-12)
     with pytest.raises(ValueError, match=r"leading dimension 12.*\(11, 2\)"):
         predict.gp_inference(nngp[d, d], y[:11])
     with pytest.raises(ValueError, match="diag_reg"):
         predict.gp_inference(nngp[d, d], y, diag_reg=-1.0)()
     with pytest.raises(ValueError, match="symmetric"):
         predict.gp_inference(nngp[d, d] + jnp.triu(jnp.ones((12, 12)), 1), y)()
-    with pytest.raises(ValueError, match="12 columns"):
+    with pytest.raises(ValueError, match=r"must be \(N_test, 12\)"):
         predict.gp_inference(nngp[d, d], y)(k_test_train=nngp[t, :11])
 
 

@@ -1,17 +1,20 @@
 """predict's neural-tangents entry points: gradient_descent (the function-space ODE of any
-loss) and gradient_descent_mse_ensemble (the Gaussian over an infinite trained ensemble).
+loss) and gradient_descent_mse_ensemble (the Gaussian over an infinite trained ensemble);
+neural-tangents' conventions (``trace_axes``, return forms) in every predictor.
 
 Truths that share no derivation with the code: the closed form of MSE dynamics
 (eigenbasis, ``gradient_descent_mse``) for the ODE solver; weight-space training of a linear
 model (its NTK is exact) for cross-entropy with and without momentum; ``np.linalg.solve`` /
 ``gp_inference`` (Cholesky) at t = inf; the exact push-forward of the NNGP prior through the
 linear dynamics (``scipy.linalg.expm``) at finite t; and neural-tangents 0.6.5 itself in the
-pinned reference environment.
+pinned reference environment (live, and the golden file
+``tests/golden/predict_nt065.npz`` made by ``reference/make_predict_golden.py``).
 """
 import collections
+import functools
+import json
 import os
 import subprocess
-import sys
 import tempfile
 import textwrap
 
@@ -22,6 +25,7 @@ import pytest
 import scipy.linalg
 
 from ntk import empirical_kernel_fn, predict, stax
+from reference import make_predict_golden as golden
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REF_PYTHON = os.path.join(ROOT, ".venv-ref", "bin", "python")
@@ -152,8 +156,8 @@ def test_gradient_descent_state_and_errors(linear_model):
         predict.gradient_descent(cross_entropy, kdd, y)(1.0, mid, k_test_train=ktd)
     with pytest.raises(ValueError, match=r"must be \(6, 6, 3, 3\)"):
         predict.gradient_descent(mse, kdd, y, trace_axes=())
-    with pytest.raises(ValueError, match="batch axis"):
-        predict.gradient_descent(mse, kdd, y, trace_axes=(0,))
+    with pytest.raises(ValueError, match=r"trace_axes=\(0,\) it must be \(3, 3\)"):
+        predict.gradient_descent(mse, kdd, y, trace_axes=(0,))  # the batch axis: (O, O)
     with pytest.raises(ValueError, match="momentum"):
         predict.gradient_descent(mse, kdd, y, momentum=1.5)
 
@@ -282,6 +286,64 @@ def test_ensemble_errors(data, kernels):
                                               learning_rate=0.0)
 
 
+# ------------------------------------------- neural-tangents' conventions, against closed forms
+
+
+def test_gradient_descent_mse_trace_axes_and_times(data):
+    """trace_axes as in neural-tangents: a full (N, N, O, O) kernel with trace_axes=() (or
+    read from its rank) is the dynamics of the flattened (N O, N O) kernel by
+    scipy.linalg.expm and solve; times of any shape lead the outputs; fx_train_0=None
+    returns the test outputs alone (the dynamics starting from zero training outputs)."""
+    kdd, ktd, y = data["kfull_dd"], data["kfull_td"], data["labels"]
+    f0, ft0 = data["f0_train"], data["f0_test"]
+    t = data["times"].reshape(2, 2)
+    explicit = predict.gradient_descent_mse(kdd, y, 0.7, 0.0, False, ())  # NT's positions
+    ftr, fte = explicit(t, f0, ft0, ktd)
+    assert ftr.shape == (2, 2, 6, 3) and fte.shape == (2, 2, 4, 3)
+    inferred = predict.gradient_descent_mse(kdd, y, learning_rate=0.7)
+    np.testing.assert_array_equal(inferred(t, f0, ft0, ktd)[1], fte)
+    k = kdd.transpose(0, 2, 1, 3).reshape(18, 18)
+    k_td = ktd.transpose(0, 2, 1, 3).reshape(12, 18)
+    for time, got_tr, got_te in zip(t.reshape(-1), ftr.reshape(4, -1), fte.reshape(4, -1)):
+        decay = scipy.linalg.expm(-0.7 * time / y.size * k)
+        resid = (f0 - y).reshape(-1)
+        np.testing.assert_allclose(got_tr, y.reshape(-1) + decay @ resid, atol=1e-10)
+        want_te = ft0.reshape(-1) - k_td @ np.linalg.solve(k, resid - decay @ resid)
+        np.testing.assert_allclose(got_te, want_te, atol=1e-8)
+    test_only = explicit(t, None, ft0, ktd)
+    np.testing.assert_allclose(test_only, explicit(t, 0.0, ft0, ktd)[1], atol=1e-12)
+    with pytest.raises(ValueError, match=r"trace_axes=\(1,\) it must be \(6, 6\)"):
+        predict.gradient_descent_mse(kdd, y, trace_axes=(-1,))
+
+
+def test_gp_inference_return_forms(data, kernels):
+    """neural-tangents' forms: the mean alone without k_test_test (equal to the ridge
+    regression by np.linalg.solve), a Gaussians namedtuple for tuple / None get, N(y, 0) on
+    the training inputs; the 'ntk' covariance refuses kernels without the NNGP. An array
+    kernel with get=None keeps the single plain-GP Gaussian."""
+    _, kdd, ktd, ktt = kernels
+    y, ridge = data["y_train"], 1e-2
+    fn = predict.gp_inference(kdd, y, ridge)  # a dict of arrays; diag_reg by position
+    reg = {g: kdd[g] + ridge * np.trace(kdd[g]) / 6 * np.eye(6) for g in kdd}
+    want = {g: ktd[g] @ np.linalg.solve(reg[g], y) for g in kdd}
+    mean = fn("nngp", ktd)
+    assert isinstance(mean, jax.Array) and mean.shape == (4, 2)
+    np.testing.assert_allclose(mean, want["nngp"], rtol=1e-10)
+    both = fn(None, ktd)
+    assert both._fields == ("nngp", "ntk")
+    np.testing.assert_allclose(both.ntk, want["ntk"], rtol=1e-10)
+    train = fn(("ntk", "nngp"), None, True)
+    for g in ("ntk", "nngp"):
+        np.testing.assert_array_equal(train[g].mean, y)
+        np.testing.assert_array_equal(train[g].covariance, np.zeros((6, 6)))
+    np.testing.assert_array_equal(fn("ntk"), y)
+    with pytest.raises(ValueError, match="needs the NNGP"):
+        predict.gp_inference(kdd["ntk"], y)("ntk", ktd["ntk"], ktt)
+    plain = predict.gp_inference(kdd["nngp"], y, ridge)(k_test_train=ktd["nngp"])
+    assert isinstance(plain, predict.Gaussian) and plain.covariance is None
+    np.testing.assert_allclose(plain.mean, want["nngp"], rtol=1e-10)
+
+
 # ------------------------------------------------------------------- neural-tangents, live
 
 _REFERENCE = textwrap.dedent("""
@@ -356,3 +418,46 @@ def test_matches_neural_tangents_live(data, kernels):
         scale = max(float(np.max(np.abs(nt[key]))), 1e-3)
         err = float(np.max(np.abs(np.asarray(value) - nt[key]))) / scale
         assert err < 1e-7, (key, err)
+
+
+# ------------------------------------------------------------ neural-tangents, golden file
+
+
+@functools.lru_cache(maxsize=1)
+def _golden():
+    with np.load(golden.GOLDEN) as data:
+        specs = json.loads(str(data["spec"]))
+        names = json.loads(str(data["names"]))
+        inputs = {k[len("input/"):]: np.asarray(data[k]) for k in data.files
+                  if k.startswith("input/")}
+        nt = {k[len("nt/"):]: np.asarray(data[k]) for k in data.files if k.startswith("nt/")}
+    return names, specs, inputs, nt
+
+
+# one case per convention in the default run (each new kernel shape costs compilations);
+# the other layouts and times run in `make test-all`
+_GOLDEN_DEFAULT = ("gd_traced_grid", "gd_3d_batch", "gd_test_only", "gp_default_get",
+                   "gp_three_gets", "gp_mean_only", "gp_mean_only_tuple", "gp_train_set_cov",
+                   "gp_train_set_mean", "gp_array_nngp", "gp_array_ntkgp", "gp_array_ntk_mean",
+                   "gp_3d_last", "ens_means")
+
+
+@pytest.mark.parametrize("name", [n if n in _GOLDEN_DEFAULT else
+                                  pytest.param(n, marks=pytest.mark.slow)
+                                  for n in _golden()[0]])
+def test_predictors_match_neural_tangents_golden(name):
+    """neural-tangents 0.6.5's gradient_descent_mse, gp_inference and
+    gradient_descent_mse_ensemble (float64, made in .venv-ref): the same calls, written once
+    for both libraries (``reference.make_predict_golden.call``), give the same nesting of
+    ``Gaussians`` / ``Gaussian`` / tuples / arrays and the same numbers to 1e-10 of the
+    largest entry, for traced, full, 3-D and batch-traced ``trace_axes`` layouts."""
+    names, specs, inputs, nt = _golden()
+    i = names.index(name)
+    structure, ours = golden.flatten(golden.call(
+        predict, specs[i], lambda key: None if key is None else inputs[key]))
+    assert structure == str(nt[f"{i}/structure"])
+    for path, value in ours.items():
+        want = nt[f"{i}{path}"]
+        assert value.shape == want.shape, (path, value.shape, want.shape)
+        scale = max(float(np.max(np.abs(want), initial=0.0)), 1e-3)
+        assert float(np.max(np.abs(value - want), initial=0.0)) < 1e-10 * scale, path
