@@ -21,13 +21,15 @@ import pytest
 import scipy.stats
 from threadpoolctl import threadpool_limits
 
+from experiments import deep_kernel_machines as study
 from limits import deep_kernel_machines as dkm
 from ntk import stax
 from ntk.predict import gp_inference
 
-# The fits below share one shape, P = 24 one-dimensional inputs, depth 2, ReLU, and the scales
-# of the synthetic task of experiments/deep_kernel_machines.py: their compiled programs (the
-# fit's objective, the stax NNGPs) are the quick study's, compiled once per test session.
+# The fits below share one shape, P = 24 training inputs, depth 2, ReLU, and the scales and test
+# shape of the synthetic task of experiments/deep_kernel_machines.py (whose stax network gives the
+# reference NNGPs): their compiled programs (the fit's objective, the predictive, the stax
+# kernels) are the quick study's, compiled once per test session.
 W_STD, B_STD = math.sqrt(2.0), 1.0
 P, DEPTH = 24, 2
 
@@ -41,10 +43,16 @@ def one_blas_thread():
 
 @pytest.fixture(scope="module")
 def task():
+    """The chirp of the synthetic task: 24 training inputs, 72 test inputs, with their stax
+    NNGPs ``G_1, G_2`` (training block) and top kernel (joint), by the study's stax network."""
     rng = np.random.default_rng(0)
-    x = rng.uniform(-2.0, 2.0, (P, 1))
-    y = np.sin(2 * np.pi * x / (x + 3)) + 0.1 * rng.standard_normal((P, 1))
-    return x, y
+    x = rng.uniform(-2.0, 2.0, (P + 72, 1))
+    y = np.sin(2 * np.pi * x / (x + 3)) + 0.1 * rng.standard_normal(x.shape)
+    return x[:P], y[:P], x[P:], study.stax_nngps(x, DEPTH, W_STD, B_STD)
+
+
+def _gram(x):
+    return W_STD ** 2 * x @ x.T / x.shape[1] + B_STD ** 2
 
 
 def _random_spd(rng, p, scale=1.0):
@@ -144,7 +152,7 @@ def test_gradient_against_finite_differences(tabular):
     differences along random directions, float64."""
     x, y = tabular
     rng = np.random.default_rng(5)
-    g0 = dkm.input_gram(x, W_STD, B_STD)
+    g0 = _gram(x)
     raw = 0.1 * rng.standard_normal((DEPTH, P, P))
     args = (g0, y, [1.5, 0.7], "relu", W_STD, B_STD, 0.1)
     _, grad = dkm.objective_and_gradient(raw, *args)
@@ -160,8 +168,8 @@ def test_gradient_against_finite_differences(tabular):
 def test_large_nu_recovers_the_nngp_at_rate_one_over_nu(task):
     """The maximiser's distance from the stax NNGP Grams falls tenfold per decade of ``nu``
     (first order in ``1/nu``), and ``nu = inf`` returns the NNGP Grams themselves."""
-    x, y = task
-    nngp = np.stack([_stax_nngp(x, l + 1) for l in range(DEPTH)])
+    x, y, _, kernels = task
+    nngp = np.stack([k[:P, :P] for k in kernels[:DEPTH]])
     exact = dkm.fit(x, y, DEPTH, math.inf, noise_var=0.01, W_std=W_STD, b_std=B_STD)
     np.testing.assert_allclose(exact.grams, nngp, rtol=1e-10)
     dist = []
@@ -172,6 +180,19 @@ def test_large_nu_recovers_the_nngp_at_rate_one_over_nu(task):
     ratios = np.asarray(dist[:-1]) / np.asarray(dist[1:])
     assert np.all((9 < ratios) & (ratios < 11)), dist
     assert dist[-1] < 1e-2
+
+
+def test_prediction_at_nu_inf_is_nngp_regression(task):
+    """``nu = inf``: the mean and covariance are those of GP regression with the stax NNGP of
+    ``serial(Dense, *[Relu, Dense] * (L + 1))`` (:func:`ntk.predict.gp_inference`)."""
+    x, y, x_test, kernels = task
+    model = dkm.fit(x, y, DEPTH, math.inf, noise_var=0.01, W_std=W_STD, b_std=B_STD)
+    pred = dkm.predict(model, x_test)
+    k = kernels[-1]
+    want = gp_inference(k[:P, :P], y, diag_reg=0.01, diag_reg_absolute_scale=True)(
+        k_test_train=k[P:, :P], k_test_test=k[P:, P:])
+    np.testing.assert_allclose(pred.mean, want.mean, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(pred.covariance, want.covariance, rtol=1e-7, atol=1e-10)
 
 
 def test_maximiser_is_stationary_in_the_grams(tabular):
@@ -189,7 +210,7 @@ def test_maximiser_is_stationary_in_the_grams(tabular):
     x, y = tabular
     nu, noise = (3.0, 10.0), 0.05
     fit = dkm.fit(x, y, DEPTH, nu, noise_var=noise, W_std=W_STD, b_std=B_STD)
-    grams = [np.asarray(dkm.input_gram(x, W_STD, B_STD))] + list(fit.grams)
+    grams = [_gram(x)] + list(fit.grams)
     kernels, pullbacks = [], []
     for g in grams:
         t, t_dot, t_diag = _relu_dual(g)
@@ -205,7 +226,10 @@ def test_maximiser_is_stationary_in_the_grams(tabular):
         assert np.linalg.norm(prior_pull) > 0.1
         assert np.linalg.norm(prior_pull + from_above) < 1e-5 * np.linalg.norm(prior_pull)
         upstream = -nu[l - 1] * (k_inv - k_inv @ grams[l] @ k_inv) / 2
-    nngp = dkm.nngp_grams(grams[0], DEPTH, "relu", W_STD, B_STD)
+    nngp = [grams[0]]
+    for _ in range(DEPTH):
+        nngp.append(W_STD ** 2 * _relu_dual(nngp[-1])[0] + B_STD ** 2)
+    nngp = np.stack(nngp[1:])
     assert np.linalg.norm(fit.grams - nngp) / np.linalg.norm(nngp) > 0.05
 
 
@@ -235,29 +259,12 @@ def test_deep_linear_one_layer_closed_form():
 
 
 @pytest.mark.slow
-def test_prediction_at_nu_inf_is_nngp_regression(task):
-    """``nu = inf``: the mean and covariance are those of GP regression with the stax NNGP of
-    ``serial(Dense, *[Relu, Dense] * (L + 1))`` (:func:`ntk.predict.gp_inference`)."""
-    x, y = task
-    x_test = np.random.default_rng(7).uniform(-2.5, 2.5, (4, 1))
-    model = dkm.fit(x, y, DEPTH, math.inf, noise_var=0.1, W_std=W_STD, b_std=B_STD)
-    pred = dkm.predict(model, x_test)
-    k_dd = _stax_nngp(x, DEPTH + 1)
-    k_td = _stax_nngp(x_test, DEPTH + 1, x2=x)
-    k_tt = _stax_nngp(x_test, DEPTH + 1)
-    want = gp_inference(k_dd, y, diag_reg=0.1, diag_reg_absolute_scale=True)(
-        k_test_train=k_td, k_test_test=k_tt)
-    np.testing.assert_allclose(pred.mean, want.mean, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(pred.covariance, want.covariance, rtol=1e-7, atol=1e-10)
-
-
-@pytest.mark.slow
 def test_training_inputs_propagate_to_their_learned_grams(task):
     """Conditioning a training input's features on the training features returns them: with
     test inputs equal to training inputs the propagated joint Grams repeat the learned ones, and
     the predictive mean there is the GP posterior mean of the top kernel at the training
     points."""
-    x, y = task
+    x, y, _, _ = task
     model = dkm.fit(x, y, DEPTH, 3.0, noise_var=0.01, W_std=W_STD, b_std=B_STD)
     rows = np.array([1, 2, 4])
     joint = dkm.propagate(model.grams, x, x[rows], "relu", W_STD, B_STD)
@@ -273,7 +280,7 @@ def test_training_inputs_propagate_to_their_learned_grams(task):
 
 
 def test_bad_input_is_a_clear_error(task):
-    x, y = task
+    x, y, _, _ = task
     with pytest.raises(ValueError, match="nu"):
         dkm.fit(x, y, DEPTH, [1.0, math.inf], noise_var=0.1)
     with pytest.raises(ValueError, match="nu"):
