@@ -67,9 +67,18 @@ def _is_kernel_input(x) -> bool:
 
 
 def _map_kernels(fn, ks):
+    """``fn`` on a kernel, or on every kernel of a (nested: ``parallel`` inside ``parallel``)
+    list of them."""
     if isinstance(ks, Kernel):
         return fn(ks)
-    return [fn(k) for k in ks]
+    return [_map_kernels(fn, k) for k in ks]
+
+
+def kernel_leaves(ks) -> list:
+    """The kernels of a kernel or of a (nested) list of them, in order."""
+    if isinstance(ks, Kernel):
+        return [ks]
+    return [k for sub in ks for k in kernel_leaves(sub)]
 
 
 def diagonalize(ks):
@@ -518,8 +527,7 @@ class KernelFn:
                                                    out_full=out_full), x1, x2)
             self._out_bytes_cache[key] = sum(
                 int(np.prod(m.shape)) * m.dtype.itemsize
-                for k in (out if isinstance(out, list) else [out])
-                for m in (k.nngp, k.ntk) if m is not None)
+                for k in kernel_leaves(out) for m in (k.nngp, k.ntk) if m is not None)
         return self._out_bytes_cache[key]
 
     def _blocked(self, fn, x1, x2, plan, pattern1=None, pattern2=None):
@@ -542,60 +550,68 @@ class KernelFn:
         n1, n2 = x1.shape[0], xb.shape[0]
         starts1 = list(range(0, n1, b1))
         starts2 = list(range(0, n2, b2))
-        rows = []
-        cov1_parts, cov2_parts = [], []
+        rows = []  # rows[bi][bj]: the block's kernels (every output of a list network)
         template = None
         cache = {}
         for bi, i in enumerate(starts1):
             row = []
             for bj, j in enumerate(starts2):
                 if same and bj < bi:
-                    kt = cache[(bj, bi)]
-                    row.append(kt)
+                    row.append(cache[(bj, bi)])
                     continue
                 a = x1[i:i + b1]
                 b = xb[j:j + b2]
                 diagonal_block = same and i == j
-                k = fn(a, None if diagonal_block else b, rows_of(pattern1, i, b1),
-                       None if diagonal_block else rows_of(pb, j, b2))
-                if k.nngp.shape[:2] != (a.shape[0], b.shape[0]):
+                out = fn(a, None if diagonal_block else b, rows_of(pattern1, i, b1),
+                         None if diagonal_block else rows_of(pb, j, b2))
+                ks = kernel_leaves(out)
+                if any(k.nngp.shape[:2] != (a.shape[0], b.shape[0]) for k in ks):
                     raise ValueError(
                         f"{self.name}: the network changes the batch (Index on the batch "
                         f"axis), so its kernel cannot be computed in blocks of inputs; pass "
                         f"batch_size=None with a larger memory_budget, or index the inputs")
                 if same:
-                    cache[(bi, bj)] = k
+                    cache[(bi, bj)] = ks
                 if template is None:
-                    template = k
-                row.append(k)
-                if (bj == bi) if same else (bj == 0):
-                    cov1_parts.append(k.cov1)
-                if bi == 0 and not same:
-                    cov2_parts.append(k.cov2 if k.cov2 is not None else k.cov1)
+                    template = out
+                row.append(ks)
             rows.append(row)
 
-        def assemble(field):
-            if getattr(template, field) is None:
+        def assemble(m, field):
+            if getattr(rows[0][0][m], field) is None:
                 return None
             out_rows = []
             for bi, row in enumerate(rows):
                 parts = []
-                for bj, k in enumerate(row):
-                    m = getattr(k, field)
+                for bj, ks in enumerate(row):
+                    part = getattr(ks[m], field)
                     if same and bj < bi:
-                        m = _transpose_pair(m, k)
-                    parts.append(m)
+                        part = _transpose_pair(part, ks[m])
+                    parts.append(part)
                 out_rows.append(jnp.concatenate(parts, axis=1))
             return jnp.concatenate(out_rows, axis=0)
 
-        return template.replace(
-            nngp=assemble("nngp"),
-            ntk=assemble("ntk"),
-            cov1=jnp.concatenate(cov1_parts, axis=0),
-            cov2=None if same else jnp.concatenate(cov2_parts, axis=0),
-            shape1=(n1,) + tuple(template.shape1[1:]),
-            shape2=(n2,) + tuple(template.shape2[1:]),
-        )
+        def whole(m):
+            first = rows[0][0][m]
+            # cov1 from the blocks on the diagonal (x2 = x1) or the first column; cov2 from
+            # the first row of blocks
+            cov1 = [rows[bi][bi if same else 0][m].cov1 for bi in range(len(rows))]
+            cov2 = None if same else jnp.concatenate(
+                [k[m].cov2 if k[m].cov2 is not None else k[m].cov1 for k in rows[0]], axis=0)
+            return first.replace(
+                nngp=assemble(m, "nngp"), ntk=assemble(m, "ntk"),
+                cov1=jnp.concatenate(cov1, axis=0), cov2=cov2,
+                shape1=(n1,) + tuple(first.shape1[1:]),
+                shape2=(n2,) + tuple(first.shape2[1:]))
+
+        return _like(template, iter([whole(m) for m in range(len(rows[0][0]))]))
+
+
+def _like(structure, kernels):
+    """The kernels from the iterator ``kernels`` in the (nested list) shape of ``structure``."""
+    if isinstance(structure, Kernel):
+        return next(kernels)
+    return [_like(k, kernels) for k in structure]
 
 
 def _transpose_pair(m, k: Kernel):

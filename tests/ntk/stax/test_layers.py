@@ -127,6 +127,24 @@ def test_fanin_weights_equal_scale_layer():
                                b[1](b_params, x), rtol=1e-12)
 
 
+def test_parallel_inside_parallel_gives_the_nested_branch_kernels():
+    """A network whose output is a nested list of kernels: each entry is the kernel of the
+    flat network along its branch (FanOut copies its input), whole and in blocks."""
+    x = _x((5, 3))
+    head = stax.Dense(8, 1.2, 0.1)
+    inner = stax.serial(stax.FanOut(2), stax.parallel(stax.Relu(), stax.Erf()))
+    net = stax.serial(head, stax.FanOut(2), stax.parallel(inner, stax.Identity()))
+    branches = [[stax.serial(head, stax.Relu()), stax.serial(head, stax.Erf())], head]
+    for batch_size in (None, 2):
+        k = net[2](x, None, ("nngp", "ntk"), batch_size=batch_size)
+        assert isinstance(k, list) and isinstance(k[0], list) and len(k[0]) == 2
+        for got, flat in ((k[0][0], branches[0][0]), (k[0][1], branches[0][1]),
+                          (k[1], branches[1])):
+            want = flat[2](x, None, ("nngp", "ntk"))
+            np.testing.assert_allclose(got.nngp, want.nngp, rtol=1e-12)
+            np.testing.assert_allclose(got.ntk, want.ntk, rtol=1e-12)
+
+
 def test_residual_depth_scaling_reaches_the_width_depth_ode_limit():
     """``Y_l = Y_{l-1} + L^-1/2 W_l relu(Y_{l-1})`` with ``W ~ N(0, 1/n)``: the variance
     follows ``dq/dt = E[relu(Z)^2] = q / 2``, so ``q_1 = q_0 e^{1/2}`` (Hayou & Yang 2023);
