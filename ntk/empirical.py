@@ -24,6 +24,15 @@ Three exact implementations (Novak, Sohl-Dickstein & Schoenholz 2022):
   to Jacobian contraction.
 - ``'auto'``: the cheapest of the three by a FLOP model of N, O, P and the layer sizes.
 
+Inputs and outputs may be pytrees (neural-tangents' semantics). Input leaves share the batch
+size; each example's leaves are packed into one row of an ``(N, D)`` array (exactly: mixed
+dtypes travel as bytes) and ``apply_fn`` is wrapped to unpack it, so planning, blocking and
+caching are those of array inputs. A pytree-valued ``apply_fn`` has one kernel per output leaf,
+returned in the output's structure: ``Theta[leaf] = sum_l s_l J_l^leaf(x1) J_l^leaf(x2)^T``,
+with no covariance between different leaves; ``trace_axes`` and ``diagonal_axes`` apply to
+each leaf's own axes. ``vmap_axes=(in_axes, out_axes)`` may be pytrees (prefixes of the
+inputs' and outputs' structures, as in ``jax.vmap``).
+
 Large kernels are computed in blocks of inputs under a memory budget (:mod:`ntk.budget`);
 rows of blocks can be sharded over devices (:mod:`ntk.distributed`).
 """
@@ -118,29 +127,122 @@ def _parse_implementation(implementation) -> Implementation:
 
 
 def _parse_vmap_axes(vmap_axes):
-    """``None`` (no batch independence assumed), an int (same axis for inputs and
-    outputs) or ``(in_axes, out_axes)`` / ``(in_axes, out_axes, kwargs_axes)``."""
+    """``None`` (no batch independence assumed), ``'auto'``, an int (same axis for inputs and
+    outputs) or ``(in_axes, out_axes)`` / ``(in_axes, out_axes, kwargs_axes)``, where
+    ``in_axes`` and ``out_axes`` are ints or pytrees of ints (prefixes of the inputs' and the
+    outputs' structures, as in ``jax.vmap``). Returns ``None``, ``'auto'``, ``(in, out)`` with
+    each an int or an :class:`_AxesTree`, or an :class:`_AmbiguousAxes` for a pair that
+    neural-tangents would read as ``in_axes = out_axes = vmap_axes``."""
     if vmap_axes is None:
         return None
     if isinstance(vmap_axes, str):
         if vmap_axes != "auto":
             raise ValueError(f"vmap_axes={vmap_axes!r}: the only string accepted is 'auto'")
         return "auto"
-    if isinstance(vmap_axes, (int, np.integer)):
+    if isinstance(vmap_axes, (int, np.integer)) and not isinstance(vmap_axes, bool):
         return int(vmap_axes), int(vmap_axes)
     if isinstance(vmap_axes, (tuple, list)) and len(vmap_axes) in (2, 3):
         in_axes, out_axes = vmap_axes[0], vmap_axes[1]
         kw = vmap_axes[2] if len(vmap_axes) == 3 else None
-        if kw and any(v is not None for v in dict(kw).values()):
+        if jax.tree_util.tree_leaves(kw):
             raise NotImplementedError(
                 "vmap_axes: batched keyword arguments are not supported; keyword arguments "
                 f"are passed unchanged to every call, got kwargs_axes={kw!r}")
-        if not all(isinstance(a, (int, np.integer)) for a in (in_axes, out_axes)):
-            raise TypeError(f"vmap_axes=(in_axes, out_axes[, kwargs_axes]) needs int axes, "
-                            f"got {vmap_axes!r}")
-        return int(in_axes), int(out_axes)
+        parsed = (_axes_spec(in_axes, "in_axes", vmap_axes),
+                  _axes_spec(out_axes, "out_axes", vmap_axes))
+        if len(vmap_axes) == 2 and not all(isinstance(a, int) for a in parsed):
+            # neural-tangents reads a pair as in_axes = out_axes = the pair; which reading
+            # fits is known once the inputs' structure is
+            return _AmbiguousAxes(parsed, _axes_spec(tuple(vmap_axes), "vmap_axes",
+                                                     vmap_axes))
+        return parsed
+    if isinstance(vmap_axes, (tuple, list, dict)):
+        raise TypeError(f"vmap_axes must be None, 'auto', an int or (in_axes, out_axes[, "
+                        f"kwargs_axes]) with int or pytree axes, got {vmap_axes!r}")
     raise TypeError(f"vmap_axes must be None, an int or (in_axes, out_axes[, kwargs_axes]), "
                     f"got {vmap_axes!r}")
+
+
+def _axes_spec(axes, name, whole):
+    if isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
+        return int(axes)
+    leaves, treedef = jax.tree_util.tree_flatten(axes, is_leaf=lambda a: a is None)
+    if axes is None or not leaves:
+        raise TypeError(f"vmap_axes=(in_axes, out_axes[, kwargs_axes]) needs int axes or "
+                        f"pytrees of them, got {name}={axes!r} in vmap_axes={whole!r}")
+    for a in leaves:
+        if a is not None and (not isinstance(a, (int, np.integer)) or isinstance(a, bool)):
+            raise TypeError(f"vmap_axes=(in_axes, out_axes[, kwargs_axes]) needs int axes or "
+                            f"pytrees of them, got {name}={axes!r} in vmap_axes={whole!r}")
+    return _AxesTree(treedef, tuple(None if a is None else int(a) for a in leaves), name)
+
+
+class _AxesTree:
+    """A pytree of batch axes (ints; ``None`` where the tree holds no arrays), hashable.
+
+    Each axis applies to every array leaf of the subtree at its position (a prefix of the
+    tree's structure, as ``jax.vmap``'s ``in_axes``)."""
+
+    __slots__ = ("treedef", "leaves", "name", "_hash")
+
+    def __init__(self, treedef, leaves: tuple, name: str):
+        self.treedef, self.leaves, self.name = treedef, leaves, name
+        self._hash = hash((treedef, leaves))
+
+    def __eq__(self, other):
+        return (isinstance(other, _AxesTree) and self.treedef == other.treedef
+                and self.leaves == other.leaves)
+
+    def __hash__(self):
+        return self._hash
+
+    def __repr__(self):
+        return repr(jax.tree_util.tree_unflatten(self.treedef, self.leaves))
+
+    def fits(self, tree) -> bool:
+        try:
+            self.treedef.flatten_up_to(tree)
+            return True
+        except (ValueError, TypeError):
+            return False
+
+    def per_leaf(self, tree, what: str) -> list:
+        """The axis of every array leaf of ``tree``, in ``tree_leaves`` order."""
+        try:
+            subtrees = self.treedef.flatten_up_to(tree)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"vmap_axes: {self.name}={self!r} does not match the structure of "
+                             f"{what}, {jax.tree_util.tree_structure(tree)}") from err
+        out = []
+        for axis, sub in zip(self.leaves, subtrees):
+            out.extend([axis] * len(jax.tree_util.tree_leaves(sub)))
+        return out
+
+
+class _AmbiguousAxes:
+    """A pair ``vmap_axes=(a, b)`` with a pytree in it: ``(in_axes=a, out_axes=b)`` when
+    ``a`` fits the inputs' structure, else neural-tangents' ``in_axes = out_axes = (a, b)``."""
+
+    __slots__ = ("pair", "whole")
+
+    def __init__(self, pair, whole):
+        self.pair, self.whole = pair, whole
+
+    def __eq__(self, other):
+        return isinstance(other, _AmbiguousAxes) and self.pair == other.pair
+
+    def __hash__(self):
+        return hash(self.pair)
+
+    def resolve(self, x1):
+        in_axes = self.pair[0]
+        if isinstance(in_axes, int) or in_axes.fits(x1):
+            return self.pair
+        if self.whole.fits(x1):
+            return self.whole, self.whole
+        raise ValueError(f"vmap_axes={self.whole!r} fits x1's structure "
+                         f"{jax.tree_util.tree_structure(x1)} neither as (in_axes, out_axes) "
+                         "nor as in_axes = out_axes = vmap_axes")
 
 
 def _is_tracer(x) -> bool:
@@ -178,11 +280,15 @@ def _check_inputs(x1, x2, in_axis: int):
                                  "entries (NaN or inf)")
 
 
+class _TreeOutput(Exception):
+    """Raised while planning for a single array output when ``apply_fn`` returns a pytree:
+    the call is planned again as one kernel per output leaf (:func:`_make_tree_plan`)."""
+
+
 def _output_shape(apply_fn, params, x, kwargs):
     out = validation.output_shape(apply_fn, params, x, "x1", **kwargs)
     if not hasattr(out, "shape"):
-        raise TypeError("apply_fn must return a single array, got "
-                        f"{jax.tree_util.tree_structure(out)}")
+        raise _TreeOutput()
     return tuple(out.shape), out.dtype
 
 
@@ -688,6 +794,7 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
 
     Args:
       apply_fn: ``apply_fn(params, x, **apply_kwargs) -> array`` with outputs ``(N, ...)``
+        (``x`` and the output may be pytrees: see the module docstring)
         (the batch axis where ``vmap_axes`` says). Any pytree of parameters: plain JAX,
         ``ntk.stax``, Flax (``model.apply``) or Equinox (a partitioned model).
       trace_axes: output axes to trace over; the kernel holds their *mean*
@@ -698,8 +805,14 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
         independent (:func:`detect_batch_independence`, once per input shape; ``plan()``
         reports what was found) and vmap over them if so; ``None``: assume nothing
         (Jacobians of whole batches, neural-tangents' default); or the batch axis of
-        inputs and outputs, an int or ``(in_axes, out_axes)``, along which examples are
-        independent: per-example derivatives are vmapped, which is much cheaper.
+        inputs and outputs, an int or ``(in_axes, out_axes[, kwargs_axes])``, along which
+        examples are independent: per-example derivatives are vmapped, which is much
+        cheaper. ``in_axes`` / ``out_axes`` may be pytrees of ints matching (a prefix of)
+        the inputs' / outputs' structure; a pair with a pytree in it whose first entry
+        does not fit the inputs is read as neural-tangents reads it, ``in_axes = out_axes
+        = vmap_axes``. With ``None`` or ``'auto'``, pytree inputs are split along axis 0
+        of every leaf where they share it, and taken whole otherwise. ``kwargs_axes`` must
+        batch nothing (keyword arguments go unchanged to every call).
       implementation: ``'jacobian'``, ``'ntvp'``, ``'structured'`` or ``'auto'``.
       param_scales: optional pytree of non-negative scalars with the structure of params;
         leaf ``l`` contributes ``s_l J_l J_l^T`` (``0`` drops it).
@@ -719,9 +832,11 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
     and settings; a repeated call costs its compiled computation.
 
     Returns:
-      ``ntk_fn(x1, x2, params, **apply_kwargs)``; ``x2=None`` means ``x2 = x1`` (and
-      reuses x1's derivatives). The result has shape ``(N1, N2)`` for outputs ``(N, O)``
-      with the default ``trace_axes``; see the module docstring for the general layout.
+      ``ntk_fn(x1, x2, params, **apply_kwargs)``; ``x2=None`` (or a pytree of ``None``)
+      means ``x2 = x1`` (and reuses x1's derivatives). The result has shape ``(N1, N2)``
+      for outputs ``(N, O)`` with the default ``trace_axes``; see the module docstring for
+      the general layout. A pytree-valued ``apply_fn`` gives a pytree of kernels (and
+      ``plan()`` a pytree of reports) with the output's structure.
     """
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
@@ -766,7 +881,9 @@ def empirical_nngp_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vm
 
     ``trace_axes`` (mean) and ``diagonal_axes`` as in :func:`empirical_ntk_fn`; for outputs
     of shape ``(N, O)`` the default gives ``(1/O) f(x1) . f(x2)``, shape ``(N1, N2)``. For
-    the covariance of hidden features, pass an ``apply_fn`` that returns them.
+    the covariance of hidden features, pass an ``apply_fn`` that returns them. Pytree inputs
+    and outputs as in :func:`empirical_ntk_fn`: one kernel per output leaf,
+    ``f_leaf(x1) f_leaf(x2)^T``.
 
     Returns ``nngp_fn(x1, x2, params, **apply_kwargs)``.
     """
@@ -806,7 +923,9 @@ def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), 
     case) returns that kernel's array, a tuple of names a namedtuple ``Kernels`` with those
     fields in that order, and ``None`` both, as ``Kernels(nngp, ntk)``. The kernels are those
     of :func:`empirical_nngp_fn` (``f(x1) f(x2)^T`` over the traced axes) and
-    :func:`empirical_ntk_fn` (``J(x1) J(x2)^T``).
+    :func:`empirical_ntk_fn` (``J(x1) J(x2)^T``). For a pytree-valued ``apply_fn`` a name
+    gives the pytree of kernels and a tuple the output's structure with a ``Kernels`` at
+    each leaf (as neural-tangents).
     """
     ntk = empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation,
                            param_scales, memory_budget)
@@ -828,7 +947,10 @@ def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), 
         if not names or len(set(names)) != len(names):
             raise ValueError(f"get={get!r}: expected distinct names")
         out = [fns[g](x1, x2, params, **apply_kwargs) for g in names]
-        return out[0] if isinstance(get, str) else _kernels_tuple(names)(*out)
+        if isinstance(get, str):
+            return out[0]
+        # a pytree-valued apply_fn: the output's structure, a namedtuple at each leaf
+        return jax.tree_util.tree_map(_kernels_tuple(names), *out)
 
     return kernel_fn
 
@@ -887,6 +1009,12 @@ def empirical_ntk_vp_fn(apply_fn: Callable, x1, x2, params, **apply_kwargs) -> C
 def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, param_scales,
              memory_budget, block_size, devices, dry_run=False):
     """Validate, find (or make) the plan for these shapes and settings, and run it."""
+    if (not (hasattr(x1, "shape") and hasattr(x1, "dtype"))
+            or not (x2 is None or (hasattr(x2, "shape") and hasattr(x2, "dtype")))
+            or vmap.__class__ is _AmbiguousAxes
+            or (vmap.__class__ is tuple and vmap[0].__class__ is _AxesTree)):
+        return _compute_tree(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl,
+                             param_scales, memory_budget, block_size, devices, dry_run)
     in_axis = vmap[0] if isinstance(vmap, tuple) else 0
     _check_inputs(x1, x2, in_axis)
     per_example = lambda x: np.delete(x.shape, in_axis % x.ndim).tolist()
@@ -929,7 +1057,7 @@ def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, pa
     if dry_run == "lower":
         return plan.lower(leaves, x1, x2)
     if dry_run:
-        return dict(plan.info)
+        return plan.report()
     return plan.execute(leaves, x1, x2)
 
 
@@ -962,6 +1090,29 @@ class _Plan:
     def __init__(self, execute, info, lower):
         self.execute, self.info, self.lower = execute, info, lower
 
+    def report(self):
+        return dict(self.info)
+
+
+class _TreePlan:
+    """The plan of a pytree-valued ``apply_fn``: one :class:`_Plan` per output leaf, run one
+    after another; results, ``plan()`` reports and lowered blocks have the output's
+    structure."""
+
+    def __init__(self, out_def, plans):
+        self.out_def, self.plans = out_def, plans
+
+    def execute(self, leaves, x1, x2):
+        return jax.tree_util.tree_unflatten(
+            self.out_def, [p.execute(leaves, x1, x2) for p in self.plans])
+
+    def lower(self, leaves, x1, x2):
+        return jax.tree_util.tree_unflatten(
+            self.out_def, [p.lower(leaves, x1, x2) for p in self.plans])
+
+    def report(self):
+        return jax.tree_util.tree_unflatten(self.out_def, [p.report() for p in self.plans])
+
 
 def _spec(x):
     return jax.ShapeDtypeStruct(tuple(jnp.shape(x)), jnp.result_type(x))
@@ -988,9 +1139,10 @@ def _lower_tile_block(block, plan, layout, in_axis, n1, n2):
 def _perturbed(x0):
     """A different value for one example, in its own domain: its entries reversed (and
     negated for floats, so that symmetric examples change too)."""
-    flat = jnp.ravel(x0)[::-1]
-    if jnp.issubdtype(x0.dtype, jnp.inexact):
-        flat = -flat + jnp.asarray(0.5, x0.dtype)
+    x0 = np.asarray(x0)
+    flat = x0.ravel()[::-1]
+    if np.issubdtype(x0.dtype, np.inexact) or jnp.issubdtype(x0.dtype, jnp.inexact):
+        flat = (-flat + np.asarray(0.5, x0.dtype)).astype(x0.dtype)
     return flat.reshape(x0.shape)
 
 
@@ -1000,13 +1152,17 @@ def detect_batch_independence(apply_fn, params, x, kwargs=None) -> tuple[bool, s
     A probe of two examples: (i) changing example 0 must leave example 1's output bitwise
     unchanged; (ii) each example's output must equal the output of a batch holding that
     example alone (to float rounding). BatchNorm on batch statistics, attention across the
-    batch or any batch reduction fails (i) or (ii). Traced inputs or parameters (under
-    ``jax.jit``) are replaced by fixed random probes of the same shape (integer inputs by
-    0 / 1); a model that cannot be probed (it closes over traced values) is reported
-    coupled, which is always exact.
+    batch or any batch reduction fails (i) or (ii). Inputs and outputs may be pytrees: every
+    input leaf is cut along its axis 0, and every output leaf must pass both tests. Traced
+    inputs or parameters (under ``jax.jit``) are replaced by fixed random probes of the same
+    shape (integer inputs by 0 / 1); a model that cannot be probed (it closes over traced
+    values) is reported coupled, which is always exact.
 
     Returns ``(independent, reason)``.
     """
+    if isinstance(apply_fn, _PackedInputs):   # probe the caller's function on its pytree
+        x = apply_fn.packer.unpack(x)
+        apply_fn = apply_fn.fn
     try:
         with jax.ensure_compile_time_eval():
             return _probe_independence(functools.partial(apply_fn, **(kwargs or {})),
@@ -1017,19 +1173,29 @@ def detect_batch_independence(apply_fn, params, x, kwargs=None) -> tuple[bool, s
 
 
 def _probe_independence(fn, params, x):
-    n = x.shape[0] if x.ndim else 0
+    x_leaves, x_def = jax.tree_util.tree_flatten(x)
+    if not x_leaves or any(getattr(a, "ndim", 0) == 0 for a in x_leaves):
+        return False, "inputs have no batch axis"
+    sizes = {a.shape[0] for a in x_leaves}
+    if len(sizes) > 1:
+        return False, "input leaves do not share a batch size along axis 0"
+    n = sizes.pop()
     if n == 0:
         return False, "inputs have no batch axis"
     m = min(n, 2)
-    if _concrete(x) is not None:
-        x = jnp.asarray(x)[:m]
-    else:
-        key = jax.random.PRNGKey(0)
-        shape = (m,) + tuple(x.shape[1:])
-        if jnp.issubdtype(x.dtype, jnp.inexact):
-            x = jax.random.normal(key, shape, x.dtype)
+    # the probe's inputs are built in NumPy and the model runs compiled (one compilation
+    # per probe shape, not one per operation of an eager run)
+    probes = []
+    for i, a in enumerate(x_leaves):
+        value = _concrete(a)
+        if value is not None:
+            probes.append(value[:m])
+            continue
+        shape, dtype = (m,) + tuple(a.shape[1:]), np.dtype(a.dtype)
+        if jnp.issubdtype(dtype, jnp.inexact):
+            probes.append(np.random.default_rng(i).standard_normal(shape).astype(dtype))
         else:
-            x = (jnp.arange(int(np.prod(shape))) % 2).astype(x.dtype).reshape(shape)
+            probes.append((np.arange(int(np.prod(shape))) % 2).astype(dtype).reshape(shape))
     leaves, treedef = jax.tree_util.tree_flatten(params)
     if any(_is_tracer(l) for l in leaves):
         keys = jax.random.split(jax.random.PRNGKey(1), max(len(leaves), 1))
@@ -1037,28 +1203,334 @@ def _probe_independence(fn, params, x):
                   if jnp.issubdtype(jnp.result_type(l), jnp.inexact) else jnp.zeros_like(l)
                   for k, l in zip(keys, leaves)]
         params = jax.tree_util.tree_unflatten(treedef, leaves)
-    probe = x if m == 2 else jnp.concatenate([x, _perturbed(x[0])[None]], axis=0)
-    out = fn(params, probe)
-    if not hasattr(out, "shape") or out.ndim == 0 or out.shape[0] != 2:
-        return False, (f"outputs of shape {getattr(out, 'shape', None)} do not lead with "
-                       f"the batch axis of inputs {tuple(probe.shape)}")
-    out_changed = fn(params, probe.at[0].set(_perturbed(probe[0])))
-    if not bool(jnp.all(out_changed[1] == out[1])):
+    if m == 1:
+        probes = [np.concatenate([a, _perturbed(a[0])[None]], axis=0) for a in probes]
+    compiled = jax.jit(lambda p, xs: jax.tree_util.tree_leaves(
+        fn(p, jax.tree_util.tree_unflatten(x_def, xs))))
+    call = lambda xs: [np.asarray(o) for o in compiled(params, xs)]  # noqa: E731
+    out = call(probes)
+    if not out or any(o.ndim == 0 or o.shape[0] != 2 for o in out):
+        shown = lambda t: tuple(t[0].shape) if len(t) == 1 else [tuple(a.shape) for a in t]  # noqa
+        return False, (f"outputs of shape {shown(out) if out else None} do not lead with "
+                       f"the batch axis of inputs {shown(probes)}")
+    changed = []
+    for a in probes:
+        a = a.copy()
+        a[0] = _perturbed(a[0])
+        changed.append(a)
+    out_changed = call(changed)
+    if not all(np.array_equal(c[1], o[1]) for c, o in zip(out_changed, out)):
         return False, "changing one example changes the others' outputs"
-    tol = 1e3 * float(jnp.finfo(out.dtype).eps) if jnp.issubdtype(out.dtype, jnp.inexact) \
-        else 0.0
     for i in range(2):
-        alone = fn(params, probe[i:i + 1])
-        scale = float(jnp.max(jnp.abs(out[i]))) + 1e-30
-        err = float(jnp.max(jnp.abs(alone[0] - out[i])))
-        if err > tol * scale:
-            return False, (f"example {i} alone gives another output than in a batch "
-                           f"(relative difference {err / scale:.2g})")
+        alone = call([a[i:i + 1] for a in probes])
+        for o, a in zip(out, alone):
+            tol = 1e3 * float(jnp.finfo(o.dtype).eps) if jnp.issubdtype(o.dtype, jnp.inexact) \
+                else 0.0
+            scale = float(np.max(np.abs(o[i]), initial=0.0)) + 1e-30
+            err = float(np.max(np.abs(a[0].astype(np.float64) - o[i].astype(np.float64)),
+                               initial=0.0))
+            if err > tol * scale:
+                return False, (f"example {i} alone gives another output than in a batch "
+                               f"(relative difference {err / scale:.2g})")
     return True, "independent: one example's change leaves the others' outputs unchanged"
+
+
+# ------------------------------------------------------------------------- pytree inputs
+
+def _compute_tree(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl,
+                  param_scales, memory_budget, block_size, devices, dry_run):
+    """Pytree inputs (or pytree ``vmap_axes``): each example's leaves are packed into one row
+    of a ``(N, D)`` array (:class:`_Packer`) and ``apply_fn`` is wrapped to unpack it
+    (:class:`_PackedInputs`); the array engine then plans, blocks and caches as usual."""
+    if x2 is not None and not hasattr(x2, "shape") and not jax.tree_util.tree_leaves(x2):
+        x2 = None   # neural-tangents' x2 = (None, None): the same inputs as x1
+    if vmap.__class__ is _AmbiguousAxes:
+        vmap = vmap.resolve(x1)
+    in_axes = vmap[0] if isinstance(vmap, tuple) else None
+    if (hasattr(x1, "shape") and (x2 is None or hasattr(x2, "shape"))
+            and not isinstance(in_axes, _AxesTree)):
+        return _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl,
+                        param_scales, memory_budget, block_size, devices, dry_run)
+    packer = _packer(x1, x2, in_axes)
+    validation.finite_tree(x1, "x1")
+    if x2 is not None:
+        validation.finite_tree(x2, "x2")
+    p1 = validation.remember_finite(packer.pack(x1, 0))
+    p2 = None if x2 is None else validation.remember_finite(packer.pack(x2, 1))
+    engine_vmap = (0, vmap[1]) if isinstance(vmap, tuple) else vmap
+    if packer.whole:
+        engine_vmap = None
+    out = _compute(kind, packer.wrap(apply_fn), p1, p2, params, kwargs, trace, diag,
+                   engine_vmap, impl, param_scales, memory_budget, block_size, devices,
+                   dry_run)
+    if packer.whole and vmap == "auto" and dry_run is True:
+        note = ("auto: input leaves do not share a batch axis 0 with one per-example shape "
+                "(whole-batch derivatives)")
+        for report in jax.tree_util.tree_leaves(
+                out, is_leaf=lambda r: isinstance(r, dict) and "batch_detection" in r):
+            report["batch_detection"] = note
+    return out
+
+
+_PACKERS: "collections.OrderedDict" = collections.OrderedDict()
+
+
+def _packer(x1, x2, in_axes) -> "_Packer":
+    """The packer of inputs with ``x1``'s (and ``x2``'s) structure, shapes and dtypes;
+    ``in_axes`` ``None`` means vmap_axes ``None`` or ``'auto'`` (axis 0 where possible)."""
+    l1, def1 = jax.tree_util.tree_flatten(x1)
+    l2, def2 = (None, None) if x2 is None else jax.tree_util.tree_flatten(x2)
+    key = (def1, tuple(_leaf_key(a) for a in l1), def2,
+           None if l2 is None else tuple(_leaf_key(a) for a in l2), in_axes)
+    packer = _PACKERS.get(key)
+    if packer is None:
+        packer = _Packer.make(x1, l1, def1, x2, l2, def2, in_axes)
+        _PACKERS[key] = packer
+        if len(_PACKERS) > _PLANS_MAX:
+            _PACKERS.popitem(last=False)
+    else:
+        _PACKERS.move_to_end(key)
+    return packer
+
+
+def _leaf_key(a):
+    shape, dtype = getattr(a, "shape", None), getattr(a, "dtype", None)
+    if shape is None or dtype is None:
+        return (type(a).__name__,)
+    return tuple(shape), np.dtype(dtype).name
+
+
+class _Packer:
+    """Packs a pytree of inputs into one ``(N, D)`` array, one example per row, and back.
+
+    Each leaf's batch axis (``in_axes``; axis 0 for ``vmap_axes`` ``None`` / ``'auto'``) is
+    moved first and the rest raveled; the rows of all leaves are concatenated. Leaves of one
+    dtype keep it; mixed dtypes are packed as their bytes (``uint8``, exact for every
+    dtype), so no value is rounded. Unpacking inverts it, with the batch axis back in each
+    leaf's place.
+
+    Where ``vmap_axes`` is ``None`` or ``'auto'`` and the leaves do not share axis 0 (or x1
+    and x2 differ in a per-example shape), the whole input is one row (``whole``: ``(1, D)``,
+    whole-batch derivatives). x1 and x2 then have a layout each, told apart by their widths
+    (x2's row gets a padding column where the two widths would coincide)."""
+
+    def __init__(self, treedef, layouts, packed_dtype, whole):
+        self.treedef, self.layouts, self.whole = treedef, layouts, whole
+        self.packed_dtype = packed_dtype
+        self.by_bytes = packed_dtype == np.dtype(np.uint8) and any(
+            d != np.dtype(np.uint8) for lay in layouts for d in lay["dtypes"])
+        self._by_width = {}
+        for lay in layouts:
+            lay["widths"] = [int(np.prod(s, dtype=np.int64)) *
+                             (d.itemsize if self.by_bytes else 1)
+                             for s, d in zip(lay["shapes"], lay["dtypes"])]
+            width = sum(lay["widths"])
+            lay["pad"] = 1 if width in self._by_width else 0
+            self._by_width[width + lay["pad"]] = lay
+        self._pack = [jax.jit(functools.partial(self._pack_layout, lay)) for lay in layouts]
+        self._wrappers = {}
+
+    @staticmethod
+    def make(x1, l1, def1, x2, l2, def2, in_axes):
+        for name, x in (("x1", x1), ("x2", x2)):
+            for path, leaf in ([] if x is None else jax.tree_util.tree_leaves_with_path(x)):
+                if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+                    raise TypeError(f"{name} must be an array or a pytree of arrays; its leaf "
+                                    f"{jax.tree_util.keystr(path) or '(root)'} is "
+                                    f"{type(leaf).__name__}")
+        if x2 is not None and def2 != def1:
+            raise ValueError(f"x1 and x2 must have the same pytree structure, got {def1} and "
+                             f"{def2}")
+        if in_axes is None:
+            try:
+                return _Packer._rows(x1, l1, def1, x2, l2, [0] * len(l1))
+            except ValueError:   # no common axis 0: one row holds the whole input
+                layouts = [_Packer._layout(l, [None] * len(l)) for l in (l1, l2) if l]
+                if len(layouts) == 2 and layouts[0] == layouts[1]:
+                    layouts = layouts[:1]
+                return _Packer._finish(def1, layouts, whole=True)
+        if isinstance(in_axes, _AxesTree):
+            axes = in_axes.per_leaf(x1, "x1")
+        else:
+            axes = [in_axes] * len(l1)
+        if any(a is None for a in axes):
+            raise ValueError(f"vmap_axes: in_axes={in_axes!r} leaves an input leaf of x1 "
+                             "unbatched (None); pass inputs shared by every example as "
+                             "keyword arguments instead")
+        return _Packer._rows(x1, l1, def1, x2, l2, axes)
+
+    @staticmethod
+    def _rows(x1, l1, def1, x2, l2, axes):
+        validation.batch_tree(x1, "x1", axes)
+        if x2 is not None:
+            validation.batch_tree(x2, "x2", axes)
+        lay = _Packer._layout(l1, axes)
+        if l2 is not None:
+            paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(x1)]
+            lay2 = _Packer._layout(l2, axes)
+            for i, (a, b) in enumerate(zip(l1, l2)):
+                if a.ndim != b.ndim or lay["shapes"][i] != lay2["shapes"][i]:
+                    raise ValueError(
+                        f"x1 and x2 must have the same per-example shape in every leaf: leaf "
+                        f"{paths[i] or '(root)'} has shape {tuple(a.shape)} in x1 and "
+                        f"{tuple(b.shape)} in x2 (batch axis {axes[i]})")
+            lay["dtypes"] = [np.dtype(jnp.promote_types(a, b))
+                             for a, b in zip(lay["dtypes"], lay2["dtypes"])]
+        return _Packer._finish(def1, [lay], whole=False)
+
+    @staticmethod
+    def _layout(leaves, axes):
+        shapes, canon = [], []
+        for a, axis in zip(leaves, axes):
+            if axis is None:
+                shapes.append(tuple(a.shape))
+                canon.append(None)
+            else:
+                axis %= a.ndim
+                shapes.append(tuple(s for d, s in enumerate(a.shape) if d != axis))
+                canon.append(axis)
+        return {"shapes": shapes, "axes": canon, "dtypes": [np.dtype(a.dtype) for a in leaves]}
+
+    @staticmethod
+    def _finish(treedef, layouts, whole):
+        dtypes = {d for lay in layouts for d in lay["dtypes"]}
+        packed = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.uint8)
+        if packed == np.dtype(np.bool_):
+            packed = np.dtype(np.uint8)
+        return _Packer(treedef, layouts, packed, whole)
+
+    def pack(self, x, which: int = 0):
+        """``x`` (x1: ``which=0``, x2: ``1``) as one ``(N, D)`` array."""
+        return self._pack[min(which, len(self._pack) - 1)](x)
+
+    def _pack_layout(self, lay, x):
+        rows = []
+        for a, dtype, axis in zip(jax.tree_util.tree_leaves(x), lay["dtypes"], lay["axes"]):
+            a = jnp.asarray(a).astype(dtype)
+            a = a[None] if axis is None else jnp.moveaxis(a, axis, 0)
+            n = a.shape[0]
+            if dtype == np.dtype(np.bool_):
+                a = a.astype(np.uint8)
+            elif self.by_bytes:   # (n, *shape[, itemsize]) bytes
+                a = lax.bitcast_convert_type(a, np.uint8)
+            rows.append(a.reshape(n, int(np.prod(a.shape[1:], dtype=np.int64)))
+                        .astype(self.packed_dtype))
+        if lay["pad"]:
+            rows.append(jnp.zeros((rows[0].shape[0], 1), self.packed_dtype))
+        return rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=1)
+
+    def unpack(self, packed):
+        """The pytree of a packed ``(N, D)`` array."""
+        lay = self._by_width[packed.shape[-1]]
+        n = packed.shape[0]
+        leaves, start = [], 0
+        for shape, dtype, axis, width in zip(lay["shapes"], lay["dtypes"], lay["axes"],
+                                             lay["widths"]):
+            cols = lax.slice_in_dim(packed, start, start + width, axis=1)
+            start += width
+            if dtype == np.dtype(np.bool_):
+                a = cols.reshape((n,) + shape) != 0
+            elif self.by_bytes and dtype.itemsize > 1:
+                a = lax.bitcast_convert_type(cols.reshape((n,) + shape + (dtype.itemsize,)),
+                                             dtype)
+            elif self.by_bytes:
+                a = lax.bitcast_convert_type(cols.reshape((n,) + shape), dtype)
+            else:
+                a = cols.reshape((n,) + shape).astype(dtype)
+            leaves.append(a[0] if axis is None else jnp.moveaxis(a, 0, axis))
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def wrap(self, fn) -> "_PackedInputs":
+        """``fn`` taking packed inputs; one object per ``fn``, so plans cache."""
+        wrapper = self._wrappers.get(fn)
+        if wrapper is None:
+            wrapper = self._wrappers[fn] = _PackedInputs(fn, self)
+        return wrapper
+
+
+class _PackedInputs:
+    """``apply_fn(params, x_tree)`` as a function of packed inputs ``(N, D)``."""
+
+    def __init__(self, fn, packer: _Packer):
+        self.fn, self.packer = fn, packer
+
+    def __call__(self, params, x, **kwargs):
+        return self.fn(params, self.packer.unpack(x), **kwargs)
 
 
 def _make_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, diag, vmap,
                impl, scales, memory_budget, block_size, devices):
+    args = (kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, diag, vmap, impl,
+            scales, memory_budget, block_size, devices)
+    if not (isinstance(vmap, tuple) and isinstance(vmap[1], _AxesTree)):
+        try:
+            return _make_array_plan(*args)
+        except _TreeOutput:
+            pass
+    return _make_tree_plan(*args)
+
+
+def _make_tree_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, diag,
+                    vmap, impl, scales, memory_budget, block_size, devices):
+    """One plan per leaf of a pytree output, each the plan of ``apply_fn`` followed by taking
+    that leaf (neural-tangents' semantics: no covariance between different output leaves);
+    batch independence is decided once for the whole output."""
+    out = validation.output_shape(apply_fn, params, x1, "x1", **kwargs)
+    found, out_def = jax.tree_util.tree_flatten_with_path(out)
+    if not found:
+        raise TypeError(f"apply_fn returned no arrays: {out_def}")
+    if x2 is not None:
+        out2 = validation.output_shape(apply_fn, params, x2, "x2", **kwargs)
+        if jax.tree_util.tree_structure(out2) != out_def:
+            raise ValueError(f"apply_fn's outputs for x1 and x2 have different structures: "
+                             f"{out_def} and {jax.tree_util.tree_structure(out2)}")
+    detection = "given by vmap_axes"
+    if vmap == "auto":
+        independent, reason = detect_batch_independence(apply_fn, params, x1, kwargs)
+        vmap = (0, 0) if independent else None
+        detection = ("auto: " + reason + (" (vmap over axis 0)" if independent
+                                          else " (whole-batch derivatives)"))
+    elif vmap is None:
+        detection = "vmap_axes=None: whole-batch derivatives"
+    if vmap is None:
+        per_leaf = [None] * len(found)
+    else:
+        in_axis, out_axes = vmap
+        axes = (out_axes.per_leaf(out, "apply_fn's output")
+                if isinstance(out_axes, _AxesTree) else [out_axes] * len(found))
+        for (path, _), axis in zip(found, axes):
+            if axis is None:
+                raise ValueError(f"vmap_axes: out_axes gives output leaf "
+                                 f"{jax.tree_util.keystr(path)} no batch axis (None); every "
+                                 "output leaf needs one")
+        per_leaf = [(in_axis, axis) for axis in axes]
+    plans = []
+    for k, ((path, _), leaf_vmap) in enumerate(zip(found, per_leaf)):
+        try:
+            plan = _make_array_plan(kind, _OutputLeaf(apply_fn, k), x1, x2, params, leaves,
+                                    treedef, kwargs, trace, diag, leaf_vmap, impl, scales,
+                                    memory_budget, block_size, devices)
+        except (ValueError, TypeError) as err:
+            err.add_note(f"(in the kernel of output leaf {jax.tree_util.keystr(path)} of "
+                         f"{out_def})")
+            raise
+        plan.info["batch_detection"] = detection
+        plans.append(plan)
+    return _TreePlan(out_def, plans)
+
+
+class _OutputLeaf:
+    """``apply_fn`` followed by taking its ``index``-th output leaf."""
+
+    def __init__(self, fn, index: int):
+        self.fn, self.index = fn, index
+
+    def __call__(self, params, x, **kwargs):
+        return jax.tree_util.tree_leaves(self.fn(params, x, **kwargs))[self.index]
+
+
+def _make_array_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, trace, diag,
+                     vmap, impl, scales, memory_budget, block_size, devices):
     detection = "given by vmap_axes"
     if vmap == "auto":
         _output_shape(apply_fn, params, x1, kwargs)     # a clear error before the probing

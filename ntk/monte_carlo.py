@@ -15,6 +15,7 @@ fluctuation ``O(width^-1/2)``), and the average over ``S`` samples shrinks the f
 from __future__ import annotations
 
 import collections
+import functools
 from typing import Callable, Iterable, Optional
 
 import jax
@@ -91,6 +92,10 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
       ``(nngp, ntk, n_samples)`` (``get`` a name: that array; a tuple: a namedtuple of those
       names), or a generator of them when ``n_samples`` is a sequence. Shapes are those of the
       empirical kernels, ``(N1, N2)`` for outputs ``(N, O)`` and the default ``trace_axes``.
+      Inputs may be pytrees whose leaves share the batch size (``init_fn`` then gets the
+      pytree of their shapes); a pytree-valued ``apply_fn`` gives the output's structure
+      with one kernel per leaf (a name), or a :class:`MonteCarloKernel` / namedtuple per
+      leaf (``None`` / a tuple), as neural-tangents does.
     """
     if not callable(init_fn) or not callable(apply_fn):
         raise TypeError("init_fn and apply_fn must be callable")
@@ -103,14 +108,7 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
     compiled = {}
 
     def running(x1, x2, names, apply_kwargs):
-        x1 = jnp.asarray(x1)
-        x2 = None if x2 is None else jnp.asarray(x2)
-        if x2 is not None and x1.shape[1:] != x2.shape[1:]:
-            raise ValueError(f"x1 and x2 must agree in every axis but the batch axis; got "
-                             f"x1.shape={x1.shape} and x2.shape={x2.shape}")
-        for arg, x in (("x1", x1), ("x2", x2)):
-            if x is not None and not bool(jnp.all(jnp.isfinite(x))):
-                raise ValueError(f"{arg} contains non-finite values (nan or inf)")
+        x1, x2 = _inputs(x1, x2)
         mode = _fast_mode(init_fn, apply_fn, x1, trace_axes, diagonal_axes, vmap_axes,
                           implementation)
         if mode is not None:
@@ -125,34 +123,50 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
         for chunk_sums, size in sample_sums(counts):
             for name in names:
                 sums[name] = chunk_sums[name] if sums[name] is None else (
-                    sums[name] + chunk_sums[name])
+                    jax.tree_util.tree_map(jnp.add, sums[name], chunk_sums[name]))
             done += size
             if done in counts:
-                yield {name: sums[name] / done for name in names}, done
+                yield {name: jax.tree_util.tree_map(lambda s: s / done, sums[name])
+                       for name in names}, done
+
+    structures = {}
 
     def block_means(x1, x2, names, apply_kwargs):
-        """Every count's means as one flat tuple of arrays (what ntk.batch assembles)."""
-        return tuple(means[name] for means, _ in running(x1, x2, names, apply_kwargs)
-                     for name in names)
+        """Every count's means as one flat tuple of arrays (what ntk.batch assembles); a
+        pytree kernel (of a pytree-valued ``apply_fn``) contributes its leaves."""
+        flat = []
+        for means, _ in running(x1, x2, names, apply_kwargs):
+            for name in names:
+                leaves, structures[name] = jax.tree_util.tree_flatten(means[name])
+                flat.extend(leaves)
+        return tuple(flat)
 
     # validates batch_size / device_count now, not at the first call
     batched_means = batching.batch(block_means, batch_size, device_count, store_on_device)
 
     def blocked(x1, x2, names, apply_kwargs):
-        flat = batched_means(x1, x2, names, apply_kwargs)
-        for i, n in enumerate(counts):
-            yield dict(zip(names, flat[i * len(names):(i + 1) * len(names)])), n
+        flat = list(batched_means(x1, x2, names, apply_kwargs))
+        for n in counts:
+            means = {}
+            for name in names:
+                size = structures[name].num_leaves
+                means[name] = jax.tree_util.tree_unflatten(structures[name], flat[:size])
+                del flat[:size]
+            yield means, n
 
     def kernel_fn(x1, x2=None, get=None, **apply_kwargs):
         names, single = _parse_get(get)
         estimates = blocked if batch_size else running
 
         def package(means, n):
+            # a pytree-valued apply_fn: the output's structure with a namedtuple per leaf
             if get is None:
-                return MonteCarloKernel(means.get("nngp"), means.get("ntk"), n)
+                return jax.tree_util.tree_map(lambda *k: MonteCarloKernel(*k, n),
+                                              means["nngp"], means["ntk"])
             if single:
                 return means[names[0]]
-            return collections.namedtuple("Kernels", names)(*(means[g] for g in names))
+            return jax.tree_util.tree_map(_kernels_tuple(names),
+                                          *(means[g] for g in names))
 
         gen = (package(means, n) for means, n in estimates(x1, x2, names, apply_kwargs))
         if as_generator:
@@ -160,6 +174,42 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
         return next(iter(gen))
 
     return kernel_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels_tuple(names: tuple):
+    return collections.namedtuple("Kernels", names)
+
+
+def _inputs(x1, x2):
+    """Inputs as arrays (a pytree: as a pytree of arrays), NaN / inf refused by leaf."""
+    if x2 is not None and not hasattr(x2, "shape") and not jax.tree_util.tree_leaves(x2):
+        x2 = None   # neural-tangents' x2 = (None, None): the same inputs as x1
+    if hasattr(x1, "shape") and (x2 is None or hasattr(x2, "shape")):
+        x1 = jnp.asarray(x1)
+        x2 = None if x2 is None else jnp.asarray(x2)
+        if x2 is not None and x1.shape[1:] != x2.shape[1:]:
+            raise ValueError(f"x1 and x2 must agree in every axis but the batch axis; got "
+                             f"x1.shape={x1.shape} and x2.shape={x2.shape}")
+    else:
+        x1 = jax.tree_util.tree_map(jnp.asarray, x1)
+        validation.batch_tree(x1, "x1")
+        if x2 is not None:
+            x2 = jax.tree_util.tree_map(jnp.asarray, x2)
+            if jax.tree_util.tree_structure(x2) != jax.tree_util.tree_structure(x1):
+                raise ValueError(f"x1 and x2 must have the same pytree structure, got "
+                                 f"{jax.tree_util.tree_structure(x1)} and "
+                                 f"{jax.tree_util.tree_structure(x2)}")
+            validation.batch_tree(x2, "x2")
+    validation.finite_tree(x1, "x1")
+    if x2 is not None:
+        validation.finite_tree(x2, "x2")
+    return x1, x2
+
+
+def _shapes(x):
+    """``init_fn``'s input shape: ``x.shape``, or the pytree of its leaves' shapes."""
+    return jax.tree_util.tree_map(lambda a: tuple(a.shape), x)
 
 
 # ----------------------------------------------------------------------------------------
@@ -173,11 +223,11 @@ def _fast_mode(init_fn, apply_fn, x1, trace_axes, diagonal_axes, vmap_axes, impl
     if implementation not in ("auto", "jacobian") or vmap_axes is not None:
         return None
     try:
-        out = jax.eval_shape(lambda k: apply_fn(init_fn(k, x1.shape)[1], x1),
+        out = jax.eval_shape(lambda k: apply_fn(init_fn(k, _shapes(x1))[1], x1),
                              jax.random.PRNGKey(0))
     except Exception:  # noqa: BLE001 - anything unusual goes through ntk.empirical
         return None
-    if len(out.shape) != 2:
+    if not hasattr(out, "shape") or not hasattr(x1, "shape") or len(out.shape) != 2:
         return None
     last = {(-1,), (1,)}
     t, d = tuple(trace_axes), tuple(diagonal_axes)
@@ -265,7 +315,8 @@ def _empirical_sums(init_fn, apply_fn, keys, x1, x2, names, trace_axes, diagonal
     ntk_fn = empirical_ntk_fn(apply_fn, trace_axes=trace_axes, diagonal_axes=diagonal_axes,
                               vmap_axes=vmap_axes, implementation=implementation,
                               memory_budget=memory_budget)
-    init = jax.jit(lambda k: init_fn(k, x1.shape)[1])
+    shapes = _shapes(x1)
+    init = jax.jit(lambda k: init_fn(k, shapes)[1])
 
     def generate(counts):
         for s in range(counts[-1]):

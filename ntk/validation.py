@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["array", "batch", "finite", "finite_tree", "positive_int", "optional_positive_int",
-           "memory_budget", "block_size", "finite_number", "prng_key", "labels",
-           "output_shape", "checked", "is_tracer"]
+__all__ = ["array", "batch", "batch_tree", "finite", "finite_tree", "positive_int",
+           "optional_positive_int", "memory_budget", "block_size", "finite_number", "prng_key",
+           "labels", "output_shape", "checked", "is_tracer", "remember_finite"]
 
 
 def is_tracer(x) -> bool:
@@ -128,6 +128,13 @@ def _remember_finite(x):
             pass
 
 
+def remember_finite(x):
+    """Record that the ``jax.Array`` ``x`` holds no NaN or inf (it was built from arrays that
+    were checked), so that a later check of ``x`` costs nothing."""
+    _remember_finite(x)
+    return x
+
+
 def non_finite_counts(arrays) -> list:
     """Non-finite entries of each concrete array in ``arrays`` (one compiled reduction and one
     transfer for those not already known to be finite; 0 for those that are)."""
@@ -182,6 +189,36 @@ def batch(x, name: str, axis: int = 0) -> int:
     return int(x.shape[axis])
 
 
+def batch_tree(x, name: str, axes=0) -> int:
+    """The batch size shared by every leaf of the pytree ``x`` (an array is a one-leaf tree).
+
+    ``axes`` is one int for every leaf or a list with one per leaf (``tree_leaves`` order).
+    Every leaf must be a real array with that axis, and all leaves must agree on its size;
+    the error names the offending leaf by its path and shape.
+    """
+    found = jax.tree_util.tree_leaves_with_path(x)
+    if not found:
+        raise ValueError(f"`{name}` has no array leaves, got {_describe(x)}.")
+    per_leaf = [axes] * len(found) if isinstance(axes, numbers.Integral) else list(axes)
+    sizes = []
+    for (path, leaf), axis in zip(found, per_leaf):
+        where = f"`{name}`" + (f" leaf {jax.tree_util.keystr(path)}" if path else "")
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            raise TypeError(f"{where} must be an array, got {_describe(leaf)}.")
+        if not (jnp.issubdtype(leaf.dtype, jnp.number) or jnp.issubdtype(leaf.dtype, jnp.bool_)):
+            raise TypeError(f"{where} must be numeric, got dtype {leaf.dtype}.")
+        if jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+            raise TypeError(f"{where} has dtype {leaf.dtype}: kernels take real inputs.")
+        if not -leaf.ndim <= axis < leaf.ndim:
+            raise ValueError(f"{where} of shape {tuple(leaf.shape)} has no batch axis {axis}.")
+        sizes.append((jax.tree_util.keystr(path), tuple(leaf.shape), int(leaf.shape[axis])))
+    if len({n for _, _, n in sizes}) > 1:
+        listed = ", ".join(f"{p or '(root)'} {s} -> {n}" for p, s, n in sizes)
+        raise ValueError(f"every leaf of `{name}` must have the same batch size; got (leaf, "
+                         f"shape -> batch size along its batch axis): {listed}.")
+    return sizes[0][2]
+
+
 def prng_key(key, name: str = "key"):
     """A JAX PRNG key: a typed key array, or a raw ``uint32`` key of shape ``(2,)``."""
     if hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -217,13 +254,17 @@ def output_shape(apply_fn: Callable, params, x, name: str = "x1", **kwargs):
     except Exception as e:  # noqa: BLE001 - re-raised with the shapes involved
         shapes = jax.tree_util.tree_map(lambda p: tuple(jnp.shape(p)), params)
         text = str(shapes)
-        raise TypeError(f"`{name}` of shape {tuple(x.shape)} does not fit `apply_fn` and "
+        x_shape = tuple(x.shape) if hasattr(x, "shape") else \
+            jax.tree_util.tree_map(lambda a: tuple(jnp.shape(a)), x)
+        raise TypeError(f"`{name}` of shape {x_shape} does not fit `apply_fn` and "
                         f"`params`: {type(e).__name__}: {e}\nparams shapes: "
                         f"{text if len(text) < 400 else text[:400] + '...'}") from e
     for leaf in jax.tree_util.tree_leaves(out):
         if leaf.ndim == 0:
+            x_shape = tuple(x.shape) if hasattr(x, "shape") else \
+                jax.tree_util.tree_map(lambda a: tuple(jnp.shape(a)), x)
             raise ValueError("`apply_fn` must return outputs with a batch axis, got a scalar "
-                             f"for `{name}` of shape {tuple(x.shape)}.")
+                             f"for `{name}` of shape {x_shape}.")
     return out
 
 
