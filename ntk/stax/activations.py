@@ -38,6 +38,19 @@ def _finite(name, value):
     return v
 
 
+def self_pairs(n: int, spatial: tuple, full: bool) -> jax.Array:
+    """Boolean mask, broadcastable against an ``(N, N, ...)`` kernel of ``x1`` with itself,
+    that is True where an input meets itself at the same position: ``i == j`` and, in the
+    full-spatial layout ``(N, N, X, X', Y, Y', ...)``, ``X == X'``, ``Y == Y'``."""
+    mask = jnp.eye(n, dtype=bool).reshape((n, n) + (1,) * (len(spatial) * (2 if full else 1)))
+    if full:
+        for i, d in enumerate(spatial):
+            shape = [1] * (2 + 2 * len(spatial))
+            shape[2 + 2 * i] = shape[3 + 2 * i] = d
+            mask = mask & jnp.eye(d, dtype=bool).reshape(shape)
+    return mask
+
+
 def elementwise_transform(name: str, dual, gaussian_input: bool = True
                           ) -> Callable[[Kernel], Kernel]:
     """Kernel map of an elementwise activation with dual ``(q12, q11, q22) -> (T, Tdot)``;
@@ -51,7 +64,15 @@ def elementwise_transform(name: str, dual, gaussian_input: bool = True
         v1 = variances(k.cov1, s, full)
         v2 = v1 if k.cov2 is None else variances(k.cov2, s, full)
         q1, q2 = cross_variances(v1, v2, s, full)
-        nngp, tdot = dual(k.nngp, q1, q2, k.ntk is not None)
+        q12 = k.nngp
+        if k.cov2 is None:
+            # x2 is x1: the entries pairing an input with itself at the same position have
+            # correlation exactly 1, and their covariance is the variance itself. Feed the
+            # variance (q12 = q11 = q22 bitwise) rather than the separately rounded nngp
+            # entry: otherwise the rounding gap between the two is multiplied by the slope
+            # of the correlation map at 1 in every layer and, past criticality, explodes.
+            q12 = jnp.where(self_pairs(k.nngp.shape[0], v1.shape[1:], full), q1, q12)
+        nngp, tdot = dual(q12, q1, q2, k.ntk is not None)
         ntk = None if k.ntk is None else k.ntk * tdot
 
         def same(cov, v):

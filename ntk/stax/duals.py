@@ -64,13 +64,27 @@ def _clip_rounding_jvp(primals, tangents):
     return jnp.clip(x, lo, hi), tangents[0]
 
 
-def correlation(q12, q11, q22):
-    """``(rho, sqrt(q11 q22))`` with ``rho`` clipped to [-1, 1] (:func:`clip_rounding`) and
-    0 where a variance is 0."""
+def _self_norm(q12, q11, q22):
+    """``(sqrt(q11 q22), self)`` where ``self`` marks ``q12 == q11 == q22 > 0`` (an input met
+    with itself: correlation exactly 1). There the norm is ``q12`` itself -- not the rounded
+    ``sqrt(q11 q22)``, which may differ by an ulp or overflow -- with the derivative of
+    ``sqrt(q11 q22)``."""
     norm = safe_sqrt(q11 * q22)
+    same = (q12 == q11) & (q11 == q22) & (q11 > 0)
+    # value q12 (exact: the two differ by rounding only, Sterbenz), tangent that of norm
+    exact = jnp.where(jnp.isfinite(norm), norm + jax.lax.stop_gradient(q12 - norm), q12)
+    return jnp.where(same, exact, norm), same
+
+
+def correlation(q12, q11, q22):
+    """``(rho, sqrt(q11 q22))`` with ``rho`` clipped to [-1, 1] (:func:`clip_rounding`), 0
+    where a variance is 0, and exactly 1 where ``q12 == q11 == q22 > 0`` (a self-pair: the
+    diagonal of a kernel of ``x`` with itself), whatever the rounding of ``sqrt(q11 q22)``.
+    Derivatives are those of ``q12 / sqrt(q11 q22)`` in every case."""
+    norm, same = _self_norm(q12, q11, q22)
     ok = norm > 0
     rho = jnp.where(ok, q12 / jnp.where(ok, norm, 1.0), 0.0)
-    return clip_rounding(rho, -1.0, 1.0), norm
+    return clip_rounding(rho, jnp.where(same, 1.0, -1.0), 1.0), norm
 
 
 #: ``atan(u) = u + u^3 p(u^2)`` on ``|u| <= tan(pi / 8)``: coefficients of ``p`` from Chebyshev
@@ -152,10 +166,10 @@ def abrelu(a: float, b: float) -> Dual:
 
     def dual(q12, q11, q22, need_dot=True):
         # unnormalised: q12 clipped to [-sqrt(q11 q22), sqrt(q11 q22)] is rho sqrt(q11 q22)
-        prod = q11 * q22
-        norm = safe_sqrt(prod)
+        norm, same = _self_norm(q12, q11, q22)
         q12 = clip_rounding(q12, -norm, norm)
-        sin_norm = safe_sqrt(prod - q12 * q12)  # sqrt(q11 q22) sin(theta)
+        # sqrt(q11 q22) sin(theta); exactly 0 on a self-pair (theta = 0)
+        sin_norm = jnp.where(same, 0.0, safe_sqrt(q11 * q22 - q12 * q12))
         tdot = mean_sq - spread * angle(sin_norm, q12)
         t = spread * sin_norm + tdot * q12
         return t, (tdot if need_dot else None)
@@ -220,20 +234,44 @@ def gelu() -> Dual:
 def sin(a: float, b: float, c: float) -> Dual:
     """``phi(x) = a sin(b x + c)`` (``Cos`` is ``c + pi/2``; ``Rbf`` a special case).
 
-    From ``E[cos(w)] = exp(-Var(w) / 2)`` for Gaussian ``w``:
+    From ``sin x sin y = (cos(x - y) - cos(x + y)) / 2`` and ``E[cos(w + d)] = cos(d)
+    exp(-Var(w) / 2)`` for Gaussian ``w``, with ``s = b^2 (q11 + q22) / 2`` and
+    ``x = b^2 q12``:
 
-        T    = a^2 / 2 [exp(-b^2 (q11 + q22 - 2 q12) / 2) - cos(2c) exp(-b^2 (q11 + q22 + 2 q12) / 2)]
-        Tdot = a^2 b^2 / 2 [exp(-b^2 (q11 + q22 - 2 q12) / 2) + cos(2c) exp(-b^2 (q11 + q22 + 2 q12) / 2)]
+        T    = a^2 / 2 e^-s (e^x - cos(2c) e^-x) = a^2 e^-s (cos^2(c) sinh x + sin^2(c) cosh x)
+        Tdot = a^2 b^2 / 2 e^-s (e^x + cos(2c) e^-x) = a^2 b^2 e^-s (cos^2(c) cosh x + sin^2(c) sinh x)
+
+    The difference of exponentials loses all relative precision once ``|x|`` is below the
+    rounding unit (deep sine kernels, whose correlations decay to 0); the second form has
+    no cancellation for ``x >= 0``. It is evaluated as ``e^-s sinh x = sign(x) e^(|x| - s)
+    (-expm1(-2|x|)) / 2`` and ``e^-s cosh x = e^(|x| - s) (1 + e^(-2|x|)) / 2``, so nothing
+    overflows (``|x| <= s``). For ``x < 0`` and ``sin(c) != 0`` the two terms have opposite
+    signs and cancel only near a true zero of the map.
     """
-    cos2c = math.cos(2 * c)
+    cos_sq, sin_sq = math.cos(c) ** 2, math.sin(c) ** 2
 
     def dual(q12, q11, q22, need_dot=True):
         rho, norm = correlation(q12, q11, q22)
         q12c = rho * norm
-        minus = jnp.exp(-0.5 * b * b * (q11 + q22 - 2 * q12c))
-        plus = jnp.exp(-0.5 * b * b * (q11 + q22 + 2 * q12c)) * cos2c
-        t = 0.5 * a * a * (minus - plus)
-        return t, (0.5 * a * a * b * b * (minus + plus) if need_dot else None)
+        abs_q = jnp.abs(q12c)
+        lead = jnp.exp(-b * b * (0.5 * (q11 + q22) - abs_q))   # e^(|x| - s) <= 1
+        # sign(x) (1 - e^(-2|x|)), written per sign so its derivative at x = 0 is exact (2)
+        # (each branch sees only its own sign, so neither overflows under autodiff)
+        pos = q12c >= 0
+        odd = jnp.where(pos, -jnp.expm1(-2 * b * b * jnp.where(pos, q12c, 0.0)),
+                        jnp.expm1(2 * b * b * jnp.where(pos, 0.0, q12c)))
+        even = 1 + jnp.exp(-2 * b * b * abs_q)                   # 1 + e^(-2|x|)
+        sinh_part, cosh_part = 0.5 * lead * odd, 0.5 * lead * even  # e^-s sinh x, e^-s cosh x
+        # for |x| < 1, e^-s cosh x = e^-s (1 + 2 sinh^2(x / 2)): same value, and its autodiff
+        # derivative e^-s sinh x keeps full precision (that of ``lead * even`` cancels)
+        small = b * b * abs_q < 1
+        half = 0.5 * b * b * jnp.where(small, q12c, 0.0)
+        cosh_small = jnp.exp(-0.5 * b * b * (q11 + q22)) * (1 + 2 * jnp.sinh(half) ** 2)
+        cosh_part = jnp.where(small, cosh_small, cosh_part)
+        t = a * a * (cos_sq * sinh_part + sin_sq * cosh_part)
+        if not need_dot:
+            return t, None
+        return t, a * a * b * b * (cos_sq * cosh_part + sin_sq * sinh_part)
 
     return dual
 
@@ -544,7 +582,7 @@ def exp_normalized(gamma: float, shift: float, do_clip: bool) -> Dual:
     """
 
     def dual(q12, q11, q22, need_dot=True):
-        norm = safe_sqrt(q11 * q22)
+        norm, _ = _self_norm(q12, q11, q22)
         ok = norm > 0
         rho = jnp.where(ok, q12 / jnp.where(ok, norm, 1.0), 0.0)
         if do_clip:
