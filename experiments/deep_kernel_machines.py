@@ -45,7 +45,10 @@ Outcome at full size (120 training points, 2 splits): (i) 9e-12; (ii) slope -0.9
 ``nu = 100`` the Grams are still 45 % away); (iii) the chirp's test MSE falls tenfold (ratio
 0.097, tuned ``nu = 3``), but on diabetes validation picks ``nu = 100`` with the NNGP's noise
 and ties (ratio 1.0008) and on digits it loses (1.013; accuracy 0.9375 against 0.940): those two
-claims are kept as reported, not deciding.
+claims are kept as reported, not deciding. 13 of the 96 finite-``nu`` fits (10 of them the
+chirp's at ``nu <= 30`` with ``sigma^2 <= 0.01``, the selected ones among them) stop where
+float64 rounding of the objective stops L-BFGS-B's line search, with gradient norms 3e-7 to
+9e-5 (the selected ones 1e-6); the metrics list them.
 
 Scaled down: the paper's headline experiments are UCI regression with the sparse DKM and
 hundreds of inducing points; here full DKMs on 120 training points, 2 splits (quick: 24 points,
@@ -207,6 +210,9 @@ def run_task(name: str, cfg: Config, split: int) -> dict:
         "dkm_nu": nus[i_dkm], "dkm_noise_var": cfg.noise_vars[j_dkm],
         "dkm_test_mse": float(test[i_dkm, j_dkm]), "dkm_val_mse": float(val[i_dkm, j_dkm]),
         "dkm_iterations": fits[i_dkm, j_dkm].iterations,
+        "dkm_converged": fits[i_dkm, j_dkm].converged,
+        "dkm_grad_norm": fits[i_dkm, j_dkm].grad_norm,
+        "unconverged_grad_norms": [fits[k].grad_norm for k in fits if not fits[k].converged],
         "dkm_gram_distance": float(np.linalg.norm(dkm_grams - nngp_grams)
                                    / np.linalg.norm(nngp_grams)),
     }
@@ -341,7 +347,7 @@ def figures(results: dict) -> dict:
     nus = np.asarray([_f(v) for v in m["limit_nus"]])
     dist = np.asarray([_f(v) for v in m["limit_distances"]])
     ax.loglog(nus, dist, "o-", label=f"learned Grams (slope {_f(m['limit_slope']):.3f})")
-    ax.loglog(nus, dist[0] * nus[0] / nus, "k:", label="1 / nu")
+    ax.loglog(nus, dist[-1] * nus[-1] / nus, "k:", label="1 / nu (through the largest nu)")
     ax.set_xlabel("regularisation nu (width / output copies)")
     ax.set_ylabel("|G(nu) - G_NNGP|_F / |G_NNGP|_F")
     ax.set_title("Learned Grams tend to the NNGP's as 1/nu (synthetic task)", fontsize=9)
@@ -374,8 +380,10 @@ def figures(results: dict) -> dict:
         ax2.semilogx(xs[1:], best[1:], "o-", color=f"C{c}", label=t)
         ax2.semilogx([x_inf], [1.0], "s", color=f"C{c}")
     ax2.axhline(1.0, color="gray", lw=0.8)
+    from matplotlib.ticker import NullLocator
     ticks = sorted(finite) + [x_inf]
     ax2.set_xticks(ticks, [f"{v:g}" for v in sorted(finite)] + ["inf"])
+    ax2.xaxis.set_minor_locator(NullLocator())
     ax2.set_xlabel("nu (inf: NNGP)")
     ax2.set_ylabel("best validation MSE over noise / NNGP's")
     ax2.set_title("Validation MSE against regularisation (split 0)", fontsize=9)

@@ -44,14 +44,23 @@ is the NNGP, and ``KL(N(0, G_l) || N(0, K(G_{l-1}))) = 1/2 [|U_l|_F^2 - 2 sum di
 whatever the layers below do, so the ``nu``-weighted terms stay well conditioned as ``nu``
 grows (in the Grams themselves the KL's curvature is ``nu / (2 lambda_i lambda_j)`` with
 eigenvalues ``lambda`` down to ``1e-4`` of the largest). ``-L / P`` is minimised by L-BFGS from
-the NNGP (the ``nu = inf`` maximiser). The objective's form above is the paper's; the
-parametrisation and the optimiser are this module's.
+the NNGP (the ``nu = inf`` maximiser). The parametrisation and the optimiser are this
+module's.
 
-Prediction (:func:`predict`). The paper's sparse DKM gives the Grams at points outside the
-optimised set by the Gaussian conditional of each layer's features on those at the optimised
-points (inducing points). Here the optimised points are the training inputs ``i`` and the test
-inputs ``t`` are conditioned on them, layer by layer: with ``K = K(G_{l-1})`` over ``(i, t)``
-and ``A = K_ti K_ii^-1``,
+What was checked against the paper. Its abstract states the structure (a log-likelihood plus a
+series of KL divergences that keep the posteriors near the prior, maximised over the layers'
+posterior covariances; the NNGP's limit removes representation learning); the per-layer term
+``-nu_l KL(N(0, G_l) || N(0, K(G_{l-1})))``, written ``-nu/2 [tr(K^-1 G) - log det(K^-1 G) -
+P]``, is the one the authors' later convolutional-DKM code (Milsom, Anson & Aitchison,
+arXiv:2309.09814) regularises each Gram with. The paper's text beyond its abstract could not be
+read here: the likelihood's normalisation (summed over the ``C`` output columns, ``nu_l`` per
+copy of ``Y``) is this module's reading, and any other normalisation is a rescaling of ``nu``.
+
+Prediction (:func:`predict`). The sparse DKM (in the paper; in the authors' later code) gives
+the Grams at points outside the optimised set by the Gaussian conditional of each layer's
+features on those at the optimised points (inducing points). Here the optimised points are the
+training inputs ``i`` and the test inputs ``t`` are conditioned on them, layer by layer: with
+``K = K(G_{l-1})`` over ``(i, t)`` and ``A = K_ti K_ii^-1``,
 
     G_ii = the learned G_l,    G_ti = A G_ii,    G_tt = K_tt - A K_it + A G_ii A^T,
 
@@ -474,15 +483,18 @@ class DKMFit(NamedTuple):
     objective: the DKM objective there (at ``nu = inf``: the NNGP's log-likelihood, the KL
     terms being 0); grad_norm: the 2-norm of ``d(-L / P) / dV`` at the end (0 at ``nu = inf``);
     iterations: L-BFGS iterations; converged: the largest gradient entry is ``<= tol max(1,
-    nu)`` or L-BFGS-B stopped on its own criteria (no step changes ``-L / P`` in float64);
-    and what :func:`predict`
-    needs: x_train ``(P, d)``, y_train ``(P, C)``, nu (per layer), activation, W_std, b_std,
-    noise_var."""
+    nu)``, or L-BFGS-B met its own stopping rules; message: L-BFGS-B's reason for stopping
+    (``ABNORMAL_TERMINATION_IN_LNSRCH`` with a small ``grad_norm``: the line search cannot
+    decrease ``-L / P`` beyond its float64 rounding, about ``1e-12`` relative for Grams with
+    condition numbers near ``1e6``, which floors the gradient near ``1e-6``); and what
+    :func:`predict` needs: x_train ``(P, d)``, y_train ``(P, C)``, nu (per layer), activation,
+    W_std, b_std, noise_var."""
     grams: np.ndarray
     objective: float
     grad_norm: float
     iterations: int
     converged: bool
+    message: str
     x_train: np.ndarray
     y_train: np.ndarray
     nu: tuple
@@ -573,7 +585,8 @@ def fit(x, y, depth: int, nu, *, noise_var: float, activation: Activation = "rel
                              "(duplicate inputs with b_std = 0?); pass distinct inputs, "
                              "b_std > 0 or init")
         if np.all(np.isinf(nus)):
-            return DKMFit(np.asarray(grams), -value * p, 0.0, 0, True, **settings)
+            return DKMFit(np.asarray(grams), -value * p, 0.0, 0, True, "nu = inf: the NNGP",
+                          **settings)
 
         def fun(theta):
             value, grad, _ = evaluate(theta)
@@ -587,7 +600,7 @@ def fit(x, y, depth: int, nu, *, noise_var: float, activation: Activation = "rel
         value, grad, grams = evaluate(res.x)
     converged = bool(res.success) or bool(np.max(np.abs(grad)) <= gtol)
     return DKMFit(np.asarray(grams), -value * p, float(np.linalg.norm(grad)), int(res.nit),
-                  converged, **settings)
+                  converged, str(res.message), **settings)
 
 
 def propagate(grams, x_train, x_test, activation: Activation = "relu", W_std: float = 1.0,
