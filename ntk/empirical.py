@@ -199,9 +199,22 @@ class _AxesTree:
     def __repr__(self):
         return repr(jax.tree_util.tree_unflatten(self.treedef, self.leaves))
 
-    def fits(self, tree) -> bool:
+    def _subtrees(self, tree, lenient: bool = True):
+        """The subtrees of ``tree`` under each axis; where the structures differ only in
+        lists against tuples they match when ``lenient`` (neural-tangents' networks return
+        lists where users write tuples)."""
         try:
-            self.treedef.flatten_up_to(tree)
+            return self.treedef.flatten_up_to(tree)
+        except (ValueError, TypeError):
+            if not lenient:
+                raise
+            axes = _lists_as_tuples(jax.tree_util.tree_unflatten(self.treedef, self.leaves))
+            treedef = jax.tree_util.tree_structure(axes, is_leaf=lambda a: a is None)
+            return treedef.flatten_up_to(_lists_as_tuples(tree))
+
+    def fits(self, tree, lenient: bool) -> bool:
+        try:
+            self._subtrees(tree, lenient)
             return True
         except (ValueError, TypeError):
             return False
@@ -209,7 +222,7 @@ class _AxesTree:
     def per_leaf(self, tree, what: str) -> list:
         """The axis of every array leaf of ``tree``, in ``tree_leaves`` order."""
         try:
-            subtrees = self.treedef.flatten_up_to(tree)
+            subtrees = self._subtrees(tree)
         except (ValueError, TypeError) as err:
             raise ValueError(f"vmap_axes: {self.name}={self!r} does not match the structure of "
                              f"{what}, {jax.tree_util.tree_structure(tree)}") from err
@@ -217,6 +230,14 @@ class _AxesTree:
         for axis, sub in zip(self.leaves, subtrees):
             out.extend([axis] * len(jax.tree_util.tree_leaves(sub)))
         return out
+
+
+def _lists_as_tuples(tree):
+    if isinstance(tree, list) or type(tree) is tuple:
+        return tuple(_lists_as_tuples(t) for t in tree)
+    if type(tree) is dict:
+        return {k: _lists_as_tuples(v) for k, v in tree.items()}
+    return tree
 
 
 class _AmbiguousAxes:
@@ -236,10 +257,13 @@ class _AmbiguousAxes:
 
     def resolve(self, x1):
         in_axes = self.pair[0]
-        if isinstance(in_axes, int) or in_axes.fits(x1):
+        if isinstance(in_axes, int):
             return self.pair
-        if self.whole.fits(x1):
-            return self.whole, self.whole
+        for lenient in (False, True):   # an exact match first, then lists as tuples
+            if in_axes.fits(x1, lenient):
+                return self.pair
+            if self.whole.fits(x1, lenient):
+                return self.whole, self.whole
         raise ValueError(f"vmap_axes={self.whole!r} fits x1's structure "
                          f"{jax.tree_util.tree_structure(x1)} neither as (in_axes, out_axes) "
                          "nor as in_axes = out_axes = vmap_axes")
