@@ -542,7 +542,8 @@ CLAIMS = (
           "sp_rate", each(within(*RATE))),
     claim("kernel_networks_stay_off_mup_limit",
           "largest width: NTP and SP networks' distance to their kernel limit / to the muP "
-          "limit (three tasks each)", "own_limit_ratio_kernel_nets", each(at_most(OWN_LIMIT_RATIO))),
+          "limit (three tasks each)", "own_limit_ratio_kernel_nets",
+          each(at_most(OWN_LIMIT_RATIO))),
     claim("mup_networks_stay_off_kernel_limit",
           "largest width: muP networks' distance to the muP limit / to the kernel limit of "
           "muP's initial NTK (three tasks)",

@@ -9,8 +9,9 @@ Networks and training (exactly :func:`limits.mlp` under :data:`limits.MUP`, TP V
 ``activation`` and base width ``n0``, trained by SGD with :func:`limits.optimizers.optimizer`):
 
     h^1 = x W^1,   h^l = phi(h^{l-1}) W^l (2 <= l <= L),   f(x) = (n0 / n) phi(h^L) W^{L+1},
-    W^1_ij ~ N(0, sigma_w^2 / d),  W^l_ij ~ N(0, sigma_w^2 / n),  W^{L+1}_ij ~ N(0, sigma_out^2 / n0)
-    (or 0: ``readout_zero_init``), learning rates eta n / n0, eta, eta n / n0.
+    W^1_ij ~ N(0, sigma_w^2 / d),  W^l_ij ~ N(0, sigma_w^2 / n),
+    W^{L+1}_ij ~ N(0, sigma_out^2 / n0) (or 0: ``readout_zero_init``),
+    learning rates eta n / n0 (input), eta (hidden), eta n / n0 (readout).
 
 An SGD step on a batch ``(X, Y)`` uses ``delta = dLoss / df`` ``(B, O)`` at the batch (e.g.
 :func:`mse_output_grad`); every public ``step`` takes that ``delta`` and the learning rate ``eta``.
@@ -26,10 +27,11 @@ creation-plus-annihilation operator:
     A_l G_s   = sigma_w ( S_l(s)  + G_k [s = S*_l(k)] ),
     A_l^T G_s = sigma_w ( S*_l(s) + G_k [s = S_l(k)] ),
 
-where ``S_l(s)`` (``S*_l(s)``) is a new source, ``Zhat^{A_l G_s} / sigma_w`` (of ``A_l^T``), made the
-first time it is needed, and the second term is ``Zdot``: ``A A^T ~ sigma_w^2 I`` on what ``A^T``
-made. Coefficients (row vectors) then follow finite equations: with ``U`` ``(d, K)`` the rows of
-``W^1``, ``V`` ``(K, O)`` the columns of ``W^{L+1}``, ``Delta_l`` the finite-rank change of ``A_l``,
+where ``S_l(s)`` (``S*_l(s)``) is a new source, ``Zhat^{A_l G_s} / sigma_w`` (of ``A_l^T``),
+made the first time it is needed, and the second term is ``Zdot``: ``A A^T ~ sigma_w^2 I`` on
+what ``A^T`` made. Coefficients (row vectors) then follow finite equations: with ``U`` ``(d, K)``
+the rows of ``W^1``, ``V`` ``(K, O)`` the columns of ``W^{L+1}``, ``Delta_l`` the finite-rank
+change of ``A_l``,
 
     c(h^1) = x U,   c(h^l) = A_l c(h^{l-1}) + Delta_l c(h^{l-1}),   f(x) = n0 c(h^L) V,
     c(g^L) = n0 delta V^T,   c(g^{l-1}) = A_l^T c(g^l) + Delta_l^T c(g^l)     (g = n dLoss / dh),
@@ -105,6 +107,7 @@ __all__ = [
     "ShallowMupLimit",
     "shallow_mup_limit",
     "gaussian_nodes",
+    "ACTIVATION_PAIRS",
     "linear_ntk",
     "shallow_ntk",
     "kernel_descent",
@@ -238,9 +241,11 @@ class LinearMupLimit:
 
     Treat as immutable: :meth:`step` returns a new limit. Attributes: ``input_coef`` ``U``
     ``(d, K1)``, ``output_coef`` ``V`` ``(K2, O)``, ``hidden_updates`` (per hidden layer, ``None``
-    or the stacked blocks ``(G, H)`` ``(R, K)``: ``Delta_l c = (c H^T) G``), the source registry, ``size`` ``K``
-    (number of sources) and the network's constants. Coefficient arrays shorter than ``K``
-    are zero beyond their length.
+    or the stacked blocks ``(G, H)`` ``(R, K)``: ``Delta_l c = (c H^T) G``), the source
+    registry, ``size`` ``K`` (number of sources) and the network's constants. Coefficient
+    arrays shorter than ``K`` are zero beyond their length.
+
+    Yang & Hu (2021), arXiv:2011.14522 (the Tensor Program limit of a linear network).
     """
 
     in_dim: int
@@ -337,6 +342,8 @@ def linear_mup_limit(in_dim: int, depth: int, out_dim: int, *, base_width: float
       >>> x, y = np.eye(3), np.ones((3, 1))
       >>> for _ in range(5):
       ...     lim = lim.step(x, mse_output_grad(lim.apply(x), y), 0.1)
+
+    Yang & Hu (2021), arXiv:2011.14522 (word2vec and MAML limits; code edwardjhu/TP4).
     """
     in_dim = _positive_int(in_dim, "in_dim")
     depth = _positive_int(depth, "depth")
@@ -369,7 +376,8 @@ def _gelu(x):
 
 
 def _dgelu(x):
-    return 0.5 * (1.0 + _erf(x / math.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return (0.5 * (1.0 + _erf(x / math.sqrt(2.0)))
+            + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
 
 
 def _sigmoid(x):
@@ -403,7 +411,7 @@ def _activation_pair(activation):
 
 
 def gaussian_nodes(dim: int, n_nodes: int, kind: str = "hermite", seed: int = 0):
-    """Nodes and weights for ``E g(z)``, ``z ~ N(0, I_dim)``: ``(M, dim)`` and ``(M,)`` (summing to 1).
+    """Nodes and weights for ``E g(z)``, ``z ~ N(0, I_dim)``: ``(M, dim)`` and ``(M,)`` (sum 1).
 
     ``'hermite'``: the tensor product of ``n_nodes``-point Gauss-Hermite rules (``M = n_nodes^dim``;
     exact for polynomials of degree ``< 2 n_nodes`` in each coordinate). ``'monte_carlo'``:
@@ -436,6 +444,8 @@ class ShallowMupLimit:
     ``w`` ``(M, d)``, ``a`` ``(M, O)``: each node's input weights and readout now;
     ``weights`` ``(M,)``: its quadrature weight (the expectation over the initial Gaussian).
     ``f(x) = n0 sum_m weights_m a_m phi(w_m . x)``. Treat as immutable.
+
+    Yang & Hu (2021), arXiv:2011.14522 (muP = mean field for one hidden layer).
     """
 
     w: np.ndarray
@@ -456,7 +466,8 @@ class ShallowMupLimit:
         return self.a.shape[1]
 
     def features(self, x) -> np.ndarray:
-        """The limit feature kernel ``E[phi(w . x) phi(w . x')]`` on ``x`` ``(N, d)``: ``(N, N)``."""
+        """The limit feature kernel ``E[phi(w . x) phi(w . x')]`` on ``x`` ``(N, d)``:
+        ``(N, N)``."""
         x = _matrix(x, "x", self.in_dim)
         act = self.phi(x @ self.w.T)
         return (act * self.weights) @ act.T
@@ -488,6 +499,8 @@ def shallow_mup_limit(in_dim: int, out_dim: int, activation="tanh", *, base_widt
     of :func:`gaussian_nodes` in ``d`` (+ ``O``) dimensions (``quadrature``: ``'hermite'`` with
     ``n_nodes`` per dimension, or ``'monte_carlo'`` with ``n_nodes`` antithetic pairs).
     ``activation``: a name in :data:`ACTIVATION_PAIRS` or ``(phi, dphi)``.
+
+    Yang & Hu (2021), arXiv:2011.14522.
     """
     in_dim = _positive_int(in_dim, "in_dim")
     out_dim = _positive_int(out_dim, "out_dim")
@@ -550,7 +563,10 @@ def linear_ntk(x1, x2, parametrization: Parametrization, depth: int, *,
     """The infinite-width NTK at initialisation, ``Theta(x1, x2)`` ``(N1, N2)`` (times ``I_O``),
     of ``limits.mlp(d, n, depth, O, parametrization, activation='identity', ...)`` under its
     learning-rate scales (module docstring; ``x2=None``: ``x1``). Raises ``ValueError`` where a
-    contribution diverges with width."""
+    contribution diverges with width.
+
+    Jacot, Gabriel & Hongler (2018), arXiv:1806.07572; Yang & Hu (2021), arXiv:2011.14522
+    (the kernel regime of abc-parametrizations)."""
     depth = _positive_int(depth, "depth")
     e = _layer_exponents(parametrization, depth)
     x1, x2 = _kernel_inputs(x1, x2)
@@ -577,7 +593,9 @@ def shallow_ntk(x1, x2, parametrization: Parametrization, activation="tanh", *,
 
     the expectations by ``n_nodes^2``-point Gauss-Hermite quadrature per pair: spectrally
     accurate for smooth ``phi`` when ``sigma_w |x| / sqrt(d)`` is of order 1 (steeper scales need
-    more nodes; ReLU's kink converges like ``1 / n_nodes``)."""
+    more nodes; ReLU's kink converges like ``1 / n_nodes``).
+
+    Jacot, Gabriel & Hongler (2018), arXiv:1806.07572; Yang & Hu (2021), arXiv:2011.14522."""
     e = _layer_exponents(parametrization, 1)
     _, (phi, dphi) = _activation_pair(activation)
     x1, x2 = _kernel_inputs(x1, x2)
@@ -612,7 +630,9 @@ def kernel_descent(theta, f0, train_index, output_grad: Callable, learning_rate:
 
     on ``P`` points (training points ``X = P[train_index]`` among them). ``theta`` ``(P, P)``,
     ``f0`` ``(P, O)``; ``output_grad`` maps the training outputs ``(B, O)`` to ``dLoss/df``.
-    Returns the trajectory ``(steps + 1, P, O)``."""
+    Returns the trajectory ``(steps + 1, P, O)``.
+
+    Jacot, Gabriel & Hongler (2018), arXiv:1806.07572 (discrete-time kernel gradient descent)."""
     theta = _matrix(theta, "theta")
     f = _matrix(f0, "f0")
     if theta.shape != (f.shape[0], f.shape[0]):
