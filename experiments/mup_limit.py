@@ -41,17 +41,17 @@ of a network from a limit is the root mean square over seeds and outputs (every 
 test points for tanh) of ``f_net - f_limit`` after the last step.
 
 Claims (thresholds fixed before running): (i) finite muP networks approach the computed muP limit
-like ``width^-1/2`` (the fluctuation of averages over ``n`` units; log-log slope in
-``[-0.7, -0.3]``, as in the other rate claims of this project) on all three tasks; (ii) on the
-completion task the muP limit's test MSE is at most 0.575 times the NTK (NTP) limit's -- the
-paper's Omniglot error ratio, muP limit 1 - 0.665 over linear NTK / GP 1 - 0.417 (read off the
-authors' MAML figure, edwardjhu/TP4 MAML.png); (iii) NTP and SP networks approach their kernel
-limits at the same rate, and at the largest width each network is at least 5 times closer to its
-own limit than to the other one (NTP / SP: kernel over muP limit; muP: muP limit over muP's
-initial-kernel limit); (iv) the tanh limit's quadrature error (change from 2/3 of the nodes) is at most a tenth of the
-muP networks' distance at the largest width. NTP's rate is reported, not claimed: its distance
-carries a large ``1/n`` term (its input layer trains) and falls like ``width^-0.8`` over widths
-32-512 on the completion task (full size, 64-8192: -0.67, and -0.52 over the last octaves).
+like ``width^-1/2`` (the fluctuation of averages over ``n`` units; log-log slope in ``[-0.7,
+-0.3]``, as in the other rate claims of this project) on all three tasks; (ii) on the completion
+task the muP limit's test MSE is at most 0.575 times the NTK (NTP) limit's -- the paper's Omniglot
+error ratio, muP limit 1 - 0.665 over linear NTK / GP 1 - 0.417 (read off the authors' MAML
+figure, edwardjhu/TP4 MAML.png); (iii) NTP and SP networks approach their kernel limits at the
+same rate, and at the largest width each network is at least 5 times closer to its own limit than
+to the other one (NTP / SP: kernel over muP limit; muP: muP limit over muP's initial-kernel
+limit); (iv) the tanh limit's quadrature error (change from 2/3 of the nodes) is at most a tenth
+of the muP networks' distance at the largest width. NTP's rate is reported, not claimed: its
+distance carries a large ``1/n`` term (its input layer trains) and falls like ``width^-0.8`` over
+widths 32-512 on the completion task (full size, 64-8192: -0.67, and -0.52 over the last octaves).
 
 Scaled down: TP IV trains word2vec on text8 / fil9 and MAML on Omniglot; here widths 32-512
 (deep task 64-512) and 6 seeds (full: widths 32-8192, deep task 64-2048, and 16 seeds).
