@@ -51,7 +51,7 @@ to the other one (NTP / SP: kernel over muP limit; muP: muP limit over muP's ini
 limit); (iv) the tanh limit's quadrature error (change from 2/3 of the nodes) is at most a tenth
 of the muP networks' distance at the largest width. NTP's rate is reported, not claimed: its
 distance carries a large ``1/n`` term (its input layer trains) and falls like ``width^-0.8`` over
-widths 32-512 on the completion task (full size, 64-8192: -0.67, and -0.52 over the last octaves).
+widths 32-512 on the completion task (full size, 32-8192: -0.69, and -0.55 over the last octaves).
 
 Scaled down: TP IV trains word2vec on text8 / fil9 and MAML on Omniglot; here widths 32-512
 (deep task 64-512) and 6 seeds (full: widths 32-8192, deep task 64-2048, and 16 seeds).
@@ -532,7 +532,7 @@ CLAIMS = (
           "completion task: test MSE of the muP limit / test MSE of the NTK (NTP) limit",
           "test_mse_ratio", at_most(PAPER_ERROR_RATIO)),
     # NTP's distance carries a large 1/width term (its input layer trains): over widths 32-512
-    # it falls like width^-0.8 on the completion task, -0.67 over 64-8192 (full) and -0.52 over
+    # it falls like width^-0.8 on the completion task, -0.69 over 32-8192 (full) and -0.55 over
     # the last octaves. Reported, not deciding (README).
     claim("ntp_networks_approach_kernel_limit",
           "NTP networks' distance to their kernel limit ~ width^slope (three tasks)",
