@@ -17,6 +17,24 @@ and criticality (abc-parametrizations of Yang & Hu 2021, arXiv:2011.14522).
 * :mod:`limits.criticality` -- length / correlation maps, ``q*``, ``chi_1``, depth scales,
   edge of chaos, phase diagram, Monte Carlo of deep nets.
 * :mod:`limits.width_depth` -- the depth-ODE limit of ``1/sqrt(L)`` residual covariances.
+* :mod:`limits.scaling` -- fitted log-log slopes of power laws.
+* :mod:`limits.finite_width` -- ``1/width`` corrections at initialisation: the four-point
+  vertex (excess kurtosis) and the NTK's variance over initialisations, growing like
+  depth / width (Roberts, Yaida & Hanin).
+* :mod:`limits.mup_limit` -- the muP infinite-width limit computed directly, and its kernel
+  counterpart (Yang & Hu, TP IV).
+* :mod:`limits.eigenlearning` -- eigenlearning predictions of kernel and random-feature ridge
+  regression (Simon et al.).
+* :mod:`limits.deep_limits` -- infinitely wide and deep NTK / NNGP classifiers on the sphere
+  (Radhakrishnan, Belkin & Uhler).
+* :mod:`limits.pseudo_iid` -- pseudo-i.i.d. weights (orthogonal, low-rank, block-sparse) and
+  their Gaussian-process limit (Nait Saada, Naderi & Tanner).
+* :mod:`limits.signature` -- neural signature kernels of controlled ResNets and their Goursat
+  PDE (Muca Cirone, Lemercier & Salvi).
+* :mod:`limits.deep_kernel_machines` -- the deep kernel machine objective: the Bayesian
+  representation-learning limit (Yang et al. 2023).
+* :mod:`limits.adaptive_kernel` -- the adaptive-kernel theory of grokking as a first-order
+  transition in two-layer teacher-student networks (Rubin, Seroussi & Ringel).
 """
 from limits.parametrization import (
     MFP,
