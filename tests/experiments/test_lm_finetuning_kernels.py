@@ -60,14 +60,36 @@ def test_task_examples_and_prompts(task):
     assert x_np.shape[1] == 7 and (x_np[:, -1] == lm.VOCAB["."]).all()
 
 
-def test_prompted_scores_are_the_label_words_logits(tiny):
-    _, module, params = tiny
+def _head(dim, seed=0):
+    w = np.random.default_rng(seed).normal(size=(dim, 2))
+    return {"w": jnp.asarray(w), "b": jnp.asarray([0.3, -0.2])}
+
+
+def test_one_task_model_reads_label_words_with_a_prompt_and_a_new_head_without(tiny):
+    """With a prompt the scores are the label words' logits at the prompt's last token (the
+    LM's own output) and the new head gets exactly zero gradient; without one they are the
+    head on the unpadded document's last representation, whatever the padding."""
+    cfg, module, params = tiny
+    full = {"lm": params, "head": _head(cfg.dim)}
+    apply_fn = jax.jit(lm.task_model(module))
+    lm_out = jax.jit(lambda t, features: module.apply({"params": params}, t, features=features),
+                     static_argnums=1)
     x, _ = lm.task_data(np.random.default_rng(6), "topic", 4, prompt=True)
-    logits = module.apply({"params": params}, jnp.asarray(x))[:, -1]
+    logits = lm_out(jnp.asarray(x), False)[:, -1]
     ids = [lm.VOCAB[w] for w in lm.LABEL_WORDS["topic"]]
-    prompted = jnp.asarray(lm.with_label_words(x, "topic"))
-    scores = lm.task_model(module, True)({"lm": params}, prompted)
-    np.testing.assert_allclose(scores, logits[:, ids], atol=1e-12)
+    prompted = jnp.asarray(lm.task_inputs(x, "topic", True))
+    np.testing.assert_allclose(apply_fn(full, prompted), logits[:, ids], atol=1e-12)
+    grad = jax.jit(jax.grad(lambda p: jnp.sum(apply_fn(p, prompted) ** 2)))(full)
+    assert all(not np.any(g) for g in jax.tree.leaves(grad["head"]))
+    assert any(np.any(g) for g in jax.tree.leaves(grad["lm"]))
+
+    x, _ = lm.task_data(np.random.default_rng(7), "sentiment", 4, prompt=False)
+    h = lm_out(jnp.asarray(x), True)[:, -1]
+    want = h @ full["head"]["w"] + full["head"]["b"]
+    padded = lm.task_inputs(x, "sentiment", False)
+    np.testing.assert_allclose(apply_fn(full, jnp.asarray(padded)), want, atol=1e-12)
+    padded[:, 7:lm.PROMPTED_LEN] = lm.VOCAB["great"]           # causal: padding is never read
+    np.testing.assert_allclose(apply_fn(full, jnp.asarray(padded)), want, atol=1e-12)
 
 
 def test_few_shot_has_k_per_class():
@@ -80,7 +102,8 @@ def test_few_shot_has_k_per_class():
 def tiny():
     cfg = lm.Config(dim=8, depth=1, heads=2)
     module = lm.model(cfg)
-    params = module.init(jax.random.PRNGKey(0), jnp.zeros((1, lm.DOC_LEN), jnp.int32))["params"]
+    params = jax.jit(module.init)(jax.random.PRNGKey(0),
+                                  jnp.zeros((1, lm.DOC_LEN), jnp.int32))["params"]
     params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
     return cfg, module, params
 
@@ -88,8 +111,8 @@ def tiny():
 def test_features_times_the_tied_embedding_are_the_logits(tiny):
     _, module, params = tiny
     x = jnp.asarray(lm.corpus(np.random.default_rng(3), 3, 0.0)[:, :9])
-    h = module.apply({"params": params}, x, features=True)
-    logits = module.apply({"params": params}, x)
+    h, logits = jax.jit(lambda t: (module.apply({"params": params}, t, features=True),
+                                   module.apply({"params": params}, t)))(x)
     np.testing.assert_allclose(h @ params["token_embed"]["embedding"].T, logits, atol=1e-12)
 
 
@@ -104,13 +127,10 @@ def test_kernels_match_explicit_jacobians(tiny, prompt):
     its sign is then arbitrary: such coordinates (|g| below 1e-10 of the largest) may move a
     sign-kernel entry by one each, and nothing else may."""
     cfg, module, lm_params = tiny
-    params = {"lm": lm_params}
-    if not prompt:
-        params["head"] = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(cfg.dim, 2))),
-                          "b": jnp.zeros(2)}
+    params = {"lm": lm_params, "head": _head(cfg.dim)}     # with a prompt the head is unused
     x, _ = lm.task_data(np.random.default_rng(4), "sentiment", 7, prompt)
-    x = lm.with_label_words(x, "sentiment") if prompt else x
-    fns = lm.task_functions(module, prompt)
+    x = lm.task_inputs(x, "sentiment", prompt)
+    fns = lm.task_functions(module)
     ks, k_full = lm.kernels(fns, params, jnp.asarray(x), 3)
     margin = lm.margin_fn(fns[0])
     jac = jax.jacrev(lambda p: margin(p, jnp.asarray(x))[:, 0])(params)
@@ -173,6 +193,7 @@ def test_config_validation():
     lm.Config.quick().validate()
     lm.Config.full().validate()
     for bad in (dict(pretrain_steps=650), dict(dim=30, heads=4), dict(corpus_noise=0.5),
-                dict(sgd_lrs=()), dict(ridges=(0.0,))):
+                dict(sgd_lrs=()), dict(ridges=(0.0,)), dict(kernels=("sgd", "asigngd")),
+                dict(kernels=("sgd", "signgd", "ntk"))):
         with pytest.raises(ValueError):
             lm.Config(**bad).validate()

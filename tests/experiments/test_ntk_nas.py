@@ -64,3 +64,49 @@ def test_figures_and_claims_from_the_json_round_trip():
     out = check(nas.CLAIMS, plain["metrics"])
     assert out[0]["measured"] == pytest.approx(taus["lga_early"][0])
     assert [c["reported"] for c in out] == [False, True, True]
+
+
+def test_a_padded_group_member_is_its_own_network():
+    """Every architecture of a width run as a member of one padded group (depth 3, flags for
+    its activation, residual skips and missing layers): the same initial parameters as
+    ``init_mlp``,
+    the same outputs as ``apply_mlp`` and, because the missing layers and the flags get zero
+    gradient, the same trace eNTK (float64, against the direct ``apply_mlp`` kernel)."""
+    import jax
+    import jax.numpy as jnp
+    import ntk
+    from functools import partial
+    acts = ("relu", "tanh")
+    archs = [(1, 8, "relu", 0), (3, 8, "tanh", 1)]
+    keys = jax.random.split(jax.random.PRNGKey(3), len(archs))
+    layers = nas.init_group(keys, jnp.asarray([a[0] for a in archs]),
+                            jnp.asarray([nas.ACTIVATIONS[a[2]][1] for a in archs]),
+                            d_in=5, width=8, n_hidden=3)
+    flags = [nas.architecture_flags(d, a, s, 3, acts) for d, _, a, s in archs]
+    group = {"layers": layers, "arch": {k: jnp.asarray(np.stack([f[k] for f in flags]))
+                                        for k in flags[0]}}
+    x = jax.random.normal(jax.random.PRNGKey(4), (6, 5))
+    grouped = ntk.empirical_ntk_fn(partial(nas.apply_group, activations=acts), vmap_axes=0,
+                                   implementation="jacobian")
+    for j, (depth, width, act, skip) in enumerate(archs):
+        own = nas.init_mlp(keys[j], 5, depth, width, act)
+        member = nas._per_net(group, j)
+        kept = member["layers"][:depth] + member["layers"][-1:]
+        for (w, b), (w0, b0) in zip(kept, own):
+            np.testing.assert_allclose(w, w0, rtol=1e-14, atol=0)
+            np.testing.assert_array_equal(b, b0)
+        assert all(not np.any(w) for w, _ in member["layers"][depth:-1])
+        f = partial(nas.apply_mlp, act=act, skip=bool(skip))
+        np.testing.assert_allclose(nas.apply_group(member, x, activations=acts), f(own, x),
+                                   rtol=1e-13, atol=1e-13)
+        direct = ntk.empirical_ntk_fn(f, vmap_axes=0, implementation="jacobian")(x, None, own)
+        np.testing.assert_allclose(grouped(x, None, member), direct, rtol=1e-12, atol=1e-12)
+
+
+def test_groups_pad_small_networks_and_split_costly_ones():
+    archs = [(1, 16, "relu", 0), (3, 16, "relu", 0), (1, 256, "relu", 0), (6, 256, "relu", 0)]
+    found = [(w, d, [i for i, _ in m]) for w, d, m in nas.groups(archs, 64)]
+    # width 16: padded 2 x 1,754 parameters <= 1.5 x (1,210 + 1,754); width 256:
+    # 2 x 348,170 > 1.5 x (19,210 + 348,170)
+    assert found == [(16, 3, [0, 1]), (256, 1, [2]), (256, 6, [3])]
+    assert nas.n_params(64, 3, 16) == 64 * 16 + 2 * 16 * 16 + 16 * 10 + 3 * 16 + 10

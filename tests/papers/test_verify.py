@@ -20,14 +20,7 @@ def _paper_section(dom: str, paper: str) -> str:
     return match.group(1)
 
 
-# The two quick studies that cost most (a GPT pre-trained for 1,000 steps; 12 MLPs trained
-# and scored) run under ``make test-all``; their modules' unit tests run by default.
-HEAVY_QUICK = {"malladi2023kernel", "mok2022ntknas"}
-assert HEAVY_QUICK <= set(papers()), HEAVY_QUICK - set(papers())
-
-
-@pytest.mark.parametrize("paper", [pytest.param(p, marks=pytest.mark.slow) if p in HEAVY_QUICK
-                                   else p for p in papers()])
+@pytest.mark.parametrize("paper", list(papers()))
 def test_verify_quick_and_its_report_page(paper, tmp_path, capsys):
     rc = main(["verify", paper, "--quick", "--json", "--no-progress", "--out", str(tmp_path)])
     report = json.loads(capsys.readouterr().out)
