@@ -177,12 +177,16 @@ def target(beta, x):
 
 def make_data(cfg: Config):
     """beta, w0, (x_train, y_train), (x_test, y_test) from ``cfg.seed``."""
-    kb, kw, ktr, kte = jax.random.split(jax.random.PRNGKey(cfg.seed), 4)
-    D = cfg.dim
+    return _draw_data(jax.random.PRNGKey(cfg.seed), cfg.dim, cfg.width, cfg.n_train, cfg.n_test)
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _draw_data(key, D, width, n_train, n_test):
+    kb, kw, ktr, kte = jax.random.split(key, 4)
     beta = jax.random.normal(kb, (D,))
-    w0 = jax.random.normal(kw, (cfg.width, D))
-    x_train = jax.random.normal(ktr, (cfg.n_train, D)) / np.sqrt(D)
-    x_test = jax.random.normal(kte, (cfg.n_test, D)) / np.sqrt(D)
+    w0 = jax.random.normal(kw, (width, D))
+    x_train = jax.random.normal(ktr, (n_train, D)) / np.sqrt(D)
+    x_test = jax.random.normal(kte, (n_test, D)) / np.sqrt(D)
     return beta, w0, (x_train, target(beta, x_train)), (x_test, target(beta, x_test))
 
 
@@ -194,11 +198,23 @@ def _first_below(steps, values, threshold):
 
 
 # ----------------------------------------------------------------------------- the study
+# The study's one-off evaluations, compiled whole (eagerly, each operation compiles apart)
+_committee_output, _entk, _infinite_width_ntk = map(jax.jit, (committee_output, entk,
+                                                              infinite_width_ntk))
+
+
+@jax.jit
+def _initial_population_loss(w0, beta, alpha, eps):
+    wbar0, M0 = sufficient_statistics(w0)
+    return test_loss_decomposition(0 * wbar0, 0 * M0, beta, alpha, eps)["total"]
+
+
 def _centered_mse(w, x, y, f0, alpha, eps):
     return jnp.mean((committee_output(w, x, alpha, eps) - f0 - y) ** 2)
 
 
-@partial(jax.jit, static_argnames=("n_steps",))
+@partial(jax.jit, static_argnames=("n_steps",),
+         compiler_options={"xla_backend_optimization_level": 2})
 def _gd_chunk(state, x, y, f0, alpha, eps, lr, n_steps):
     """``n_steps`` full-batch GD steps (optax.sgd at rate ``lr``) on the centered MSE."""
     opt = optax.sgd(lr)
@@ -239,21 +255,20 @@ def train_one(cfg: Config, ctx, alpha: float, data) -> dict:
     """Train at one ``alpha`` (resumable); returns the history and end-of-training numbers."""
     beta, w0, (x_tr, y_tr), (x_te, y_te) = data
     eps, D = cfg.eps, cfg.dim
-    f0_tr = committee_output(w0, x_tr, alpha, eps)
-    f0_te = committee_output(w0, x_te, alpha, eps)
-    wbar0, M0 = sufficient_statistics(w0)
+    f0_tr = _committee_output(w0, x_tr, alpha, eps)
+    f0_te = _committee_output(w0, x_te, alpha, eps)
     lr = cfg.eta0 * cfg.width / alpha ** 2
     opt = optax.sgd(lr)
-    train0 = float(jnp.mean(y_tr ** 2))
-    test0 = float(jnp.mean(y_te ** 2))
-    pop0 = float(test_loss_decomposition(0 * wbar0, 0 * M0, beta, alpha, eps)["total"])
+    train0 = float(np.mean(np.asarray(y_tr) ** 2))
+    test0 = float(np.mean(np.asarray(y_te) ** 2))
+    pop0 = float(_initial_population_loss(w0, beta, alpha, eps))
     consts = (x_tr, y_tr, f0_tr, x_te, y_te, f0_te, w0, beta, alpha, eps, train0, test0, pop0)
 
     def chunk_fn(state):
         return _gd_chunk(state, x_tr, y_tr, f0_tr, alpha, eps, lr, cfg.log_every)
 
-    def record(state, step):
-        return {k: float(v) for k, v in _record(state["w"], *consts).items()}
+    def record(state, step):   # one transfer for every value
+        return {k: float(v) for k, v in jax.device_get(_record(state["w"], *consts)).items()}
 
     def stop(history):  # well past grokking: nothing left to see
         return (history["train_loss"][-1] < 0.1 * cfg.threshold
@@ -267,9 +282,9 @@ def train_one(cfg: Config, ctx, alpha: float, data) -> dict:
     w = state["w"]
 
     # The initial-kernel (linearised) model after the same number of steps, and at t = inf.
-    k_tr, k_te = entk(w0, x_tr, x_tr, eps), entk(w0, x_te, x_tr, eps)
+    k_tr, k_te = _entk(w0, x_tr, x_tr, eps), _entk(w0, x_te, x_tr, eps)
     g_lin = linearized_gd_prediction(k_tr, k_te, y_tr, cfg.eta0, step)
-    g_net = np.asarray(committee_output(w, x_te, alpha, eps) - f0_te)
+    g_net = np.asarray(_committee_output(w, x_te, alpha, eps)) - np.asarray(f0_te)
     t_train = _first_below(hist["step"], hist["train_loss"], cfg.threshold)
     t_test = _first_below(hist["step"], hist["test_loss"], cfg.threshold)
     return {
@@ -288,10 +303,10 @@ def run(cfg: Config, ctx) -> dict:
     data = make_data(cfg)
     beta, w0, (x_tr, y_tr), (x_te, y_te) = data
     runs = [train_one(cfg, ctx, float(a), data) for a in cfg.alphas]
-    test0 = float(jnp.mean(y_te ** 2))
-    kr_inf = kernel_regression(infinite_width_ntk(x_tr, x_tr, cfg.eps),
-                               infinite_width_ntk(x_te, x_tr, cfg.eps), y_tr)
-    kr_init = kernel_regression(entk(w0, x_tr, x_tr, cfg.eps), entk(w0, x_te, x_tr, cfg.eps),
+    test0 = float(np.mean(np.asarray(y_te) ** 2))
+    kr_inf = kernel_regression(_infinite_width_ntk(x_tr, x_tr, cfg.eps),
+                               _infinite_width_ntk(x_te, x_tr, cfg.eps), y_tr)
+    kr_init = kernel_regression(_entk(w0, x_tr, x_tr, cfg.eps), _entk(w0, x_te, x_tr, cfg.eps),
                                 y_tr)
     metrics = {
         "alphas": [r["alpha"] for r in runs],

@@ -49,8 +49,10 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path, tiny_grokking):
     assert proc.returncode == -signal.SIGKILL
     (run_dir,) = (tmp_path / "grokking_lazy_rich").iterdir()
     assert not (run_dir / "results.json").exists(), "the run finished before the kill"
-    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
+    # the rerun in this process (the command line's run is run_study; the killed process and
+    # its half-written checkpoints are what is under test)
+    rerun = run_study("grokking_lazy_rich", overrides=over, out=tmp_path, progress=False)
+    assert rerun["run_id"] == run_dir.name
     resumed = json.loads((run_dir / "results.json").read_text())
     assert resumed["resumed_tasks"]        # it did pick up the checkpoint
     full = run_study("grokking_lazy_rich", overrides=over, out=tmp_path / "ref",
