@@ -558,8 +558,9 @@ def figures(results: dict) -> dict:
 # prompt the SGD kernel is as close to fine-tuning as with one (gap excess -0.039), because SGD
 # fine-tuning of a fresh head is itself poor here (0.61-0.63 on sentiment): reported, not
 # deciding (README). Quick config (the decoder has not learned polarity): fraction 1.0, SignGD
-# minus SGD tracking -0.15 (SGD fine-tuning and the SGD kernel both stay near chance on
-# sentiment where Adam and the SignGD kernel learn), kernel-change ratio 0.45, gap excess -0.06.
+# minus SGD tracking -0.18 (SGD fine-tuning and the SGD kernel both stay near chance on
+# sentiment where Adam and the SignGD kernel learn), kernel-change ratio 0.52, gap excess -0.11
+# (rounding moves them: -0.15, 0.45 and -0.06 in an earlier build of the same computation).
 # At that size claims 3 and 4 depend on what pre-training left: pre-trained with seed 1 the
 # small decoder does learn polarity, and both fail (+0.025, 1.04): the full config decides them.
 CLAIMS = (
