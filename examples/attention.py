@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ntk
+from examples.infinite_fcn import scores
 from ntk import predict, stax
 
 
@@ -94,12 +95,7 @@ def main(argv=None) -> dict:
     seconds = time.perf_counter() - start
     print(f"{args.n_train} training and {args.n_test} test sentences of {args.length} words; "
           f"kernels and inference in {seconds:.2f} s")
-    result = {"seconds": seconds}
-    for name, fx in (("NNGP", fx_nngp), ("NTK", fx_ntk)):
-        acc = predict.accuracy(fx, y_test)
-        loss = float(0.5 * np.mean((fx - y_test) ** 2))
-        print(f"{name:5s} test accuracy {acc:.3f}  test loss {loss:.4f}")
-        result[f"accuracy_{name.lower()}"], result[f"loss_{name.lower()}"] = acc, loss
+    result = {"seconds": seconds, **scores(fx_nngp, fx_ntk, y_test, y_test)}
     result.update(x_train=x_train, y_train=y_train, x_test=x_test, fx_nngp=fx_nngp,
                   fx_ntk=fx_ntk, diag_reg=args.diag_reg)
     return result

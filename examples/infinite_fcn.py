@@ -86,14 +86,22 @@ def main(argv=None) -> dict:
     result = {"n_train": args.n_train, "n_test": args.n_test, "seconds": seconds}
     print(f"{args.n_train} training and {args.n_test} test digits; kernels and inference "
           f"in {seconds:.2f} s")
-    for name, fx in (("NNGP", fx_nngp), ("NTK", fx_ntk)):
-        acc = predict.accuracy(fx, labels_test)
-        loss = float(0.5 * np.mean((fx - y_test) ** 2))
-        print(f"{name:5s} test accuracy {acc:.3f}  test loss {loss:.4f}")
-        result[f"accuracy_{name.lower()}"], result[f"loss_{name.lower()}"] = acc, loss
+    result.update(scores(fx_nngp, fx_ntk, labels_test, y_test))
     result.update(x_train=x_train, y_train=y_train, x_test=x_test, fx_nngp=fx_nngp,
                   fx_ntk=fx_ntk, diag_reg=args.diag_reg)
     return result
+
+
+def scores(fx_nngp, fx_ntk, labels, y) -> dict:
+    """Print and return test accuracy and MSE loss ``(1/2) mean (f - y)^2`` of the NNGP and
+    NTK predictions ``fx_*`` against integer ``labels`` and targets ``y``."""
+    out = {}
+    for name, fx in (("NNGP", fx_nngp), ("NTK", fx_ntk)):
+        acc = predict.accuracy(fx, labels)
+        loss = float(0.5 * np.mean((fx - y) ** 2))
+        print(f"{name:5s} test accuracy {acc:.3f}  test loss {loss:.4f}")
+        out[f"accuracy_{name.lower()}"], out[f"loss_{name.lower()}"] = acc, loss
+    return out
 
 
 if __name__ == "__main__":

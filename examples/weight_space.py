@@ -30,13 +30,9 @@ import optax
 
 import ntk
 import tasks
+from examples.function_space import network
 from examples.infinite_fcn import data
-from ntk import predict, stax
-
-
-def network(width: int):
-    return stax.serial(stax.Dense(width, W_std=1.0, b_std=0.05), stax.Erf(),
-                       stax.Dense(tasks.NUM_CLASSES, W_std=1.0, b_std=0.05))
+from ntk import predict
 
 
 def cross_entropy(logits, labels):

@@ -119,19 +119,15 @@ def _known_finite(x) -> bool:
     return ref is not None and ref() is x
 
 
-def _remember_finite(x):
+def remember_finite(x):
+    """Record that the ``jax.Array`` ``x`` holds no NaN or inf (it was checked, or built from
+    arrays that were), so that a later check of ``x`` costs nothing. Returns ``x``."""
     if isinstance(x, jax.Array) and not is_tracer(x):
         key = id(x)
         try:
             _FINITE[key] = weakref.ref(x, lambda _, key=key: _FINITE.pop(key, None))
         except TypeError:  # not weakly referenceable: check it every time
             pass
-
-
-def remember_finite(x):
-    """Record that the ``jax.Array`` ``x`` holds no NaN or inf (it was built from arrays that
-    were checked), so that a later check of ``x`` costs nothing."""
-    _remember_finite(x)
     return x
 
 
@@ -147,7 +143,7 @@ def non_finite_counts(arrays) -> list:
     for i, bad in zip(todo, found):
         counts[i] = int(bad)
         if not bad:
-            _remember_finite(arrays[i])
+            remember_finite(arrays[i])
     return counts
 
 
@@ -246,6 +242,13 @@ def labels(values, n: int, num_classes: int, name: str = "labels"):
     return arr
 
 
+def _shapes(x):
+    """The shape of an array, or the pytree of its leaves' shapes."""
+    if hasattr(x, "shape"):
+        return tuple(x.shape)
+    return jax.tree_util.tree_map(lambda a: tuple(jnp.shape(a)), x)
+
+
 def output_shape(apply_fn: Callable, params, x, name: str = "x1", **kwargs):
     """``jax.eval_shape`` of ``apply_fn(params, x)``, with a failure reported against the
     input's and the parameters' shapes, and a scalar output refused."""
@@ -254,17 +257,13 @@ def output_shape(apply_fn: Callable, params, x, name: str = "x1", **kwargs):
     except Exception as e:  # noqa: BLE001 - re-raised with the shapes involved
         shapes = jax.tree_util.tree_map(lambda p: tuple(jnp.shape(p)), params)
         text = str(shapes)
-        x_shape = tuple(x.shape) if hasattr(x, "shape") else \
-            jax.tree_util.tree_map(lambda a: tuple(jnp.shape(a)), x)
-        raise TypeError(f"`{name}` of shape {x_shape} does not fit `apply_fn` and "
+        raise TypeError(f"`{name}` of shape {_shapes(x)} does not fit `apply_fn` and "
                         f"`params`: {type(e).__name__}: {e}\nparams shapes: "
                         f"{text if len(text) < 400 else text[:400] + '...'}") from e
     for leaf in jax.tree_util.tree_leaves(out):
         if leaf.ndim == 0:
-            x_shape = tuple(x.shape) if hasattr(x, "shape") else \
-                jax.tree_util.tree_map(lambda a: tuple(jnp.shape(a)), x)
             raise ValueError("`apply_fn` must return outputs with a batch axis, got a scalar "
-                             f"for `{name}` of shape {x_shape}.")
+                             f"for `{name}` of shape {_shapes(x)}.")
     return out
 
 
