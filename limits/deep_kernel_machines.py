@@ -382,6 +382,17 @@ def log_likelihood(k, y, noise_var: float = 0.0):
     return _log_likelihood_jit(k, y @ y.T, y.shape[1], noise_var)
 
 
+def _layers_and_input(name, stack, g0, W_std, b_std):
+    """``stack`` ``(L, P, P)`` (Grams or factors) and the input Gram ``g0`` ``(P, P)``,
+    checked square and matching, and the kernel map's ``W_std`` / ``b_std``."""
+    stack = _square(name, stack, batch=True)
+    g0 = _square("g0", g0)
+    if stack.shape[1:] != g0.shape:
+        raise ValueError(f"{name} {stack.shape} and g0 {g0.shape}: every layer must be (P, P)")
+    _check_std(W_std, b_std)
+    return stack, g0
+
+
 def objective(grams, g0, y, nu, activation: Activation = "relu", W_std: float = 1.0,
               b_std: float = 0.0, noise_var: float = 0.0):
     """The DKM objective
@@ -394,13 +405,9 @@ def objective(grams, g0, y, nu, activation: Activation = "relu", W_std: float = 
     ``K(G_L)``). Differentiable in ``grams``.
 
     Reference: Yang et al. (2023), arXiv:2108.13097."""
-    grams = _square("grams", grams, batch=True)
-    g0 = _square("g0", g0)
-    if grams.shape[1:] != g0.shape:
-        raise ValueError(f"grams {grams.shape} and g0 {g0.shape}: every Gram must be (P, P)")
+    grams, g0 = _layers_and_input("grams", grams, g0, W_std, b_std)
     y = _targets(y, g0.shape[0])
     nu = jnp.asarray(_nus(nu, grams.shape[0]), grams.dtype)
-    _check_std(W_std, b_std)
     return _objective_jit(grams, g0, y @ y.T, y.shape[1], nu, dual=_dual(activation),
                           W_std=W_std, b_std=b_std, noise_var=noise_var)
 
@@ -417,11 +424,7 @@ def grams_from_factors(raw, g0, activation: Activation = "relu", W_std: float = 
     are those of standard Gaussians whatever the lower layers do, which keeps the optimisation
     well conditioned as ``nu`` grows. A smooth bijection onto positive definite Grams:
     stationary points correspond. Returns ``(L, P, P)``."""
-    raw = _square("raw", raw, batch=True)
-    g0 = _square("g0", g0)
-    if raw.shape[1:] != g0.shape:
-        raise ValueError(f"raw {raw.shape} and g0 {g0.shape}: every factor must be (P, P)")
-    _check_std(W_std, b_std)
+    raw, g0 = _layers_and_input("raw", raw, g0, W_std, b_std)
     return _forward_jit(raw, g0, dual=_dual(activation), W_std=W_std, b_std=b_std)[0]
 
 
@@ -430,11 +433,7 @@ def factors_from_grams(grams, g0, activation: Activation = "relu", W_std: float 
     """The inverse of :func:`grams_from_factors`: ``U_l = R_l^-1 chol G_l`` with ``R_l = chol
     K(G_{l-1})`` (``G_0 = g0``), ``V_l = tril(U_l, -1) + diag(log diag U_l)``; ``(L, P, P)``
     (NaN where a Gram is not positive definite)."""
-    grams = _square("grams", grams, batch=True)
-    g0 = _square("g0", g0)
-    if grams.shape[1:] != g0.shape:
-        raise ValueError(f"grams {grams.shape} and g0 {g0.shape}: every Gram must be (P, P)")
-    _check_std(W_std, b_std)
+    grams, g0 = _layers_and_input("grams", grams, g0, W_std, b_std)
     return _factors_jit(grams, g0, dual=_dual(activation), W_std=W_std, b_std=b_std)
 
 
@@ -443,13 +442,9 @@ def objective_from_factors(raw, g0, y, nu, activation: Activation = "relu", W_st
     """:func:`objective` at the Grams :func:`grams_from_factors` ``(raw, g0, ...)``, with each
     KL in the whitened form: what :func:`fit` maximises (differentiable in ``raw``
     ``(L, P, P)``)."""
-    raw = _square("raw", raw, batch=True)
-    g0 = _square("g0", g0)
-    if raw.shape[1:] != g0.shape:
-        raise ValueError(f"raw {raw.shape} and g0 {g0.shape}: every factor must be (P, P)")
+    raw, g0 = _layers_and_input("raw", raw, g0, W_std, b_std)
     y = _targets(y, g0.shape[0])
     nu = jnp.asarray(_nus(nu, raw.shape[0]), raw.dtype)
-    _check_std(W_std, b_std)
     return _objective_whitened_jit(raw, g0, y @ y.T, y.shape[1], nu, dual=_dual(activation),
                                    W_std=W_std, b_std=b_std, noise_var=noise_var)
 
@@ -459,13 +454,9 @@ def objective_and_gradient(raw, g0, y, nu, activation: Activation = "relu", W_st
     """``(L, dL/dV)``: :func:`objective_from_factors` and its gradient in the whitened factors
     ``raw = V`` ``(L, P, P)`` (zero on the ignored upper triangle), float64 NumPy, by the
     compiled program :func:`fit` runs (one per ``P``, depth and activation)."""
-    raw = _square("raw", raw, batch=True)
-    g0 = _square("g0", g0)
-    if raw.shape[1:] != g0.shape:
-        raise ValueError(f"raw {raw.shape} and g0 {g0.shape}: every factor must be (P, P)")
+    raw, g0 = _layers_and_input("raw", raw, g0, W_std, b_std)
     y = np.asarray(_targets(y, g0.shape[0]), np.float64)
     nu = _nus(nu, raw.shape[0])
-    _check_std(W_std, b_std)
     p = g0.shape[0]
     with jax.enable_x64(True):
         (value, _), grad = _evaluate(
