@@ -1,10 +1,14 @@
 """``ntk-lab verify PAPER --quick`` for every paper: all claims hold, exit status 0, and the
-claims report shows the paper's claims and figures in a real browser."""
+claims report shows the paper's claims and figures (every figure a decodable image; the page
+itself is loaded in a real browser once, on one paper)."""
 import dataclasses
+import html
 import json
 import re
+import shutil
 
 import pytest
+from PIL import Image
 
 from experiments import claims as claimlib
 from experiments.registry import load_study
@@ -20,9 +24,13 @@ def _paper_section(dom: str, paper: str) -> str:
     return match.group(1)
 
 
-@pytest.mark.parametrize("paper", list(papers()))
-def test_verify_quick_and_its_report_page(paper, tmp_path, capsys):
-    rc = main(["verify", paper, "--quick", "--json", "--no-progress", "--out", str(tmp_path)])
+def _claim_rows(page_html: str, paper: str):
+    return re.findall(r'<tr class="claim [a-z]+" data-id="([^"]+)" data-holds="(true|false)" '
+                      r'data-reported="(true|false)"', _paper_section(page_html, paper))
+
+
+def _verify_quick(paper, out, capsys):
+    rc = main(["verify", paper, "--quick", "--json", "--no-progress", "--out", str(out)])
     report = json.loads(capsys.readouterr().out)
     table = {c["id"]: (c["measured"], c["holds"]) for c in report["claims"]}
     assert rc == 0, f"claims failed: {table}"
@@ -30,18 +38,44 @@ def test_verify_quick_and_its_report_page(paper, tmp_path, capsys):
     assert set(report["runs"]) == set(papers()[paper]["studies"])
     for c in report["claims"]:
         assert c["run"] in report["runs"].values() and c["expected"] and c["text"]
+    return report
 
+
+@pytest.mark.parametrize("paper", list(papers()))
+def test_verify_quick_and_its_report_page(paper, tmp_path, capsys):
+    report = _verify_quick(paper, tmp_path, capsys)
+    page = write_report(tmp_path / "report", results=tmp_path)
+    text = page.read_text()
+    srcs = [html.unescape(s) for s in re.findall(r'<img src="([^"]+)"', text)]
+    assert srcs, f"{paper}: the report shows no figure"
+    for src in srcs:
+        with Image.open(page.parent / src) as img:   # what a browser must decode
+            img.verify()
+            assert img.size[0] > 0 and img.size[1] > 0, src
+    rows = _claim_rows(text, paper)
+    assert [r[0] for r in rows] == [c["id"] for c in report["claims"]]
+    assert all(h == "true" for _, h, reported in rows if reported == "false")
+
+
+def test_report_page_in_a_browser_counts_its_figures_and_names_a_missing_one(tmp_path, capsys):
+    """The page as a browser runs it: every figure decoded, the claims in order; with one
+    figure file removed the page's own check reports it as broken."""
+    paper = "levi2023linear"
+    report = _verify_quick(paper, tmp_path, capsys)
     page = write_report(tmp_path / "report", results=tmp_path)
     dom = rendered_dom(page)
     body = re.search(r"<body([^>]*)>", dom).group(1)
     n_img = len(re.findall(r"<img ", dom))
-    assert n_img >= 1, f"{paper}: the report shows no figure"
+    assert n_img >= 1
     assert f'data-figures-loaded="{n_img}"' in body and 'data-figures-broken="0"' in body, body
-    section = _paper_section(dom, paper)
-    rows = re.findall(r'<tr class="claim [a-z]+" data-id="([^"]+)" data-holds="(true|false)" '
-                      r'data-reported="(true|false)"', section)
-    assert [r[0] for r in rows] == [c["id"] for c in report["claims"]]
-    assert all(h == "true" for _, h, reported in rows if reported == "false")
+    assert [r[0] for r in _claim_rows(dom, paper)] == [c["id"] for c in report["claims"]]
+
+    first = html.unescape(re.search(r'<img src="([^"]+)"', page.read_text()).group(1))
+    broken = tmp_path / "broken"
+    shutil.copytree(page.parent, broken)
+    (broken / first).unlink()
+    body = re.search(r"<body([^>]*)>", rendered_dom(broken / page.name)).group(1)
+    assert f'data-figures-loaded="{n_img - 1}"' in body and 'data-figures-broken="1"' in body
 
 
 def test_a_changed_threshold_is_rechecked_from_results_without_running(tmp_path, capsys,
