@@ -21,6 +21,9 @@ and criticality (abc-parametrizations of Yang & Hu 2021, arXiv:2011.14522).
 * :mod:`limits.finite_width` -- ``1/width`` corrections at initialisation: the four-point
   vertex (excess kurtosis) and the NTK's variance over initialisations, growing like
   depth / width (Roberts, Yaida & Hanin).
+* :mod:`limits.dntk` -- the NTK's change in one gradient step (the dNTK): exact by ``jax.jvp``
+  of the empirical NTK, the actual one-step change, hand-written tangents for Monte Carlo, the
+  deep-linear leading order ``-(2/3)(L^2 - 1)/(L n)`` (Roberts, Yaida & Hanin, Ch. 11).
 * :mod:`limits.mup_limit` -- the muP infinite-width limit computed directly, and its kernel
   counterpart (Yang & Hu, TP IV).
 * :mod:`limits.eigenlearning` -- eigenlearning predictions of kernel and random-feature ridge
