@@ -6,7 +6,7 @@
   hand-written tangent passes of :func:`limits.dntk.ntk_change_dense` against ``jax.jvp``;
 * the one-step change against the dNTK: the residual falls like ``eta^2``;
 * two-layer linear networks, where the NTK's change is derived by hand (module docstring):
-  the dNTK on a batch and the exact one-step change at one input;
+  the NTK and dNTK on a batch, and the exact one-step change at one input;
 * the deep-linear leading order ``-(2/3)(L^2 - 1)/(L n)`` against Monte Carlo at small ``L/n``.
 """
 import functools
@@ -104,32 +104,26 @@ def test_two_layer_linear_network_by_hand():
     |x|^2 Theta``."""
     cw, width, eta = 1.7, 5, 0.23
     params, apply = _net("identity", cw, width=width, depth=2, seed=4)
-    alpha2 = cw ** 2 / (width * X.shape[1])
-    f = apply(params, X)
-    eps = f - Y
-    gram = X @ X.T
-    by_hand = -eta * alpha2 * (jnp.einsum("a,ai,aj->ij", eps, gram, jnp.broadcast_to(f, (3, 3)))
-                               + jnp.einsum("a,aj,i->ij", eps, gram, f)
-                               + 2 * gram * jnp.dot(eps, f))
+    w, v = (np.asarray(W) for W in params["W"])               # the hand side in numpy
+    x, y = np.asarray(X), np.asarray(Y)
+    alpha2 = cw ** 2 / (width * x.shape[1])
+    p = x @ w.T
+    f = math.sqrt(alpha2) * p @ v[0]
+    eps = f - y
+    gram = x @ x.T
+    by_hand = -eta * alpha2 * (np.einsum("a,ai,j->ij", eps, gram, f)
+                               + np.einsum("a,aj,i->ij", eps, gram, f)
+                               + 2 * gram * np.dot(eps, f))
     theta, d_theta = dntk.dntk(apply, params, X, Y, eta)
     np.testing.assert_allclose(d_theta, by_hand, rtol=1e-12)
-    p = X @ params["W"][0].T
-    np.testing.assert_allclose(theta, alpha2 * (p @ p.T + jnp.sum(params["W"][1] ** 2) * gram),
-                               rtol=1e-12)
+    np.testing.assert_allclose(theta, alpha2 * (p @ p.T + np.sum(v ** 2) * gram), rtol=1e-12)
     for eta in (0.23, 1.9):                                   # exact, not only to first order
         e, s = eps[0], gram[0, 0]
-        one = dntk.ntk_one_step_change(apply, params, X, Y, eta, x_eval=X[:1])[0, 0]
-        # the batch step moves p_0 by -eta alpha sum_a eps_a (x_a . x_0) v, v by
-        # -eta alpha sum_a eps_a p_a: expand |p_0'|^2 + |v'|^2 |x_0|^2 exactly
-        v, w = params["W"][1][0], params["W"][0]
-        dp0 = -eta * jnp.sqrt(alpha2) * jnp.dot(eps, gram[:, 0]) * v
-        dv = -eta * jnp.sqrt(alpha2) * eps @ p
-        exact = alpha2 * (jnp.sum((p[0] + dp0) ** 2) + jnp.sum((v + dv) ** 2) * s) - theta[0, 0]
-        assert float(one) == pytest.approx(float(exact), rel=1e-11)
         single = -4 * eta * e * alpha2 * s * f[0] + eta ** 2 * e ** 2 * alpha2 * s * theta[0, 0]
-        one_input = dntk.ntk_change_dense([np.asarray(W)[None] for W in params["W"]],
-                                          np.asarray(X[0]), "linear", cw, eta, y=float(Y[0]))
+        one_input = dntk.ntk_change_dense([w[None], v[None]], x[0], "linear", cw, eta, y=y[0])
         assert float(one_input["one_step"][0]) == pytest.approx(float(single), rel=1e-11)
+        assert float(one_input["dntk"][0]) == pytest.approx(-4 * eta * e * alpha2 * s * f[0],
+                                                            rel=1e-11)
 
 
 def test_deep_linear_leading_order_against_monte_carlo():
