@@ -466,7 +466,7 @@ def figures(results: dict) -> dict:
             if name == "linear":
                 grid = np.array(sorted({c["depth"] for c in cells}), float)
                 ax.plot(grid / dwidths[-1], -(2 / 3) * (grid ** 2 - 1) / grid ** 2, "k--",
-                        lw=1, label="derived: -(2/3)(L^2-1)/L^2")
+                        lw=1, label=f"derived, n = {dwidths[-1]}: -(2/3)(L^2-1)/L^2")
             ax.axhline(0.0, color="gray", lw=0.8)
             ax.set_xscale("log")
             ax.set_xlabel("aspect ratio L / n")
