@@ -108,9 +108,8 @@ def _canonical_axes(axes: tuple, ndim: int, name: str, out_shape) -> tuple:
             raise ValueError(f"{name}={axes} has axis {a}, out of range for outputs of shape "
                              f"{tuple(out_shape)} (rank {ndim})")
         a %= ndim
-        if a in result:
-            raise ValueError(f"{name}={axes} repeats axis {a}")
-        result.append(a)
+        if a not in result:   # a repeated axis counts once (neural-tangents' reading)
+            result.append(a)
     return tuple(sorted(result))
 
 
@@ -143,11 +142,6 @@ def _parse_vmap_axes(vmap_axes):
         return int(vmap_axes), int(vmap_axes)
     if isinstance(vmap_axes, (tuple, list)) and len(vmap_axes) in (2, 3):
         in_axes, out_axes = vmap_axes[0], vmap_axes[1]
-        kw = vmap_axes[2] if len(vmap_axes) == 3 else None
-        if jax.tree_util.tree_leaves(kw):
-            raise NotImplementedError(
-                "vmap_axes: batched keyword arguments are not supported; keyword arguments "
-                f"are passed unchanged to every call, got kwargs_axes={kw!r}")
         parsed = (_axes_spec(in_axes, "in_axes", vmap_axes),
                   _axes_spec(out_axes, "out_axes", vmap_axes))
         if len(vmap_axes) == 2 and not all(isinstance(a, int) for a in parsed):
@@ -161,6 +155,28 @@ def _parse_vmap_axes(vmap_axes):
                         f"kwargs_axes]) with int or pytree axes, got {vmap_axes!r}")
     raise TypeError(f"vmap_axes must be None, an int or (in_axes, out_axes[, kwargs_axes]), "
                     f"got {vmap_axes!r}")
+
+
+def _parse_kwargs_axes(vmap_axes) -> dict | int:
+    """``kwargs_axes`` of ``vmap_axes=(in_axes, out_axes, kwargs_axes)``: ``{}`` when absent,
+    an int (every keyword argument batched along it, as neural-tangents reads it) or a dict
+    from keyword name to its batch axis (an int, ``None``, or a pytree of them)."""
+    if not (isinstance(vmap_axes, (tuple, list)) and len(vmap_axes) == 3):
+        return {}
+    kw = vmap_axes[2]
+    if kw is None:
+        return {}
+    if isinstance(kw, (int, np.integer)) and not isinstance(kw, bool):
+        return int(kw)
+    if not isinstance(kw, dict) or not all(isinstance(k, str) for k in kw):
+        raise TypeError(f"vmap_axes: kwargs_axes must be None, an int or a dict from keyword "
+                        f"names to batch axes, got {kw!r}")
+    for name, axes in kw.items():
+        for a in jax.tree_util.tree_leaves(axes):
+            if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
+                raise TypeError(f"vmap_axes: kwargs_axes[{name!r}] must be an int, None or a "
+                                f"pytree of them, got {axes!r}")
+    return {k: v for k, v in kw.items() if jax.tree_util.tree_leaves(v)}
 
 
 def _axes_spec(axes, name, whole):
@@ -809,18 +825,36 @@ def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric, exampl
 
 # ------------------------------------------------------------------------ public API
 
-def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes="auto",
-                     implementation: str | Implementation = "auto", param_scales=None,
-                     memory_budget: int | None = None,
+def _model_argument(apply_fn, f, caller: str) -> Callable:
+    """The model, given as ``apply_fn`` or by neural-tangents' keyword ``f`` (not both)."""
+    if f is not None:
+        if apply_fn is not None:
+            raise TypeError(f"{caller}: the model was given twice, as apply_fn and as f "
+                            "(neural-tangents' name for it); pass one")
+        apply_fn, name = f, "f"
+    else:
+        name = "apply_fn"
+    if apply_fn is None:
+        raise TypeError(f"{caller}: missing the model, apply_fn(params, x, **kwargs) (or f=)")
+    if not callable(apply_fn):
+        raise TypeError(f"{name} must be callable, got {type(apply_fn).__name__}")
+    return apply_fn
+
+
+def empirical_ntk_fn(apply_fn: Callable | None = None, trace_axes=(-1,), diagonal_axes=(),
+                     vmap_axes="auto", implementation: str | Implementation = "auto",
+                     param_scales=None, memory_budget: int | None = None,
                      block_size: int | tuple[int, int] | None = None,
-                     devices: Sequence[jax.Device] | str | None = None):
+                     devices: Sequence[jax.Device] | str | None = None, *,
+                     f: Callable | None = None):
     """Empirical NTK ``Theta(x1, x2) = sum_l s_l J_l(x1) J_l(x2)^T`` of ``apply_fn``.
 
     Args:
       apply_fn: ``apply_fn(params, x, **apply_kwargs) -> array`` with outputs ``(N, ...)``
         (``x`` and the output may be pytrees: see the module docstring)
         (the batch axis where ``vmap_axes`` says). Any pytree of parameters: plain JAX,
-        ``ntk.stax``, Flax (``model.apply``) or Equinox (a partitioned model).
+        ``ntk.stax``, Flax (``model.apply``) or Equinox (a partitioned model). ``f=`` (a
+        keyword, neural-tangents' name) is the same argument.
       trace_axes: output axes to trace over; the kernel holds their *mean*
         (neural-tangents semantics). ``()`` gives the full ``(N1, N2, O, O)`` kernel.
       diagonal_axes: output axes on which only matching entries are kept, e.g. ``(-1,)``
@@ -835,8 +869,10 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
         the inputs' / outputs' structure; a pair with a pytree in it whose first entry
         does not fit the inputs is read as neural-tangents reads it, ``in_axes = out_axes
         = vmap_axes``. With ``None`` or ``'auto'``, pytree inputs are split along axis 0
-        of every leaf where they share it, and taken whole otherwise. ``kwargs_axes`` must
-        batch nothing (keyword arguments go unchanged to every call).
+        of every leaf where they share it, and taken whole otherwise. ``kwargs_axes`` (a
+        dict from keyword name to batch axis, or one int for all) batches keyword arguments
+        with the examples, as neural-tangents does; an ``in_axes`` leaf ``None`` is the same
+        for every example.
       implementation: ``'jacobian'``, ``'ntvp'``, ``'structured'`` or ``'auto'``.
       param_scales: optional pytree of non-negative scalars with the structure of params;
         leaf ``l`` contributes ``s_l J_l J_l^T`` (``0`` drops it).
@@ -857,30 +893,35 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
 
     Returns:
       ``ntk_fn(x1, x2, params, **apply_kwargs)``; ``x2=None`` (or a pytree of ``None``)
-      means ``x2 = x1`` (and reuses x1's derivatives). The result has shape ``(N1, N2)``
+      means ``x2 = x1`` (and reuses x1's derivatives). Keyword arguments follow
+      neural-tangents: a pair ``name=(v1, v2)`` gives ``v1`` to the calls on ``x1`` and
+      ``v2`` to those on ``x2`` (``x2=None``: ``v1`` to both); ``rng=key`` gives ``x2``
+      ``fold_in(key, 1)`` unless ``x2`` equals ``x1``; any other value goes to every call.
+      The result has shape ``(N1, N2)``
       for outputs ``(N, O)`` with the default ``trace_axes``; see the module docstring for
       the general layout. A pytree-valued ``apply_fn`` gives a pytree of kernels (and
       ``plan()`` a pytree of reports) with the output's structure.
     """
-    if not callable(apply_fn):
-        raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
+    apply_fn = _model_argument(apply_fn, f, "empirical_ntk_fn")
     impl = _parse_implementation(implementation)
     trace = _as_axes(trace_axes, "trace_axes")
     diag = _as_axes(diagonal_axes, "diagonal_axes")
-    vmap = _parse_vmap_axes(vmap_axes)
+    vmap, kw_axes = _parse_vmap_axes(vmap_axes), _parse_kwargs_axes(vmap_axes)
     memory_budget = validation.memory_budget(memory_budget)
     block_size = validation.block_size(block_size)
 
     def ntk_fn(x1, x2, params, **apply_kwargs):
-        return _compute("ntk", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
-                        impl, param_scales, memory_budget, block_size, devices)
+        return _split_compute("ntk", apply_fn, x1, x2, params, apply_kwargs, kw_axes,
+                              trace, diag, vmap, impl, param_scales, memory_budget,
+                              block_size, devices)
 
     def plan(x1, x2, params, **apply_kwargs) -> dict:
         """What ``ntk_fn(x1, x2, params)`` would do, without doing it: the implementation
         ``'auto'`` picks, the estimated FLOPs of each implementation, the block sizes and
         the estimated bytes per block and of the output."""
-        return _compute("ntk", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
-                        impl, param_scales, memory_budget, block_size, devices, dry_run=True)
+        return _split_compute("ntk", apply_fn, x1, x2, params, apply_kwargs, kw_axes,
+                              trace, diag, vmap, impl, param_scales, memory_budget,
+                              block_size, devices, dry_run=True)
 
     def lower_blocks(x1, x2, params, **apply_kwargs) -> dict:
         """The computations one block of the plan runs, lowered (``jax.stages.Lowered``,
@@ -888,9 +929,9 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
         ``'features_x2'`` (absent where x1's block serves both sides) and ``'gram'`` for the
         streamed Jacobian contraction (its largest leaf group). ``.compile()
         .memory_analysis()`` of each says what XLA allocates for what ``plan`` counts."""
-        return _compute("ntk", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
-                        impl, param_scales, memory_budget, block_size, devices,
-                        dry_run="lower")
+        return _split_compute("ntk", apply_fn, x1, x2, params, apply_kwargs, kw_axes,
+                              trace, diag, vmap, impl, param_scales, memory_budget,
+                              block_size, devices, dry_run="lower")
 
     ntk_fn.plan = plan
     ntk_fn.lower_blocks = lower_blocks
@@ -898,9 +939,10 @@ def empirical_ntk_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vma
     return ntk_fn
 
 
-def empirical_nngp_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes="auto",
-                      memory_budget: int | None = None,
-                      block_size: int | tuple[int, int] | None = None):
+def empirical_nngp_fn(apply_fn: Callable | None = None, trace_axes=(-1,), diagonal_axes=(),
+                      vmap_axes="auto", memory_budget: int | None = None,
+                      block_size: int | tuple[int, int] | None = None, *,
+                      f: Callable | None = None):
     """Empirical NNGP kernel ``K(x1, x2) = f(x1) f(x2)^T`` (output covariance).
 
     ``trace_axes`` (mean) and ``diagonal_axes`` as in :func:`empirical_ntk_fn`; for outputs
@@ -909,38 +951,41 @@ def empirical_nngp_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vm
     and outputs as in :func:`empirical_ntk_fn`: one kernel per output leaf,
     ``f_leaf(x1) f_leaf(x2)^T``.
 
+    The model may be given as ``f=`` (neural-tangents' keyword) instead of ``apply_fn``.
+
     Returns ``nngp_fn(x1, x2, params, **apply_kwargs)``.
     """
-    if not callable(apply_fn):
-        raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
+    apply_fn = _model_argument(apply_fn, f, "empirical_nngp_fn")
     trace = _as_axes(trace_axes, "trace_axes")
     diag = _as_axes(diagonal_axes, "diagonal_axes")
-    vmap = _parse_vmap_axes(vmap_axes)
+    vmap, kw_axes = _parse_vmap_axes(vmap_axes), _parse_kwargs_axes(vmap_axes)
 
     def nngp_fn(x1, x2, params, **apply_kwargs):
-        return _compute("nngp", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
-                        Implementation.JACOBIAN, None, memory_budget, block_size, None)
+        return _split_compute("nngp", apply_fn, x1, x2, params, apply_kwargs, kw_axes,
+                              trace, diag, vmap, Implementation.JACOBIAN, None,
+                              memory_budget, block_size, None)
 
     def plan(x1, x2, params, **apply_kwargs) -> dict:
         """Block sizes and estimated bytes per block and of the output (see
         :func:`empirical_ntk_fn`)."""
-        return _compute("nngp", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
-                        Implementation.JACOBIAN, None, memory_budget, block_size, None,
-                        dry_run=True)
+        return _split_compute("nngp", apply_fn, x1, x2, params, apply_kwargs, kw_axes,
+                              trace, diag, vmap, Implementation.JACOBIAN, None,
+                              memory_budget, block_size, None, dry_run=True)
 
     def lower_blocks(x1, x2, params, **apply_kwargs) -> dict:
         """``{'block': jax.stages.Lowered}``: the computation one block runs."""
-        return _compute("nngp", apply_fn, x1, x2, params, apply_kwargs, trace, diag, vmap,
-                        Implementation.JACOBIAN, None, memory_budget, block_size, None,
-                        dry_run="lower")
+        return _split_compute("nngp", apply_fn, x1, x2, params, apply_kwargs, kw_axes,
+                              trace, diag, vmap, Implementation.JACOBIAN, None,
+                              memory_budget, block_size, None, dry_run="lower")
 
     nngp_fn.plan, nngp_fn.lower_blocks = plan, lower_blocks
     return nngp_fn
 
 
-def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), vmap_axes="auto",
-                        implementation: str | Implementation = "auto", param_scales=None,
-                        memory_budget: int | None = None):
+def empirical_kernel_fn(apply_fn: Callable | None = None, trace_axes=(-1,), diagonal_axes=(),
+                        vmap_axes="auto", implementation: str | Implementation = "auto",
+                        param_scales=None, memory_budget: int | None = None, *,
+                        f: Callable | None = None):
     """Both empirical kernels: ``kernel_fn(x1, x2, get, params, **kw)``.
 
     ``get`` follows ``ntk.stax`` and neural-tangents: a name (``'nngp'`` or ``'ntk'``, any
@@ -951,6 +996,7 @@ def empirical_kernel_fn(apply_fn: Callable, trace_axes=(-1,), diagonal_axes=(), 
     gives the pytree of kernels and a tuple the output's structure with a ``Kernels`` at
     each leaf (as neural-tangents).
     """
+    apply_fn = _model_argument(apply_fn, f, "empirical_kernel_fn")
     ntk = empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation,
                            param_scales, memory_budget)
     nngp = empirical_nngp_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, memory_budget)
@@ -1029,6 +1075,123 @@ def empirical_ntk_vp_fn(apply_fn: Callable, x1, x2, params, **apply_kwargs) -> C
 
 
 # ------------------------------------------------------------------------ computation
+
+def _split_keywords(kwargs: dict, x1, x2) -> tuple[dict, dict]:
+    """neural-tangents' ``split_kwargs``: a 2-tuple value ``(v1, v2)`` gives ``v1`` to the
+    call on ``x1`` and ``v2`` to the call on ``x2`` (``x2=None``: ``v1`` to both); with a
+    separate ``x2``, ``rng=key`` gives ``key`` to ``x1``'s call and ``fold_in(key, 1)`` to
+    ``x2``'s unless ``x2`` equals ``x1`` (``rng=(k1, k2)`` is a pair like any other);
+    anything else goes to both calls unchanged."""
+    kw1, kw2 = {}, {}
+    for name, value in kwargs.items():
+        if isinstance(value, tuple) and len(value) == 2:
+            kw1[name], kw2[name] = value
+        elif (name == "rng" and x2 is not None and value is not None
+              and hasattr(value, "dtype")):
+            kw1[name], kw2[name] = value, _second_key(value, x1, x2)
+        else:
+            kw1[name] = kw2[name] = value
+    if x2 is None:
+        kw2 = kw1
+    return kw1, kw2
+
+
+def _second_key(key, x1, x2):
+    """``key`` where ``x2`` equals ``x1`` (same structure, shapes and values to 1e-12),
+    ``fold_in(key, 1)`` otherwise: equal inputs see equal randomness."""
+    if x1 is x2:
+        return key
+    l1, d1 = jax.tree_util.tree_flatten(x1)
+    l2, d2 = jax.tree_util.tree_flatten(x2)
+    if d1 != d2 or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(l1, l2)):
+        return jax.random.fold_in(key, 1)
+    same = jnp.all(jnp.array([jnp.all(jnp.abs(jnp.asarray(a) - jnp.asarray(b)) < 1e-12)
+                              for a, b in zip(l1, l2)]))
+    return jnp.where(same, key, jax.random.fold_in(key, 1))
+
+
+def _split_compute(kind, apply_fn, x1, x2, params, kwargs, kw_axes, trace, diag, vmap, *rest,
+                   **options):
+    """Keyword arguments as neural-tangents passes them (:func:`_split_keywords`), then
+    :func:`_compute`. Those that differ between the x1 and x2 calls, or are batched by
+    ``kwargs_axes``, travel as inputs: ``x -> (x, {name: value})`` with ``apply_fn``
+    wrapped to pass them back as keywords (:class:`_KeywordInputs`), their batch axes
+    (``kwargs_axes``, else none: the same value for every example) appended to
+    ``in_axes``."""
+    if x2 is not None and not hasattr(x2, "shape") and not jax.tree_util.tree_leaves(x2):
+        x2 = None   # neural-tangents' x2 = (None, None): the same inputs as x1
+    kw1, kw2 = _split_keywords(kwargs, x1, x2)
+    batched = (dict.fromkeys(kwargs, kw_axes) if isinstance(kw_axes, int)
+               else {k: a for k, a in kw_axes.items() if k in kwargs})
+    moved = [k for k in kwargs if k in batched or kw1[k] is not kw2[k]]
+    if not moved:
+        return _compute(kind, apply_fn, x1, x2, params, kw1, trace, diag, vmap, *rest,
+                        **options)
+    typed = []
+    for k in moved:
+        for side, value in (("x1", kw1[k]), ("x2", kw2[k])):
+            leaves = jax.tree_util.tree_leaves(value)
+            if not leaves or not all(hasattr(a, "shape") and hasattr(a, "dtype")
+                                     for a in leaves):
+                raise TypeError(
+                    f"keyword argument {k}={_show(kwargs[k])}: its value for the {side} call "
+                    f"is {_show(value)}; a keyword argument that differs between the x1 and "
+                    "x2 calls (a pair (v1, v2)) or is batched by kwargs_axes must be an array "
+                    "or a pytree of arrays on both sides")
+        if x2 is not None and (jax.tree_util.tree_structure(kw1[k])
+                               != jax.tree_util.tree_structure(kw2[k])):
+            raise ValueError(f"keyword argument {k}=(v1, v2): v1 and v2 must have one pytree "
+                             f"structure, got {jax.tree_util.tree_structure(kw1[k])} and "
+                             f"{jax.tree_util.tree_structure(kw2[k])}")
+        if any(jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+               for a in jax.tree_util.tree_leaves(kw1[k])):
+            if not hasattr(kw1[k], "dtype"):
+                raise TypeError(f"keyword argument {k}: typed PRNG keys inside a pytree "
+                                "cannot differ between the x1 and x2 calls; pass key data")
+            typed.append((k, jax.random.key_impl(kw1[k])))
+    as_data = lambda kw: {k: (jax.random.key_data(kw[k]) if k in dict(typed) else kw[k])
+                          for k in moved}
+    static = {k: v for k, v in kw1.items() if k not in moved}
+    y1 = (x1, as_data(kw1))
+    y2 = None if x2 is None else (x2, as_data(kw2))
+    if vmap.__class__ is _AmbiguousAxes:
+        vmap = vmap.resolve(x1)
+    if isinstance(vmap, tuple):
+        in_axes = vmap[0]
+        if isinstance(in_axes, _AxesTree):
+            in_axes = jax.tree_util.tree_unflatten(in_axes.treedef, in_axes.leaves)
+        vmap = (_axes_spec((in_axes, {k: batched.get(k) for k in moved}), "in_axes",
+                           (in_axes, kw_axes)), vmap[1])
+    model = _keyword_inputs(apply_fn, tuple(typed))
+    return _compute(kind, model, y1, y2, params, static, trace, diag, vmap, *rest, **options)
+
+
+def _show(value) -> str:
+    text = repr(jax.tree_util.tree_map(lambda a: f"<{getattr(a, 'dtype', '')}"
+                                                 f"{tuple(getattr(a, 'shape', ()))}>", value)
+                if jax.tree_util.tree_leaves(value) else value)
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+@functools.lru_cache(maxsize=64)
+def _keyword_inputs(apply_fn, typed: tuple) -> "_KeywordInputs":
+    return _KeywordInputs(apply_fn, typed)   # one object per model, so plans cache
+
+
+class _KeywordInputs:
+    """``apply_fn`` of inputs ``(x, {name: value})``: ``apply_fn(params, x, **{name: value},
+    **kwargs)`` (typed PRNG keys travel as their data and are wrapped back here)."""
+
+    def __init__(self, fn, typed: tuple):
+        self.fn, self.typed = fn, typed
+
+    def __call__(self, params, x, **kwargs):
+        x, moved = x
+        moved = dict(moved)
+        for name, impl in self.typed:
+            moved[name] = jax.random.wrap_key_data(moved[name], impl=impl)
+        return self.fn(params, x, **moved, **kwargs)
+
 
 def _compute(kind, apply_fn, x1, x2, params, kwargs, trace, diag, vmap, impl, param_scales,
              memory_budget, block_size, devices, dry_run=False):
@@ -1194,6 +1357,10 @@ def detect_batch_independence(apply_fn, params, x, kwargs=None) -> tuple[bool, s
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
             jax.errors.TracerArrayConversionError) as err:
         return False, f"could not probe the batch ({type(err).__name__})"
+    except (TypeError, ValueError) as err:
+        # e.g. a keyword argument with one row per example does not fit a probe batch
+        return False, (f"the model cannot run on a probe batch of 2 examples "
+                       f"({type(err).__name__}: {str(err).splitlines()[0][:120]})")
 
 
 def _probe_independence(fn, params, x):
@@ -1377,17 +1544,24 @@ class _Packer:
             axes = in_axes.per_leaf(x1, "x1")
         else:
             axes = [in_axes] * len(l1)
-        if any(a is None for a in axes):
-            raise ValueError(f"vmap_axes: in_axes={in_axes!r} leaves an input leaf of x1 "
-                             "unbatched (None); pass inputs shared by every example as "
-                             "keyword arguments instead")
+        if all(a is None for a in axes):
+            raise ValueError(f"vmap_axes: in_axes={in_axes!r} batches no input leaf of x1")
         return _Packer._rows(x1, l1, def1, x2, l2, axes)
 
     @staticmethod
     def _rows(x1, l1, def1, x2, l2, axes):
-        validation.batch_tree(x1, "x1", axes)
+        """One row per example; a leaf with batch axis ``None`` is the same for every
+        example (``jax.vmap``'s ``in_axes=None``) and is repeated in every row."""
+        def batched(x):   # the leaves with a batch axis (all of them: x itself)
+            if None not in axes:
+                return x, axes
+            found = jax.tree_util.tree_leaves_with_path(x)
+            return ({jax.tree_util.keystr(p): leaf
+                     for (p, leaf), a in zip(found, axes) if a is not None},
+                    [a for a in axes if a is not None])
+        validation.batch_tree(*batched(x1)[:1], "x1", batched(x1)[1])
         if x2 is not None:
-            validation.batch_tree(x2, "x2", axes)
+            validation.batch_tree(batched(x2)[0], "x2", batched(x2)[1])
         lay = _Packer._layout(l1, axes)
         if l2 is not None:
             paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(x1)]
@@ -1432,13 +1606,15 @@ class _Packer:
         for a, dtype, axis in zip(jax.tree_util.tree_leaves(x), lay["dtypes"], lay["axes"]):
             a = jnp.asarray(a).astype(dtype)
             a = a[None] if axis is None else jnp.moveaxis(a, axis, 0)
-            n = a.shape[0]
             if dtype == np.dtype(np.bool_):
                 a = a.astype(np.uint8)
             elif self.by_bytes:   # (n, *shape[, itemsize]) bytes
                 a = lax.bitcast_convert_type(a, np.uint8)
-            rows.append(a.reshape(n, int(np.prod(a.shape[1:], dtype=np.int64)))
+            rows.append(a.reshape(a.shape[0], int(np.prod(a.shape[1:], dtype=np.int64)))
                         .astype(self.packed_dtype))
+        n = max(r.shape[0] for r in rows)   # an unbatched leaf: the same in every row
+        rows = [r if r.shape[0] == n else jnp.broadcast_to(r, (n,) + r.shape[1:])
+                for r in rows]
         if lay["pad"]:
             rows.append(jnp.zeros((rows[0].shape[0], 1), self.packed_dtype))
         return rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=1)

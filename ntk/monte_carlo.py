@@ -90,8 +90,10 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
     Returns:
       ``kernel_fn(x1, x2=None, get=None, **apply_kwargs)``: a :class:`MonteCarloKernel`
       ``(nngp, ntk, n_samples)`` (``get`` a name: that array; a tuple: a namedtuple of those
-      names), or a generator of them when ``n_samples`` is a sequence. Shapes are those of the
-      empirical kernels, ``(N1, N2)`` for outputs ``(N, O)`` and the default ``trace_axes``.
+      names), or a generator of them when ``n_samples`` is a sequence. ``apply_kwargs`` as
+      in :func:`ntk.empirical_ntk_fn` (a pair ``(v1, v2)`` split between x1 and x2).
+      Shapes are those of the empirical kernels, ``(N1, N2)`` for outputs ``(N, O)`` and
+      the default ``trace_axes``.
       Inputs may be pytrees whose leaves share the batch size (``init_fn`` then gets the
       pytree of their shapes); a pytree-valued ``apply_fn`` gives the output's structure
       with one kernel per leaf (a name), or a :class:`MonteCarloKernel` / namedtuple per
@@ -111,6 +113,8 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
         x1, x2 = _inputs(x1, x2)
         mode = _fast_mode(init_fn, apply_fn, x1, trace_axes, diagonal_axes, vmap_axes,
                           implementation)
+        if mode is not None and _splits_keywords(apply_kwargs, x2):
+            mode = None   # the x1 and x2 calls differ: ntk.empirical splits them
         if mode is not None:
             sample_sums = _fast_sums(init_fn, apply_fn, keys, x1, x2, names, mode,
                                      memory_budget, apply_kwargs, compiled)
@@ -214,6 +218,13 @@ def _shapes(x):
 
 # ----------------------------------------------------------------------------------------
 # per-sample kernels
+
+
+def _splits_keywords(apply_kwargs: dict, x2) -> bool:
+    """Whether ntk.empirical would give the x1 and x2 calls different keyword arguments: a
+    pair ``(v1, v2)``, or ``rng`` with a separate ``x2`` (neural-tangents' rule)."""
+    return any(isinstance(v, tuple) and len(v) == 2 for v in apply_kwargs.values()) or (
+        x2 is not None and apply_kwargs.get("rng") is not None)
 
 
 def _fast_mode(init_fn, apply_fn, x1, trace_axes, diagonal_axes, vmap_axes, implementation):

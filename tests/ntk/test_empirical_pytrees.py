@@ -251,8 +251,8 @@ def test_clear_errors():
     with pytest.raises(ValueError, match=r"trace_axes=\(2,\)") as info:
         ntk.empirical_ntk_fn(dict_output, trace_axes=(2,))(x1[0], None, params)
     assert any("output leaf ['hidden']" in note for note in info.value.__notes__)
-    with pytest.raises(NotImplementedError, match="batched keyword arguments"):
-        ntk.empirical_ntk_fn(two_input, vmap_axes=(0, 0, {"mask": 0}))
+    with pytest.raises(TypeError, match="kwargs_axes must be None, an int or a dict"):
+        ntk.empirical_ntk_fn(two_input, vmap_axes=(0, 0, ("mask", 0)))
 
 
 def _mc_network():
