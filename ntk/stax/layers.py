@@ -10,6 +10,7 @@ parameterization"). Biases are ``b_std * N(0, 1)`` (``b_std=None``: no bias).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Optional, Sequence
@@ -250,8 +251,9 @@ def _norm_window_args(name, window_shape, strides, padding, what="filter_shape")
 
 def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[int]] = None,
          padding: str = "VALID", W_std: float = 1.0, b_std: Optional[float] = None,
-         parameterization: str = "ntk"):
-    """Convolution over ``len(filter_shape)`` spatial axes (1D, 2D, ...), channels last.
+         dimension_numbers=None, parameterization: str = "ntk", s=(1, 1)):
+    """Convolution over ``len(filter_shape)`` spatial axes (1D, 2D, ...), channels last by
+    default.
 
     Finite layer (fan_in ``F = C_in * prod(filter_shape)``, filter ``HWIO``, zero padding):
       ntk:      ``z = W_std / sqrt(F) conv(x, W) + b_std b``,  ``W, b ~ N(0, 1)``
@@ -269,17 +271,35 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
 
     In the diagonal-spatial layout only ``a = b`` is kept, which needs only equal-position
     input covariances. Shapes: ``(N, *spatial, C_in) -> (N, *spatial', out_chan)``.
+
+    ``dimension_numbers=(lhs, rhs, out)`` (neural-tangents' and ``jax.lax``'s, e.g.
+    ``('NCHW', 'OIHW', 'NCHW')``; ``None``: ``('NHWC', 'HWIO', 'NHWC')``) lays out the
+    input, the filter ``W`` and the output: ``filter_shape`` and ``strides`` follow the
+    spatial letters of ``rhs``, ``b`` has neural-tangents' shape (``out_chan`` at ``out``'s
+    ``C``, leading ones dropped). The kernel's spatial axes follow the order of the spatial
+    letters in the input (``lhs``) and the output (``out``); the kernel is that of the same
+    layer on inputs with the batch and channel axes moved to the front and the back. A
+    ``kernel_fn`` needs ``out`` to keep ``lhs``'s batch and channel positions (layouts other
+    than channels-last are raw-input layouts, as for ``Aggregate``); otherwise only
+    ``init_fn`` / ``apply_fn`` exist. Only ``s=(1, 1)`` (neural-tangents' width scaling of
+    the standard parameterization) is supported (``NotImplementedError``).
     """
     out_chan = check_positive_int("out_chan", out_chan)
     W_std = check_std("W_std", W_std)
     b_std = check_std("b_std", b_std, allow_none=True)
     param = _check_parameterization(parameterization)
+    if tuple(s) != (1, 1):
+        raise NotImplementedError(f"Conv: s={s!r} (standard-parameterization width scaling) "
+                                  f"is not supported in ntk.stax; use s=(1, 1)")
     filter_shape, strides, padding = _norm_window_args("Conv", filter_shape, strides, padding)
     n_sp = len(filter_shape)
+    layout = _conv_layout("Conv", n_sp, dimension_numbers, filter_shape, strides)
+    dims = layout.dims
     name = (f"Conv({out_chan}, {filter_shape}, strides={strides}, {padding}, W_std={W_std}, "
-            f"b_std={b_std}, {param})")
-    letters = "HWDXYZUV"[:n_sp]
-    dims = ("N" + letters + "C", letters + "IO", "N" + letters + "C")
+            f"b_std={b_std}, {param}" + ("" if layout.default else f", {dims}") + ")")
+    if not layout.default:
+        return _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std,
+                             param, layout)
     filter_size = int(np.prod(filter_shape))
 
     def init_fn(key, input_shape):
@@ -327,6 +347,142 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
     return layer(name, init_fn, apply_fn, transform)
 
 
+class _ConvLayout:
+    """A convolution's ``dimension_numbers`` read for the kernel: ``dims`` for ``jax.lax``;
+    ``filter_shape`` / ``strides`` in the input's spatial order (``rhs`` gives them in its
+    own); ``out_perm[j]``: the input spatial axis that output spatial axis ``j`` comes from;
+    ``in_axes`` / ``out_axes``: ``(batch, channel - rank)`` of ``lhs`` / ``out``."""
+
+    def __init__(self, dims, default, filter_shape, strides, out_perm, in_axes, out_axes):
+        self.dims, self.default = dims, default
+        self.filter_shape, self.strides, self.out_perm = filter_shape, strides, out_perm
+        self.in_axes, self.out_axes = in_axes, out_axes
+
+
+def _conv_layout(name: str, n_sp: int, dimension_numbers, filter_shape, strides):
+    letters = "HWDXYZUV"[:n_sp]
+    default = ("N" + letters + "C", letters + "IO", "N" + letters + "C")
+    if dimension_numbers is None:
+        dims = default
+    else:
+        try:
+            dims = tuple(dimension_numbers)
+            if (isinstance(dimension_numbers, str) or len(dims) != 3
+                    or not all(isinstance(d, str) for d in dims)):
+                raise TypeError
+        except TypeError:
+            raise TypeError(f"{name}: dimension_numbers must be None or three strings (lhs, "
+                            f"rhs, out), e.g. {default}, got {dimension_numbers!r}") from None
+    lhs, rhs, out = dims
+    in_sp = [c for c in lhs if c not in "NC"]
+    rhs_sp = [c for c in rhs if c not in "IO"]
+    out_sp = [c for c in out if c not in "NC"]
+    ok = (len(lhs) == len(rhs) == len(out) == n_sp + 2
+          and all(len(set(d)) == len(d) for d in dims)
+          and {"N", "C"} <= set(lhs) and {"N", "C"} <= set(out) and {"I", "O"} <= set(rhs)
+          and set(in_sp) == set(rhs_sp) == set(out_sp))
+    if not ok:
+        raise ValueError(
+            f"{name}: dimension_numbers={dimension_numbers!r} must be three strings of "
+            f"{n_sp + 2} distinct letters each (a filter of {n_sp} spatial axes): lhs and out "
+            f"with 'N' and 'C', rhs with 'I' and 'O', and the same spatial letters in all "
+            f"three, e.g. {default}")
+    to_filter = [rhs_sp.index(c) for c in in_sp]
+    rank = n_sp + 2
+    return _ConvLayout(
+        dims, dims == default, tuple(filter_shape[p] for p in to_filter),
+        tuple(strides[p] for p in to_filter), tuple(in_sp.index(c) for c in out_sp),
+        (lhs.index("N"), lhs.index("C") - rank), (out.index("N"), out.index("C") - rank))
+
+
+def _permute_spatial(k: Kernel, perm: tuple) -> Kernel:
+    """``k`` with its spatial axes reordered: new axis ``j`` is old axis ``perm[j]``."""
+    if list(perm) == sorted(perm):
+        return k
+    full = k.full_spatial
+
+    def move(mat, batch_ndim):
+        if mat is None:
+            return None
+        axes = [batch_ndim + q for p in perm for q in ((2 * p, 2 * p + 1) if full else (p,))]
+        return jnp.transpose(mat, tuple(range(batch_ndim)) + tuple(axes))
+
+    sp = lambda shape: (shape[0],) + tuple(shape[1 + p] for p in perm) + (shape[-1],)
+    return k.replace(nngp=move(k.nngp, 2), ntk=move(k.ntk, 2), cov1=move(k.cov1, 1),
+                     cov2=move(k.cov2, 1), shape1=sp(k.shape1), shape2=sp(k.shape2))
+
+
+def _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, param,
+                  layout: _ConvLayout, transpose: bool = False):
+    """``Conv`` (``ConvTranspose`` if ``transpose``) with ``dimension_numbers`` other than
+    channels-last: the finite layer by ``jax.lax`` in that layout; the kernel by the
+    channels-last layer's on the input's spatial order (filter and strides permuted to it),
+    its output spatial axes then put in ``out``'s order."""
+    if transpose:
+        conv = functools.partial(jax.lax.conv_transpose, dimension_numbers=layout.dims)
+    else:
+        conv = functools.partial(jax.lax.conv_general_dilated, dimension_numbers=layout.dims)
+    from ntk.stax.core import KernelFn, check_apply_kwargs, no_kernel_fn
+
+    lhs, rhs, out_spec = layout.dims
+    filter_size = int(np.prod(filter_shape))
+    n_sp = len(filter_shape)
+
+    def shapes(input_shape):
+        """``(output shape, W shape, b shape)`` for ``input_shape`` in ``lhs``'s layout."""
+        check_rank(input_shape, n_sp, name, "input_shape")
+        taps = iter(filter_shape)
+        w_shape = tuple(out_chan if c == "O" else int(input_shape[lhs.index("C")]) if c == "I"
+                        else next(taps) for c in rhs)
+        y = jax.eval_shape(lambda x, w: conv(x, w, strides, padding),
+            jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32),
+            jax.ShapeDtypeStruct(w_shape, jnp.float32))
+        b_shape = tuple(itertools.dropwhile(lambda n: n == 1, [out_chan if c == "C" else 1
+                                                               for c in out_spec]))
+        return tuple(y.shape), w_shape, b_shape
+
+    def init_fn(key, input_shape):
+        out_shape, w_shape, b_shape = shapes(input_shape)
+        fan_in = input_shape[lhs.index("C")] * filter_size
+        k1, k2 = jax.random.split(key)
+        W = jax.random.normal(k1, w_shape)
+        b = None if b_std is None else jax.random.normal(k2, b_shape)
+        if param == "standard":
+            W = W * (W_std / math.sqrt(fan_in))
+            b = None if b is None else b * b_std
+        return out_shape, (W, b)
+
+    def apply_fn(params, x, **kwargs):
+        check_apply_kwargs(name, kwargs)
+        check_rank(x.shape, n_sp, name)
+        W, b = params
+        out = conv(x, W.astype(x.dtype), strides, padding)
+        scale = 1.0
+        if param == "ntk":
+            out = (W_std / math.sqrt(x.shape[lhs.index("C")] * filter_size)) * out
+            scale = b_std
+        if b is None:
+            return out
+        b = jnp.reshape(b, [out_chan if c == "C" else 1 for c in out_spec])
+        return out + scale * b
+
+    init_fn.__name__ = apply_fn.__name__ = name
+    if layout.in_axes != layout.out_axes:
+        return init_fn, apply_fn, no_kernel_fn(
+            name, f"dimension_numbers={layout.dims} moves the batch or channel axis between "
+            f"the input and the output; the infinite-width kernel is available where out "
+            f"keeps lhs's 'N' and 'C' positions")
+    _, _, channels_last = (ConvTranspose if transpose else Conv)(
+        out_chan, layout.filter_shape, layout.strides, padding, W_std, b_std,
+        parameterization=param)
+
+    def transform(k, out_full):
+        return _permute_spatial(channels_last.transform(k, out_full), layout.out_perm)
+
+    return init_fn, apply_fn, KernelFn(name, transform, channels_last.input_full,
+                                       input_axes=layout.in_axes)
+
+
 # ----------------------------------------------------------------------------------------
 # ConvTranspose
 
@@ -361,29 +517,6 @@ def _fold(x, axis: int, period: int):
     return jnp.sum(x.reshape(shape), axis=axis)
 
 
-def _channels_last_dims(name: str, n_sp: int, dimension_numbers):
-    """``dimension_numbers`` for ``jax.lax`` convolutions: ``None`` or a channels-last triple
-    ``('N..C', '..IO', 'N..C')`` with the filter's spatial axes in the input's order."""
-    default = ("N" + "HWDXYZUV"[:n_sp] + "C", "HWDXYZUV"[:n_sp] + "IO",
-               "N" + "HWDXYZUV"[:n_sp] + "C")
-    if dimension_numbers is None:
-        return default
-    try:
-        lhs, rhs, out = (str(d) for d in dimension_numbers)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: dimension_numbers must be None or three strings (lhs, rhs, "
-                        f"out), got {dimension_numbers!r}") from None
-    if len(lhs) != n_sp + 2:
-        raise ValueError(f"{name}: dimension_numbers={dimension_numbers!r} has {len(lhs) - 2} "
-                         f"spatial axes for a filter of {n_sp}")
-    if not (lhs == out and lhs[0] == "N" and lhs[-1] == "C" and rhs[-2:] == "IO"
-            and rhs[:-2] == lhs[1:-1]):
-        raise NotImplementedError(f"{name}: dimension_numbers={dimension_numbers!r}; ntk.stax "
-                                  f"layers are batch-first and channels-last, e.g. {default} "
-                                  f"(or None)")
-    return lhs, rhs, out
-
-
 def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
                   strides: Optional[Sequence[int]] = None, padding: str = "VALID",
                   W_std: float = 1.0, b_std: Optional[float] = None, dimension_numbers=None,
@@ -416,8 +549,9 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
     position never share a tap, so the diagonal layout folds equal positions only). Only
     equal-position input covariances are needed for equal-position outputs.
 
-    Shapes: ``(N, *spatial, C_in) -> (N, *spatial', out_chan)``. Only channels-last
-    ``dimension_numbers`` and ``s=(1, 1)`` are supported (``NotImplementedError``).
+    Shapes: ``(N, *spatial, C_in) -> (N, *spatial', out_chan)``. ``dimension_numbers``
+    as in :func:`Conv` (not with ``'CIRCULAR'``); only ``s=(1, 1)`` is supported
+    (``NotImplementedError``).
 
     Dumoulin & Visin (2016), "A guide to convolution arithmetic for deep learning",
     arXiv:1603.07285; Novak et al. (2019), arXiv:1810.05148 (the CNN-GP kernel).
@@ -435,9 +569,17 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
     if circular:
         padding = "CIRCULAR"
     n_sp = len(filter_shape)
-    dims = _channels_last_dims("ConvTranspose", n_sp, dimension_numbers)
+    layout = _conv_layout("ConvTranspose", n_sp, dimension_numbers, filter_shape, strides)
+    dims = layout.dims
     name = (f"ConvTranspose({out_chan}, {filter_shape}, strides={strides}, {padding}, "
-            f"W_std={W_std}, b_std={b_std}, {param})")
+            f"W_std={W_std}, b_std={b_std}, {param}"
+            + ("" if layout.default else f", {dims}") + ")")
+    if not layout.default:
+        if circular:
+            raise NotImplementedError(f"{name}: CIRCULAR padding is supported with the "
+                                      f"channels-last dimension_numbers (None) only")
+        return _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std,
+                             param, layout, transpose=True)
     filter_size = int(np.prod(filter_shape))
     lax_padding = "VALID" if circular else padding
 

@@ -298,7 +298,7 @@ def ConvLocal(out_chan: int, filter_shape: Sequence[int], strides=None, padding:
         raise NotImplementedError(f"ConvLocal: dimension_numbers={dimension_numbers!r}; ntk.stax "
                                   f"layers are channels-last, {dims} (or None)")
     _, _, conv_kf = Conv(out_chan, filter_shape, strides, padding, W_std, b_std,
-                         parameterization)
+                         parameterization=parameterization)
     W_std_, b_std_ = float(W_std), None if b_std is None else float(b_std)
     param = parameterization.lower()
     name = conv_kf.name.replace("Conv(", "ConvLocal(", 1)
