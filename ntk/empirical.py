@@ -825,6 +825,15 @@ def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric, exampl
 
 # ------------------------------------------------------------------------ public API
 
+def _nt_rule_switches(j_rules, s_rules, fwd) -> None:
+    """neural-tangents' ``_j_rules``, ``_s_rules``, ``_fwd``: checked, then unused."""
+    for name, value, allowed in (("_j_rules", j_rules, (bool,)), ("_s_rules", s_rules, (bool,)),
+                                 ("_fwd", fwd, (bool, type(None)))):
+        if not isinstance(value, allowed + (np.bool_,)):
+            raise TypeError(f"{name} must be a bool{' or None' if name == '_fwd' else ''}, "
+                            f"got {value!r}")
+
+
 def _model_argument(apply_fn, f, caller: str) -> Callable:
     """The model, given as ``apply_fn`` or by neural-tangents' keyword ``f`` (not both)."""
     if f is not None:
@@ -846,7 +855,8 @@ def empirical_ntk_fn(apply_fn: Callable | None = None, trace_axes=(-1,), diagona
                      param_scales=None, memory_budget: int | None = None,
                      block_size: int | tuple[int, int] | None = None,
                      devices: Sequence[jax.Device] | str | None = None, *,
-                     f: Callable | None = None):
+                     f: Callable | None = None, _j_rules: bool = True,
+                     _s_rules: bool = True, _fwd: bool | None = None):
     """Empirical NTK ``Theta(x1, x2) = sum_l s_l J_l(x1) J_l(x2)^T`` of ``apply_fn``.
 
     Args:
@@ -882,6 +892,9 @@ def empirical_ntk_fn(apply_fn: Callable | None = None, trace_axes=(-1,), diagona
       block_size: force blocks of this many inputs (an int, or a pair for x1 / x2).
       devices: ``None`` (default device), ``'all'`` or a list of devices over which blocks
         of rows are sharded (:mod:`ntk.distributed`).
+      _j_rules, _s_rules, _fwd: neural-tangents' switches of its own structured-derivative
+        rules; accepted (bools, ``_fwd`` also ``None``) and without effect, since they
+        change how neural-tangents computes the kernel, not the kernel.
 
     The Jacobian implementation is streamed (:mod:`ntk.streaming`): a row block's
     derivatives are kept while column blocks stream past, a traced or diagonal output axis
@@ -903,6 +916,7 @@ def empirical_ntk_fn(apply_fn: Callable | None = None, trace_axes=(-1,), diagona
       ``plan()`` a pytree of reports) with the output's structure.
     """
     apply_fn = _model_argument(apply_fn, f, "empirical_ntk_fn")
+    _nt_rule_switches(_j_rules, _s_rules, _fwd)
     impl = _parse_implementation(implementation)
     trace = _as_axes(trace_axes, "trace_axes")
     diag = _as_axes(diagonal_axes, "diagonal_axes")
@@ -985,7 +999,8 @@ def empirical_nngp_fn(apply_fn: Callable | None = None, trace_axes=(-1,), diagon
 def empirical_kernel_fn(apply_fn: Callable | None = None, trace_axes=(-1,), diagonal_axes=(),
                         vmap_axes="auto", implementation: str | Implementation = "auto",
                         param_scales=None, memory_budget: int | None = None, *,
-                        f: Callable | None = None):
+                        f: Callable | None = None, _j_rules: bool = True,
+                        _s_rules: bool = True, _fwd: bool | None = None):
     """Both empirical kernels: ``kernel_fn(x1, x2, get, params, **kw)``.
 
     ``get`` follows ``ntk.stax`` and neural-tangents: a name (``'nngp'`` or ``'ntk'``, any
@@ -997,6 +1012,7 @@ def empirical_kernel_fn(apply_fn: Callable | None = None, trace_axes=(-1,), diag
     each leaf (as neural-tangents).
     """
     apply_fn = _model_argument(apply_fn, f, "empirical_kernel_fn")
+    _nt_rule_switches(_j_rules, _s_rules, _fwd)
     ntk = empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation,
                            param_scales, memory_budget)
     nngp = empirical_nngp_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, memory_budget)
@@ -1804,7 +1820,9 @@ def _make_array_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, tr
     full_shape = list(out_shape)
     full_shape[batch_axis] = n1
     layout = _Layout(full_shape, tr, dg, batch_axis)
-    model = _Model(apply_fn, treedef, kwargs, vmap)
+    # the output's batch axis counted from the front: per-example features carry parameter
+    # axes after the output's, where a negative axis would land among them
+    model = _Model(apply_fn, treedef, kwargs, None if vmap is None else (vmap[0], batch_axis))
     per_call_out = int(np.prod(out_shape)) // (out_shape[batch_axis] if batch_like else 1)
     dtype = jnp.result_type(out_dtype, *[jnp.result_type(l) for l in leaves]) if leaves \
         else out_dtype

@@ -58,10 +58,6 @@ def test_model_given_as_f():
         ntk.empirical_ntk_fn(f=scaled, trace_axes=(), vmap_axes=0,
                              implementation="jacobian")(x1, x2, params),
         ref, rtol=1e-10, atol=1e-12)
-    nngp = ntk.empirical_kernel_fn(f=scaled, trace_axes=(), vmap_axes=0)(x1, x2, "nngp",
-                                                                          params)
-    np.testing.assert_allclose(nngp, jnp.einsum("na,mb->nmab", scaled(params, x1),
-                                                scaled(params, x2)), rtol=1e-10, atol=1e-12)
     for fn in (ntk.empirical_ntk_fn, ntk.empirical_nngp_fn, ntk.empirical_kernel_fn):
         with pytest.raises(TypeError, match="given twice, as apply_fn and as f"):
             fn(scaled, f=scaled)
@@ -71,7 +67,8 @@ def test_model_given_as_f():
             fn(f=3)
 
 
-def test_repeated_trace_axis_counts_once():
+@pytest.mark.parametrize("trace", [(0, 0, -3), pytest.param((-2, 1, 1), marks=pytest.mark.slow)])
+def test_repeated_trace_axis_counts_once(trace):
     """NT's ``trace_axes=(0, 0, -3)``: an axis named twice is traced once."""
     params = _params(1, out=4)
     x1, _, *_ = _data()
@@ -85,10 +82,10 @@ def test_repeated_trace_axis_counts_once():
     over_batch = jnp.einsum("nnabcd->acbd", raw) / 3
     # axis 1 traced: (1 / 2) sum_a Theta[n, a, b; m, a, b'], layout (n, m, b, b')
     over_rows = jnp.einsum("nmabac->nmbc", raw) / 2
-    for trace, want, vmap in [((0, 0, -3), over_batch, None), ((-2, 1, 1), over_rows, 0)]:
-        got = ntk.empirical_ntk_fn(image, trace_axes=trace, vmap_axes=vmap,
-                                   implementation="jacobian")(x1, None, params)
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=str(trace))
+    want, vmap = (over_batch, None) if trace[0] == 0 else (over_rows, 0)
+    got = ntk.empirical_ntk_fn(image, trace_axes=trace, vmap_axes=vmap,
+                               implementation="jacobian")(x1, None, params)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="out of range"):
         ntk.empirical_ntk_fn(image, trace_axes=(0, 3))(x1, None, params)
 
@@ -130,7 +127,7 @@ def test_pair_keyword_is_split_between_x1_and_x2(implementation):
 def test_split_keywords_nngp_jit_and_plan_cache():
     params = _params(3)
     x1, x2, s1, s2, _, _ = _data()
-    fn = ntk.empirical_nngp_fn(scaled, trace_axes=(), vmap_axes=(0, 0, {"scale": 0}))
+    fn = ntk.empirical_nngp_fn(f=scaled, trace_axes=(), vmap_axes=(0, 0, {"scale": 0}))
     want = jnp.einsum("na,mb->nmab", scaled(params, x1, s1), scaled(params, x2, s2))
     np.testing.assert_allclose(fn(x1, x2, params, scale=(s1, s2)), want, rtol=1e-10)
     np.testing.assert_allclose(jax.jit(fn)(x1, x2, params, scale=(s1, s2)), want, rtol=1e-10)
@@ -223,3 +220,25 @@ def test_clear_errors_for_keywords():
     with pytest.raises(ValueError, match="same batch size"):
         ntk.empirical_ntk_fn(scaled, vmap_axes=(0, 0, {"scale": 0}))(x1, x2, params,
                                                                     scale=(s2, s2))
+
+
+@pytest.mark.parametrize("implementation", [
+    "ntvp", pytest.param("jacobian", marks=pytest.mark.slow),
+    pytest.param("structured", marks=pytest.mark.slow)])
+def test_negative_output_batch_axis(implementation):
+    """``vmap_axes=(0, -3)`` for outputs ``(H, N, W, C)`` (NT's ``test_vmap_axes`` counts
+    output axes from the end); the kernel is laid out by output axis, traced over C."""
+    params = {"w": jnp.asarray(np.random.default_rng(0).standard_normal((3, 40)))}
+
+    def f(p, x):   # (N, 3) -> (4, N, 5, 2)
+        return jnp.transpose(jnp.tanh(x @ p["w"]).reshape(x.shape[0], 4, 5, 2), (1, 0, 2, 3))
+
+    x1, x2, *_ = _data()
+    flat = lambda p, x: jnp.transpose(f(p, x), (1, 0, 2, 3)).reshape(x.shape[0], -1)  # noqa
+    raw = explicit(flat, params, x1, x2, {}, {}).reshape(3, 2, 4, 5, 2, 4, 5, 2)
+    want = jnp.einsum("nmhwcgvc->hgnmwv", raw) / 2   # (H, H', N1, N2, W, W')
+    got = ntk.empirical_ntk_fn(f, vmap_axes=(0, -3), implementation=implementation,
+                               _j_rules=False, _s_rules=True, _fwd=None)(x1, x2, params)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    with pytest.raises(TypeError, match="_fwd must be a bool or None"):
+        ntk.empirical_kernel_fn(f, _fwd="yes")
