@@ -59,10 +59,12 @@ def _latin_square():
 
 CASES = _latin_square()
 
-# The Jacobian implementation on the large models costs most of this file (10 CPU-s each):
-# `make test-all` runs those; the default suite checks it on Myrtle in every mode instead.
+# The Jacobian and NTK-vector-product implementations on the large models cost most of this
+# file (10-12 s each): `make test-all` runs those; the default suite checks the Jacobian one on
+# Myrtle in every mode, and the NTK-vector products on Myrtle, ViT and GPT.
 HEAVY = {("resnet18", "jacobian", "full"), ("vit_tiny", "jacobian", "full"),
-         ("gpt", "jacobian", "trace_vocab_diagonal_time"), ("wide_resnet", "jacobian", "trace")}
+         ("gpt", "jacobian", "trace_vocab_diagonal_time"), ("wide_resnet", "jacobian", "trace"),
+         ("resnet18", "ntvp", "trace"), ("wide_resnet", "ntvp", "diagonal")}
 DEFAULT_CASES = [pytest.param(*c, marks=pytest.mark.slow) if c in HEAVY else c for c in CASES]
 DEFAULT_CASES += [("myrtle", "jacobian", m) for m in VECTOR_MODES
                   if ("myrtle", "jacobian", m) not in CASES]
