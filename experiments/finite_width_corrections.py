@@ -308,13 +308,24 @@ def run_dntk(cfg: Config, ctx) -> dict:
             ckpt.save(step=1, state={}, history={}, done=True, extra={"cells": new})
             cells += new
             ctx.tick(1)
-        entry = dict(DNTK_SETTINGS[name], cells=cells, width_fit=dntk_width_slope(cells),
-                     depth_fit=dntk_depth_exponent(cells),
-                     one_step_width_fit=dntk_width_slope(cells, "one_step"))
-        if name == "linear":
-            entry["derived_ratio"] = [c["dntk"] / c["dntk_lo"] for c in cells
-                                      if c["ratio"] <= 1 / 16 + 1e-12]
-        out["activations"][name] = entry
+        out["activations"][name] = dntk_entry(name, cells)
+    return dntk_compare(out)
+
+
+def dntk_entry(name: str, cells: list) -> dict:
+    """One activation's dNTK metrics from its cells: the width and depth fits (and the
+    deep-linear law's measured / derived ratios at ``L / n <= 1/16``)."""
+    entry = dict(DNTK_SETTINGS[name], cells=cells, width_fit=dntk_width_slope(cells),
+                 depth_fit=dntk_depth_exponent(cells),
+                 one_step_width_fit=dntk_width_slope(cells, "one_step"))
+    if name == "linear":
+        entry["derived_ratio"] = [c["dntk"] / c["dntk_lo"] for c in cells
+                                  if c["ratio"] <= 1 / 16 + 1e-12]
+    return entry
+
+
+def dntk_compare(out: dict) -> dict:
+    """Adds tanh's mean change over ReLU's, cell by cell."""
     relu, tanh = (out["activations"][a]["cells"] for a in ("relu", "tanh"))
     out["tanh_over_relu"] = [t["dntk"] / r["dntk"] for t, r in zip(tanh, relu)]
     return out

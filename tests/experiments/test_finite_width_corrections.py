@@ -78,18 +78,9 @@ def _dntk_metrics(widths, depths, laws):
     out = {"widths": list(widths), "depths": list(depths), "n_samples": 1000,
            "max_ratio": study.DNTK_MAX_RATIO, "activations": {}}
     for name in study.DNTK_ACTIVATIONS:
-        cells = _dntk_cells(name, widths, depths, laws[name])
-        entry = dict(study.DNTK_SETTINGS[name], cells=cells,
-                     width_fit=study.dntk_width_slope(cells),
-                     depth_fit=study.dntk_depth_exponent(cells),
-                     one_step_width_fit=study.dntk_width_slope(cells, "one_step"))
-        if name == "linear":
-            entry["derived_ratio"] = [c["dntk"] / c["dntk_lo"] for c in cells
-                                      if c["ratio"] <= 1 / 16 + 1e-12]
-        out["activations"][name] = entry
-    relu, tanh = (out["activations"][a]["cells"] for a in ("relu", "tanh"))
-    out["tanh_over_relu"] = [t["dntk"] / r["dntk"] for t, r in zip(tanh, relu)]
-    return out
+        out["activations"][name] = study.dntk_entry(
+            name, _dntk_cells(name, widths, depths, laws[name]))
+    return study.dntk_compare(out)
 
 
 _L_OVER_N = {"relu": lambda n, d: -1.9 * d / n, "tanh": lambda n, d: 0.22 * d / n,
