@@ -84,9 +84,14 @@ def _check(index, spec, arrays, reference):
 QUICK_STANDARD = ("relu", "erf", "gelu", "sin", "rect_monomial2")
 
 
+#: cases run under ``make test-all`` only: a depth-12 ReLU chain compiles for ~7 s (depths 1,
+#: 4 and Erf at depth 8 run by default)
+SLOW_CASES = ("relu_depth12",)
+
+
 def _marks(name):
-    if "_standard" in name and name.startswith("mlp") and not any(
-            f"_{a}_standard" in name for a in QUICK_STANDARD):
+    if name in SLOW_CASES or ("_standard" in name and name.startswith("mlp") and not any(
+            f"_{a}_standard" in name for a in QUICK_STANDARD)):
         return pytest.param(name, marks=pytest.mark.slow, id=name)
     return pytest.param(name, id=name)
 
