@@ -75,9 +75,16 @@ def elementwise_transform(name: str, dual, gaussian_input: bool = True
         nngp, tdot = dual(q12, q1, q2, k.ntk is not None)
         ntk = None if k.ntk is None else k.ntk * tdot
 
+        variance_map = getattr(dual, "variance_map", None)
+
         def same(cov, v):
             if cov is None:
                 return None
+            if variance_map is not None and (s == 0 or not full):
+                # cov holds per-position variances: every entry is an input with itself
+                # (a fraction of the dual's operations, which matters to XLA's compile time
+                # of deep networks)
+                return variance_map(cov)
             a, b = self_variances(v, s, full)
             return dual(cov, a, b, False)[0]
 

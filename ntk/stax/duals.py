@@ -174,6 +174,8 @@ def abrelu(a: float, b: float) -> Dual:
         t = spread * sin_norm + tdot * q12
         return t, (tdot if need_dot else None)
 
+    # T(q, q, q): an input with itself (rho = 1, theta = 0), bitwise what ``dual`` returns there
+    dual.variance_map = lambda q: mean_sq * q
     return dual
 
 

@@ -245,3 +245,21 @@ def test_angle_origin_and_exact_derivative():
     assert float(dx) == pytest.approx(-0.7 / r2, rel=1e-14)
     g0 = jax.grad(duals.angle, argnums=(0, 1))(jnp.float64(0.0), jnp.float64(0.0))
     assert all(float(v) == 0.0 for v in g0)
+
+
+@pytest.mark.parametrize("a, b", [(0.0, 1.0), (0.1, 1.0), (-1.0, 1.0), (0.7, -0.3)])
+def test_abrelu_variance_map_is_the_dual_on_the_diagonal_and_the_second_moment(a, b):
+    """The ReLU family's shortcut for an input with itself (used for the kernels' variances):
+    bitwise the general dual at ``q12 = q11 = q22``, with its derivative, and ``E[phi(z)^2]``
+    for ``z ~ N(0, q)`` by quadrature."""
+    dual = duals.abrelu(a, b)
+    q = jnp.array([0.0, 1e-300, 1e-8, 0.37, 1.0, 4.5e3, 1e250])
+    np.testing.assert_array_equal(dual.variance_map(q), dual(q, q, q, False)[0])
+    for q0 in (0.37, 2.0):
+        along = jax.grad(lambda t: dual(t, t, t, False)[0])(q0)
+        assert jax.grad(dual.variance_map)(q0) == along
+        phi, _ = _phi_abrelu(a, b)
+        second, _ = scipy.integrate.quad(
+            lambda z: phi(z) ** 2 * math.exp(-z * z / (2 * q0)) / math.sqrt(2 * math.pi * q0),
+            -np.inf, np.inf, points=None, epsabs=1e-13, epsrel=1e-12)
+        assert float(dual.variance_map(q0)) == pytest.approx(second, rel=1e-9)
