@@ -1100,16 +1100,32 @@ def _split_keywords(kwargs: dict, x1, x2) -> tuple[dict, dict]:
     anything else goes to both calls unchanged."""
     kw1, kw2 = {}, {}
     for name, value in kwargs.items():
-        if isinstance(value, tuple) and len(value) == 2:
+        split = _split_kind(name, value, x2)
+        if split == "pair":
             kw1[name], kw2[name] = value
-        elif (name == "rng" and x2 is not None and value is not None
-              and hasattr(value, "dtype")):
+        elif split == "rng":
             kw1[name], kw2[name] = value, _second_key(value, x1, x2)
         else:
             kw1[name] = kw2[name] = value
     if x2 is None:
         kw2 = kw1
     return kw1, kw2
+
+
+def _split_kind(name: str, value, x2) -> str | None:
+    """How :func:`_split_keywords` treats one keyword argument: ``'pair'`` (a 2-tuple),
+    ``'rng'`` (a key, with a separate ``x2``) or ``None`` (the same for both calls)."""
+    if isinstance(value, tuple) and len(value) == 2:
+        return "pair"
+    if name == "rng" and x2 is not None and value is not None and hasattr(value, "dtype"):
+        return "rng"
+    return None
+
+
+def may_split_keywords(kwargs: dict, x2) -> bool:
+    """Whether :func:`_split_keywords` may give the x1 and x2 calls different keyword
+    arguments (a ``rng`` key counts even where ``x2`` turns out to equal ``x1``)."""
+    return any(_split_kind(k, v, x2) for k, v in kwargs.items())
 
 
 def _second_key(key, x1, x2):

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk import batching, validation
+from ntk.empirical import empirical_nngp_fn, empirical_ntk_fn, may_split_keywords
 
 __all__ = ["monte_carlo_kernel_fn", "MonteCarloKernel"]
 
@@ -113,8 +114,8 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
         x1, x2 = _inputs(x1, x2)
         mode = _fast_mode(init_fn, apply_fn, x1, trace_axes, diagonal_axes, vmap_axes,
                           implementation)
-        if mode is not None and _splits_keywords(apply_kwargs, x2):
-            mode = None   # the x1 and x2 calls differ: ntk.empirical splits them
+        if mode is not None and may_split_keywords(apply_kwargs, x2):
+            mode = None   # the x1 and x2 calls may differ: ntk.empirical splits them
         if mode is not None:
             sample_sums = _fast_sums(init_fn, apply_fn, keys, x1, x2, names, mode,
                                      memory_budget, apply_kwargs, compiled)
@@ -220,13 +221,6 @@ def _shapes(x):
 # per-sample kernels
 
 
-def _splits_keywords(apply_kwargs: dict, x2) -> bool:
-    """Whether ntk.empirical would give the x1 and x2 calls different keyword arguments: a
-    pair ``(v1, v2)``, or ``rng`` with a separate ``x2`` (neural-tangents' rule)."""
-    return any(isinstance(v, tuple) and len(v) == 2 for v in apply_kwargs.values()) or (
-        x2 is not None and apply_kwargs.get("rng") is not None)
-
-
 def _fast_mode(init_fn, apply_fn, x1, trace_axes, diagonal_axes, vmap_axes, implementation):
     """``'trace'``/``'diagonal'``/``'full'`` when outputs are ``(N, O)`` and the axes are the
     common ones; then samples are vmapped in chunks under one jit. ``None``: use ntk.empirical
@@ -319,7 +313,6 @@ def _fast_sums(init_fn, apply_fn, keys, x1, x2, names, mode, memory_budget, appl
 def _empirical_sums(init_fn, apply_fn, keys, x1, x2, names, trace_axes, diagonal_axes,
                     vmap_axes, implementation, memory_budget, apply_kwargs):
     """Per-sample kernels through :mod:`ntk.empirical`, one sample at a time."""
-    from ntk.empirical import empirical_nngp_fn, empirical_ntk_fn
 
     nngp_fn = empirical_nngp_fn(apply_fn, trace_axes=trace_axes, diagonal_axes=diagonal_axes,
                                 vmap_axes=vmap_axes, memory_budget=memory_budget)
