@@ -38,58 +38,79 @@ def _finite(name, value):
     return v
 
 
-def self_pairs(n: int, spatial: tuple, full: bool) -> jax.Array:
-    """Boolean mask, broadcastable against an ``(N, N, ...)`` kernel of ``x1`` with itself,
-    that is True where an input meets itself at the same position: ``i == j`` and, in the
-    full-spatial layout ``(N, N, X, X', Y, Y', ...)``, ``X == X'``, ``Y == Y'``."""
-    mask = jnp.eye(n, dtype=bool).reshape((n, n) + (1,) * (len(spatial) * (2 if full else 1)))
-    if full:
-        for i, d in enumerate(spatial):
-            shape = [1] * (2 + 2 * len(spatial))
-            shape[2 + 2 * i] = shape[3 + 2 * i] = d
-            mask = mask & jnp.eye(d, dtype=bool).reshape(shape)
-    return mask
+def set_self_pairs(kernel: jax.Array, values: jax.Array, n_spatial: int, full: bool
+                   ) -> jax.Array:
+    """``kernel (N, N, ...)`` of ``x1`` with itself with the entries that pair an input with
+    itself at the same position (``i == j`` and, in the full-spatial layout
+    ``(N, N, X, X', Y, Y', ...)``, ``X == X'``, ``Y == Y'``) replaced by ``values (N, X, Y,
+    ...)``."""
+    n = kernel.shape[0]
+    values = jnp.asarray(values, kernel.dtype)
+    if not full or n_spatial == 0:
+        i = jnp.arange(n)
+        return kernel.at[i, i].set(jnp.broadcast_to(values, (n,) + kernel.shape[2:]))
+    rank = 1 + n_spatial
+    index = [jnp.arange(n).reshape((n,) + (1,) * n_spatial)] * 2
+    for a, d in enumerate(kernel.shape[2::2]):
+        shape = [1] * rank
+        shape[1 + a] = d
+        index += [jnp.arange(d).reshape(shape)] * 2
+    return kernel.at[tuple(index)].set(jnp.broadcast_to(values, (n,) + kernel.shape[2::2]))
 
 
 def elementwise_transform(name: str, dual, gaussian_input: bool = True
                           ) -> Callable[[Kernel], Kernel]:
     """Kernel map of an elementwise activation with dual ``(q12, q11, q22) -> (T, Tdot)``;
     ``gaussian_input=False`` for kernel maps that are not the limit of a finite activation."""
+    variance_map = getattr(dual, "variance_map", None)
+    variance_dot = getattr(dual, "variance_dot", None)
+
+    def on_variances(v, need_dot):
+        """``(T, Tdot)(v, v, v)``: an input with itself at one position (correlation 1)."""
+        if variance_map is not None and (variance_dot is not None or not need_dot):
+            # a fraction of the dual's operations, which matters to XLA's compile time of
+            # deep networks
+            return variance_map(v), (variance_dot(v) if need_dot else None)
+        return dual(v, v, v, need_dot)
 
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)
         if gaussian_input:
             require_gaussian(k, name)
         s, full = k.n_spatial, k.full_spatial
+        need_dot = k.ntk is not None
         v1 = variances(k.cov1, s, full)
         v2 = v1 if k.cov2 is None else variances(k.cov2, s, full)
         q1, q2 = cross_variances(v1, v2, s, full)
-        q12 = k.nngp
         if k.cov2 is None:
             # x2 is x1: the entries pairing an input with itself at the same position have
-            # correlation exactly 1, and their covariance is the variance itself. Feed the
-            # variance (q12 = q11 = q22 bitwise) rather than the separately rounded nngp
-            # entry: otherwise the rounding gap between the two is multiplied by the slope
-            # of the correlation map at 1 in every layer and, past criticality, explodes.
-            q12 = jnp.where(self_pairs(k.nngp.shape[0], v1.shape[1:], full), q1, q12)
-        nngp, tdot = dual(q12, q1, q2, k.ntk is not None)
+            # correlation exactly 1. They are written from the variances (q12 = q11 = q22
+            # bitwise) rather than computed from the separately rounded nngp entry: otherwise
+            # the rounding gap between the two is multiplied by the slope of the correlation
+            # map at 1 in every layer and, past criticality, explodes. The (N, N, ...) pass
+            # itself then needs no masks.
+            with duals.self_pairs_set_by_caller():
+                nngp, tdot = dual(k.nngp, q1, q2, need_dot)
+            t_self, tdot_self = on_variances(v1, need_dot)
+            nngp = set_self_pairs(nngp, t_self, s, full)
+            if need_dot:
+                tdot = set_self_pairs(jnp.broadcast_to(tdot, nngp.shape), tdot_self, s, full)
+        else:
+            nngp, tdot = dual(k.nngp, q1, q2, need_dot)
+            t_self = None
         ntk = None if k.ntk is None else k.ntk * tdot
 
-        variance_map = getattr(dual, "variance_map", None)
-
-        def same(cov, v):
+        def same(cov, v, diagonal):
             if cov is None:
                 return None
-            if variance_map is not None and (s == 0 or not full):
+            if s == 0 or not full:
                 # cov holds per-position variances: every entry is an input with itself
-                # (a fraction of the dual's operations, which matters to XLA's compile time
-                # of deep networks)
-                return variance_map(cov)
+                return on_variances(cov, False)[0] if diagonal is None else diagonal
             a, b = self_variances(v, s, full)
             return dual(cov, a, b, False)[0]
 
-        return k.replace(nngp=nngp, ntk=ntk, cov1=same(k.cov1, v1), cov2=same(k.cov2, v2),
-                         is_gaussian=False, is_input=False)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=same(k.cov1, v1, t_self),
+                         cov2=same(k.cov2, v2, None), is_gaussian=False, is_input=False)
 
     return transform
 

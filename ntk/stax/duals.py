@@ -18,6 +18,8 @@ All arguments broadcast against each other; every function is elementwise and ji
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 from typing import Callable, Optional
@@ -64,12 +66,31 @@ def _clip_rounding_jvp(primals, tangents):
     return jnp.clip(x, lo, hi), tangents[0]
 
 
+_FIND_SELF_PAIRS = contextvars.ContextVar("ntk_stax_find_self_pairs", default=True)
+
+
+@contextlib.contextmanager
+def self_pairs_set_by_caller():
+    """Within this context (at trace time) the duals skip the equality test that finds
+    self-pairs (``q12 == q11 == q22``) and evaluate the general formula everywhere: for a
+    caller that writes the self-pairs of its kernel itself (the x1-with-itself kernel of an
+    elementwise layer writes its diagonal from the variances), so that the ``(N, N, ...)``
+    pass carries no masks."""
+    token = _FIND_SELF_PAIRS.set(False)
+    try:
+        yield
+    finally:
+        _FIND_SELF_PAIRS.reset(token)
+
+
 def _self_norm(q12, q11, q22):
     """``(sqrt(q11 q22), self)`` where ``self`` marks ``q12 == q11 == q22 > 0`` (an input met
     with itself: correlation exactly 1). There the norm is ``q12`` itself -- not the rounded
     ``sqrt(q11 q22)``, which may differ by an ulp or overflow -- with the derivative of
-    ``sqrt(q11 q22)``."""
+    ``sqrt(q11 q22)``. ``self`` is ``None`` inside :func:`self_pairs_set_by_caller`."""
     norm = safe_sqrt(q11 * q22)
+    if not _FIND_SELF_PAIRS.get():
+        return norm, None
     same = (q12 == q11) & (q11 == q22) & (q11 > 0)
     # value q12 (exact: the two differ by rounding only, Sterbenz), tangent that of norm
     exact = jnp.where(jnp.isfinite(norm), norm + jax.lax.stop_gradient(q12 - norm), q12)
@@ -84,7 +105,8 @@ def correlation(q12, q11, q22):
     norm, same = _self_norm(q12, q11, q22)
     ok = norm > 0
     rho = jnp.where(ok, q12 / jnp.where(ok, norm, 1.0), 0.0)
-    return clip_rounding(rho, jnp.where(same, 1.0, -1.0), 1.0), norm
+    lo = -1.0 if same is None else jnp.where(same, 1.0, -1.0)
+    return clip_rounding(rho, lo, 1.0), norm
 
 
 #: ``atan(u) = u + u^3 p(u^2)`` on ``|u| <= tan(pi / 8)``: coefficients of ``p`` from Chebyshev
@@ -169,13 +191,17 @@ def abrelu(a: float, b: float) -> Dual:
         norm, same = _self_norm(q12, q11, q22)
         q12 = clip_rounding(q12, -norm, norm)
         # sqrt(q11 q22) sin(theta); exactly 0 on a self-pair (theta = 0)
-        sin_norm = jnp.where(same, 0.0, safe_sqrt(q11 * q22 - q12 * q12))
+        sin_norm = safe_sqrt(q11 * q22 - q12 * q12)
+        if same is not None:
+            sin_norm = jnp.where(same, 0.0, sin_norm)
         tdot = mean_sq - spread * angle(sin_norm, q12)
         t = spread * sin_norm + tdot * q12
         return t, (tdot if need_dot else None)
 
     # T(q, q, q): an input with itself (rho = 1, theta = 0), bitwise what ``dual`` returns there
     dual.variance_map = lambda q: mean_sq * q
+    # Tdot(q, q, q): theta = 0 where q > 0; a zero-variance input has rho = 0, theta = pi / 2
+    dual.variance_dot = lambda q: jnp.where(q > 0, mean_sq, mean_sq - spread * (math.pi / 2))
     return dual
 
 

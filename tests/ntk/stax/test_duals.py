@@ -249,12 +249,16 @@ def test_angle_origin_and_exact_derivative():
 
 @pytest.mark.parametrize("a, b", [(0.0, 1.0), (0.1, 1.0), (-1.0, 1.0), (0.7, -0.3)])
 def test_abrelu_variance_map_is_the_dual_on_the_diagonal_and_the_second_moment(a, b):
-    """The ReLU family's shortcut for an input with itself (used for the kernels' variances):
-    bitwise the general dual at ``q12 = q11 = q22``, with its derivative, and ``E[phi(z)^2]``
-    for ``z ~ N(0, q)`` by quadrature."""
+    """The ReLU family's shortcut for an input with itself (used for the kernels' variances
+    and self-pairs): bitwise the general dual at ``q12 = q11 = q22``, with its derivative,
+    and ``E[phi(z)^2]`` for ``z ~ N(0, q)`` by quadrature; the same for ``Tdot``."""
     dual = duals.abrelu(a, b)
     q = jnp.array([0.0, 1e-300, 1e-8, 0.37, 1.0, 4.5e3, 1e250])
     np.testing.assert_array_equal(dual.variance_map(q), dual(q, q, q, False)[0])
+    # Tdot at q12 = q11 = q22: bitwise the dual's, and E[phi'(z)^2] = (a^2 + b^2) / 2 for q > 0
+    np.testing.assert_array_equal(dual.variance_dot(q), dual(q, q, q, True)[1])
+    assert float(dual.variance_dot(jnp.float64(0.37))) == pytest.approx((a * a + b * b) / 2,
+                                                                        rel=1e-15)
     for q0 in (0.37, 2.0):
         along = jax.grad(lambda t: dual(t, t, t, False)[0])(q0)
         assert jax.grad(dual.variance_map)(q0) == along
