@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntk.stax.core import (KernelFn, check_apply_kwargs, diagonalize, is_default_axes,
+from ntk.stax.core import (KernelFn, check_apply_kwargs, check_layout, diagonalize,
                            require_single)
 
 __all__ = ["Aggregate"]
@@ -86,9 +86,8 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
       aggregate_axis: the axes of ``x`` whose positions are the vertices (an int or a
         sequence; ``None``: every axis but ``batch_axis`` and ``channel_axis``). Other axes are
         processed independently.
-      batch_axis, channel_axis: of the inputs. A network's kernel function moves its inputs
-        to batch-first, channels-last; a network that mixes ``Aggregate`` layers with other
-        axes and other layers (all batch-first, channels-last) is refused.
+      batch_axis, channel_axis: of the inputs (the output keeps them); ``kernel_fn`` checks
+        that the layers before it laid the activations out so.
       to_dense: ``implementation='DENSE'`` only: turns the pattern given to ``apply_fn`` /
         ``kernel_fn`` into the dense adjacency (default: the identity).
       implementation: ``'DENSE'``: ``pattern`` (after ``to_dense``) is the adjacency of shape
@@ -197,6 +196,7 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
 
     def transform(k, out_full: bool):
         k = require_single(k, name)
+        check_layout(k, name, batch_axis, channel_axis)
         p1 = k.pattern1
         p2 = p1 if k.x1_is_x2 else k.pattern2
         if p1 is None and p2 is None:
@@ -249,6 +249,4 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, KernelFn(name, transform, lambda out_full: True,
                                        uses_pattern=True,
-                                       input_axes=None if is_default_axes(
-                                           (batch_axis, channel_axis)) else
-                                       (batch_axis, channel_axis))
+                                       input_axes=(batch_axis, channel_axis))

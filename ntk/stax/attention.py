@@ -39,9 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntk.stax.core import check_positive_int, check_std, layer, require_single
+from ntk.stax.core import check_positive_int, check_std, laid_out, layer, require_single
 from ntk.stax.kernel import Kernel
-from ntk.stax.layers import _check_axes
 
 __all__ = ["GlobalSelfAttention"]
 
@@ -111,7 +110,8 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
     Not supported (raise ``NotImplementedError``): positional embeddings (``pos_emb_type``
     other than ``'NONE'`` and any non-default ``pos_emb_p_norm``, ``pos_emb_decay_fn``,
     ``n_chan_pos_emb``, ``W_pos_emb_std``, ``val_pos_emb``), masks (``apply_fn(...,
-    mask=...)``), and layouts other than batch-first, channels-last.
+    mask=...)``). ``batch_axis`` / ``channel_axis``: where the inputs keep them (the
+    output keeps both where they are; the positions are the other axes in their order).
 
     Shapes: ``(N, *spatial, C) -> (N, *spatial, n_chan_out)``; the kernel needs (and returns)
     covariances between all pairs of positions, memory ``N1 N2 P^2``.
@@ -156,7 +156,6 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
             f"linear_scaling={linear_scaling}, {mechanism})")
 
     def init_fn(key, input_shape):
-        _check_axes(name, batch_axis, channel_axis, len(input_shape))
         n_in = input_shape[-1]
         k_q, k_k, k_v, k_o, k_b = jax.random.split(key, 5)
         W_key = jax.random.normal(k_k, (n_heads, n_in, n_chan_key))
@@ -173,7 +172,6 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
         if mask is not None:
             raise NotImplementedError(f"{name}: masks (apply_fn(..., mask=...)) are not "
                                       f"supported in ntk.stax")
-        _check_axes(name, batch_axis, channel_axis, x.ndim)
         W_query, W_key, W_val, W_out, b, _ = params
         n, n_in = x.shape[0], x.shape[-1]
         if W_key.shape[1] != n_in:
@@ -240,7 +238,6 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
 
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)
-        _check_axes(name, batch_axis, channel_axis, len(k.shape1))
         s = k.n_spatial
         if s and not k.full_spatial:
             raise ValueError(f"{name}: needs the full-spatial kernel layout (internal error: "
@@ -258,4 +255,5 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                          shape2=k.shape2[:-1] + (n_chan_out,), is_gaussian=True,
                          is_input=False)
 
-    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+    return laid_out(name, layer(name, init_fn, apply_fn, transform,
+                                input_full=lambda out_full: True), batch_axis, channel_axis)

@@ -49,22 +49,12 @@ def _first_missing(kernel_fns):
 
 def _network_keywords(name: str, kernel_fns) -> dict:
     """What a composite network's ``KernelFn`` inherits from its layers: whether one reads
-    ``pattern=`` and the ``(batch_axis, channel_axis)`` its raw inputs are laid out with.
-
-    Only ``Aggregate`` can be declared with other axes than ``(0, -1)``; every other layer is
-    batch-first and channels-last, so a network mixing the two would compute the kernel of a
-    different network than its ``apply_fn``: refused.
-    """
-    axes = {kf.input_axes for kf in kernel_fns}
-    if len(axes) > 1:
-        declared = sorted(a for a in axes if a is not None)
-        raise NotImplementedError(
-            f"{name}: layers declared with (batch_axis, channel_axis) = {declared} are combined "
-            f"with batch-first, channels-last layers (0, -1) or with each other; only "
-            f"networks whose layers all share one layout are supported. Move the axes of the "
-            f"inputs (jnp.moveaxis) and use the default batch_axis=0, channel_axis=-1")
-    return dict(uses_pattern=any(kf.uses_pattern for kf in kernel_fns),
-                input_axes=axes.pop())
+    ``pattern=``, and the ``(batch_axis, channel_axis)`` its raw inputs are laid out with:
+    those of the first layer that declares them (neural-tangents' rule; ``None``: no layer
+    does, inputs are batch-first and channels-last). Every later layer checks the layout of
+    the activations it gets at ``kernel_fn`` time (:func:`ntk.stax.core.check_layout`)."""
+    axes = next((kf.input_axes for kf in kernel_fns if kf.input_axes is not None), None)
+    return dict(uses_pattern=any(kf.uses_pattern for kf in kernel_fns), input_axes=axes)
 
 
 def serial(*layers):
@@ -285,6 +275,12 @@ def _check_fan_in(ks, name):
     if isinstance(ks, Kernel) or not isinstance(ks, (list, tuple)) or not ks:
         raise TypeError(f"{name} takes a list of inputs (e.g. from FanOut/parallel), got "
                         f"{type(ks).__name__}")
+    from ntk.stax.core import layout_of, layout_shape
+    if len({layout_of(k) for k in ks}) > 1:
+        raise ValueError(f"{name}: the inputs are laid out differently (batch and channel "
+                         f"axes {[layout_of(k) for k in ks]} of activations of shapes "
+                         f"{[layout_shape(k.shape1, *layout_of(k)) for k in ks]}); give the "
+                         f"branches the same batch_axis / channel_axis")
     layouts = {(k.full_spatial, k.n_spatial) for k in ks}
     if len(layouts) > 1:
         ks = [diagonalize(k) for k in ks]
@@ -441,6 +437,13 @@ def FanInConcat(axis: int = -1):
 
     def transform(ks, out_full):
         ks = _check_fan_in(ks, name)
+        from ntk.stax.core import layout_of, layout_shape
+        b, c = layout_of(ks[0])
+        if c != len(ks[0].shape1) - 1:
+            raise NotImplementedError(
+                f"{name}: axis=-1 is not the channel axis of these inputs (activations of "
+                f"shape {layout_shape(ks[0].shape1, b, c)} with channel_axis={c}); only "
+                f"concatenation along the channel axis is implemented")
         if any(k.shape1[:-1] != ks[0].shape1[:-1] for k in ks):
             raise ValueError(f"{name}: inputs must agree in all but the channel axis, got "
                              f"{[k.shape1 for k in ks]}")

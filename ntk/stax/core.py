@@ -331,6 +331,94 @@ def is_default_axes(axes) -> bool:
     return axes is None or tuple(axes) == (0, -1)
 
 
+def normalize_axes(name: str, batch_axis, channel_axis, ndim: int) -> tuple:
+    """``(batch_axis, channel_axis)`` as non-negative positions for activations of rank
+    ``ndim`` (``channel_axis=None``: the last axis that is not the batch axis), checked."""
+    for arg, a in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
+        if a is None and arg == "channel_axis":
+            continue
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
+            raise TypeError(f"{name}: {arg} must be an int, got {type(a).__name__} {a!r}")
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{name}: {arg}={a} is out of range for activations of rank "
+                             f"{ndim}")
+    b = int(batch_axis) % ndim
+    if channel_axis is None:
+        return b, ndim - 1 if b != ndim - 1 else ndim - 2
+    c = int(channel_axis) % ndim
+    if b == c:
+        raise ValueError(f"{name}: batch_axis={batch_axis} and channel_axis={channel_axis} "
+                         f"are the same axis {b} of activations of rank {ndim}")
+    return b, c
+
+
+def to_standard(x, b: int, c: int):
+    """Activations with batch axis ``b`` and channel axis ``c`` moved to ``(0, -1)`` (the
+    other axes keep their order)."""
+    if (b, c) == (0, x.ndim - 1):
+        return x
+    return jnp.moveaxis(x, (b, c), (0, -1))
+
+
+def from_standard(y, b: int, c: int):
+    """The inverse of :func:`to_standard`."""
+    if (b, c) == (0, y.ndim - 1):
+        return y
+    return jnp.moveaxis(y, (0, -1), (b, c))
+
+
+def standard_shape(shape, b: int, c: int) -> tuple:
+    """The shape of :func:`to_standard`'s result."""
+    shape = tuple(shape)
+    rest = [n for i, n in enumerate(shape) if i not in (b, c)]
+    return (shape[b],) + tuple(rest) + (shape[c],)
+
+
+def layout_shape(shape, b: int, c: int) -> tuple:
+    """The inverse of :func:`standard_shape`: a batch-first, channels-last shape laid out
+    with the batch axis at ``b`` and the channel axis at ``c``."""
+    shape = tuple(shape)
+    out, rest = [None] * len(shape), iter(shape[1:-1])
+    out[b], out[c] = shape[0], shape[-1]
+    return tuple(next(rest) if n is None else n for n in out)
+
+
+def layout_of(k: Kernel) -> tuple:
+    """``(batch_axis, channel_axis)`` of the activations a kernel describes, non-negative."""
+    ndim = len(k.shape1)
+    return k.batch_axis % ndim, k.channel_axis % ndim
+
+
+def with_layout(k, b: int, c: int):
+    """``k`` (or every kernel of a list) recorded as describing activations with batch axis
+    ``b`` and channel axis ``c``."""
+    def one(ki):
+        ndim = len(ki.shape1)
+        want = (b % ndim, c % ndim)
+        want = (0, -1) if want == (0, ndim - 1) else want  # one spelling: repeat's scan
+        return ki if (ki.batch_axis, ki.channel_axis) == want else ki.replace(
+            batch_axis=want[0], channel_axis=want[1])
+    return _map_kernels(one, k)
+
+
+def check_layout(k: Kernel, name: str, batch_axis, channel_axis) -> tuple:
+    """Refuse a kernel whose activations are not laid out as the layer declares (as
+    neural-tangents does: the infinite-width limit would be taken along the wrong axis).
+    Returns the declared ``(batch_axis, channel_axis)``, non-negative."""
+    ndim = len(k.shape1)
+    b, c = normalize_axes(name, batch_axis, channel_axis, ndim)
+    have_b, have_c = layout_of(k)
+    if have_b != b or (channel_axis is not None and have_c != c):
+        raise ValueError(
+            f"{name}: declared batch_axis={batch_axis}, channel_axis={channel_axis}, but its "
+            f"input activations (shape {layout_shape(k.shape1, have_b, have_c)}) have their "
+            f"batch axis at {have_b} and their channel axis at {have_c}, as laid out by the "
+            f"layers before it or the network's inputs (the first layer that declares axes). "
+            f"Give every layer the axes its inputs have; Flatten(batch_axis_out=...), "
+            f"GlobalAvgPool / GlobalSumPool and Conv's dimension_numbers change them.")
+    return b, c
+
+
 def _standard_layout(x, axes):
     """Move ``axes = (batch_axis, channel_axis)`` of an input to ``(0, -1)``."""
     if is_default_axes(axes) or isinstance(x, (list, tuple)):
@@ -341,11 +429,19 @@ def _standard_layout(x, axes):
         return x  # refused with its own message by _validate_inputs
     if x.ndim < 2:
         return x
-    batch_axis, channel_axis = (a % x.ndim for a in axes)
-    if batch_axis == channel_axis:
-        raise ValueError(f"batch_axis and channel_axis must differ, got {axes} for inputs of "
-                         f"rank {x.ndim}")
-    return jnp.moveaxis(x, (batch_axis, channel_axis), (0, -1))
+    b, c = normalize_axes("kernel_fn", axes[0], axes[1], x.ndim)
+    return to_standard(x, b, c)
+
+
+def _input_layout(k, axes):
+    """The raw-input kernel(s) recorded with the inputs' ``(batch_axis, channel_axis)``."""
+    if axes is None:
+        return k
+
+    def one(ki):
+        return with_layout(ki, *normalize_axes("kernel_fn", axes[0], axes[1],
+                                               len(ki.shape1)))
+    return _map_kernels(one, k)
 
 
 class KernelFn:
@@ -362,9 +458,11 @@ class KernelFn:
         self.missing = missing
         #: whether a layer reads ``pattern=`` (``Aggregate``); otherwise a pattern is refused
         self.uses_pattern = uses_pattern
-        #: ``(batch_axis, channel_axis)`` of the raw inputs when not ``(0, -1)`` (a network of
-        #: ``Aggregate`` layers declared with other axes); inputs are moved to ``(0, -1)``
-        self.input_axes = None if is_default_axes(input_axes) else tuple(input_axes)
+        #: ``(batch_axis, channel_axis)`` the layer (the network's first layer that declares
+        #: them) expects of its inputs, ``None`` when it does not care (activations, branch
+        #: layers; then ``(0, -1)``). Raw inputs are moved to ``(0, -1)`` and the input kernel
+        #: records the declared layout (:attr:`Kernel.batch_axis`), which later layers check
+        self.input_axes = None if input_axes is None else tuple(input_axes)
         self._jitted = {}
         self._out_bytes_cache = {}
 
@@ -380,6 +478,7 @@ class KernelFn:
             k = [input_kernel(a, b, in_full, compute_ntk) for a, b in zip(x1, x2s)]
         else:
             k = input_kernel(x1, x2, in_full, compute_ntk)
+        k = _input_layout(k, self.input_axes)
         k = self.transform(_attach_patterns(k, pattern1, pattern2), out_full)
         if not out_full:
             k = diagonalize(k)
@@ -671,6 +770,39 @@ def layer(name: str, init_fn, apply_fn, transform, input_full=None):
 
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, kf
+
+
+def laid_out(name: str, triple, batch_axis, channel_axis):
+    """A batch-first, channels-last layer ``triple`` given neural-tangents' ``batch_axis`` /
+    ``channel_axis``: ``init_fn`` / ``apply_fn`` move those axes of their inputs to
+    ``(0, -1)``, run the layer and move them back (its output keeps the input's rank and
+    layout); ``kernel_fn`` checks that its input kernel describes activations laid out so
+    (:func:`check_layout`) and is the layer's own otherwise: the kernel's spatial axes are
+    the activations' in their order either way. ``name`` appears in the errors."""
+    init_std, apply_std, kf = triple
+
+    def axes(ndim):
+        return normalize_axes(name, batch_axis, channel_axis, ndim)
+
+    def init_fn(key, input_shape):
+        b, c = axes(len(input_shape))
+        out_shape, params = init_std(key, standard_shape(input_shape, b, c))
+        return layout_shape(out_shape, b, c), params
+
+    def apply_fn(params, x, **kwargs):
+        b, c = axes(x.ndim)
+        return from_standard(apply_std(params, to_standard(x, b, c), **kwargs), b, c)
+
+    def transform(k, out_full):
+        k = require_single(k, name)
+        b, c = check_layout(k, name, batch_axis, channel_axis)
+        out = kf.transform(with_layout(k, 0, -1), out_full)
+        return with_layout(out, b, c)
+
+    init_fn.__name__ = apply_fn.__name__ = name
+    return init_fn, apply_fn, KernelFn(name, transform, kf.input_full, missing=kf.missing,
+                                       uses_pattern=kf.uses_pattern,
+                                       input_axes=(batch_axis, channel_axis))
 
 
 def require_single(k, name: str) -> Kernel:

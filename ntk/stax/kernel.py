@@ -57,6 +57,12 @@ class Kernel:
         pattern2))``, carried along (like neural-tangents' masks) to the ``Aggregate`` layers
         that read them; ``None`` outside a network that has one. Their leading axis is the
         batch axis. ``pattern2`` is ``None`` when ``x2`` is ``x1``.
+      batch_axis, channel_axis: where the batch and channel axes of the finite-width
+        activations are at this point of the network (neural-tangents' layout attributes,
+        set by the layers' ``batch_axis`` / ``channel_axis`` / ``dimension_numbers``). The
+        arrays and ``shape1`` / ``shape2`` above are always batch-first and channels-last,
+        their spatial axes in the order the activations have them, which is
+        neural-tangents' kernel layout; these two only say how the activations are laid out.
     """
 
     nngp: jax.Array
@@ -70,6 +76,8 @@ class Kernel:
     diagonal_spatial: bool = dataclasses.field(metadata=dict(static=True), default=False)
     pattern1: Any = None
     pattern2: Any = None
+    batch_axis: int = dataclasses.field(metadata=dict(static=True), default=0)
+    channel_axis: int = dataclasses.field(metadata=dict(static=True), default=-1)
 
     def replace(self, **changes: Any) -> "Kernel":
         return dataclasses.replace(self, **changes)

@@ -19,8 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntk.stax.core import (check_positive_int, check_rank, check_std, layer, require_gaussian,
-                           require_single)
+from ntk.stax.core import (check_layout, check_positive_int, check_rank, check_std, from_standard,
+                           laid_out, layer, layout_of, layout_shape, normalize_axes,
+                           require_gaussian, require_single, standard_shape, to_standard,
+                           with_layout)
 from ntk.stax.kernel import Kernel, cross_variances, self_variances, variances
 
 __all__ = ["Dense", "Conv", "ConvTranspose", "AvgPool", "GlobalAvgPool", "Flatten",
@@ -82,36 +84,75 @@ def _add_bias(out, b, scale=None):
     return out + jnp.reshape(b, (1,) * (out.ndim - jnp.ndim(b)) + jnp.shape(b))
 
 
+def _check_s(name: str, s) -> tuple:
+    """neural-tangents' width scalings ``s = (s_in, s_out)``: two positive integers."""
+    try:
+        pair = tuple(s)
+    except TypeError:
+        pair = None
+    if (pair is None or len(pair) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                   for v in pair)):
+        raise ValueError(f"{name}: s must be a pair of positive integers (s_in, s_out), got "
+                         f"{s!r}")
+    return int(pair[0]), int(pair[1])
+
+
 def Dense(out_dim: int, W_std: float = 1.0, b_std: Optional[float] = None,
-          parameterization: str = "ntk"):
-    """Fully connected layer applied along the channel (last) axis.
+          batch_axis: int = 0, channel_axis: int = -1, parameterization: str = "ntk",
+          s=(1, 1)):
+    """Fully connected layer applied along the channel axis (neural-tangents' arguments, in
+    its order).
 
     Finite layer (``N = fan_in``, the input's channel count):
       ntk:      ``z = W_std / sqrt(N) x W + b_std b``,   ``W_ij, b_i ~ N(0, 1)``
-      standard: ``z = x W + b``,  ``W_ij ~ N(0, W_std^2 / N)``, ``b_i ~ N(0, b_std^2)``
+      standard: ``z = x W / sqrt(s_in) + b``,  ``W ~ N(0, W_std^2 s_in / N)`` of shape
+                ``(N, s_out out_dim)``, ``b ~ N(0, b_std^2)`` of size ``s_out out_dim``
 
     Kernel (elementwise over batch pairs and positions):
       ``nngp' = W_std^2 nngp + b_std^2``
       ntk:      ``ntk' = nngp' + W_std^2 ntk``
-      standard: ``ntk' = N nngp + 1[b_std given] + W_std^2 ntk``  (grows with the widths)
+      standard: ``ntk' = (N / s_in) nngp + 1[b_std given] + W_std^2 ntk``  (grows with the
+                widths)
 
-    Shapes: ``(N, ..., fan_in) -> (N, ..., out_dim)``.
+    ``s = (s_in, s_out)`` are the width scalings of Sohl-Dickstein et al. (2020): the
+    layer's input has ``s_in`` times and its output ``s_out`` times the nominal widths, so a
+    network with ``s[0]`` of each layer equal to ``s[1]`` of the one before (``1`` at the
+    input, and at the output for the NTK) has the NTK of width ``N / s`` whatever ``s``. As in
+    neural-tangents ``s`` is read under ``parameterization='standard'`` only (the NTK
+    parameterization's kernel does not depend on the widths).
+
+    ``batch_axis`` / ``channel_axis``: where the inputs keep them (the output keeps both
+    where they are, the channel axis now ``out_dim`` wide); the kernel is that of the
+    channels-last layer on the inputs with those axes moved to the front and the back.
+
+    Shapes: ``(N, ..., fan_in) -> (N, ..., out_dim)`` (``s_out out_dim`` under 'standard').
+
+    Sohl-Dickstein et al. (2020), "On the infinite width limit of neural networks with a
+    standard parameterization", arXiv:2001.07301.
     """
     out_dim = check_positive_int("out_dim", out_dim)
     W_std = check_std("W_std", W_std)
     b_std = check_std("b_std", b_std, allow_none=True)
     param = _check_parameterization(parameterization)
-    name = f"Dense({out_dim}, W_std={W_std}, b_std={b_std}, {param})"
+    s_in, s_out = _check_s("Dense", s)
+    if param == "ntk":
+        s_in, s_out = 1, 1
+    width_out = out_dim * s_out
+    name = (f"Dense({out_dim}, W_std={W_std}, b_std={b_std}, {param}"
+            + ("" if (s_in, s_out) == (1, 1) else f", s={(s_in, s_out)}")
+            + ("" if (batch_axis, channel_axis) == (0, -1)
+               else f", batch_axis={batch_axis}, channel_axis={channel_axis}") + ")")
 
     def init_fn(key, input_shape):
         fan_in = input_shape[-1]
         k1, k2 = jax.random.split(key)
-        W = jax.random.normal(k1, (fan_in, out_dim))
-        b = None if b_std is None else jax.random.normal(k2, (out_dim,))
+        W = jax.random.normal(k1, (fan_in, width_out))
+        b = None if b_std is None else jax.random.normal(k2, (width_out,))
         if param == "standard":
-            W = W * (W_std / math.sqrt(fan_in))
+            W = W * (W_std / math.sqrt(fan_in / s_in))
             b = None if b is None else b * b_std
-        return tuple(input_shape[:-1]) + (out_dim,), (W, b)
+        return tuple(input_shape[:-1]) + (width_out,), (W, b)
 
     def apply_fn(params, x, **kwargs):
         W, b = params
@@ -122,6 +163,8 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: Optional[float] = None,
             out = (W_std / math.sqrt(x.shape[-1])) * (x @ W)
             return _add_bias(out, b, b_std)
         out = x @ W
+        if s_in != 1:
+            out = out / math.sqrt(s_in)
         return _add_bias(out, b)
 
     b_var = None if b_std is None else b_std**2
@@ -134,16 +177,17 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: Optional[float] = None,
         elif param == "ntk":
             ntk = nngp + W_std**2 * k.ntk
         else:
-            ntk = k.shape1[-1] * k.nngp + W_std**2 * k.ntk
+            ntk = (k.shape1[-1] / s_in) * k.nngp + W_std**2 * k.ntk
             if b_std is not None:
                 ntk = ntk + 1.0
         return k.replace(
             nngp=nngp, ntk=ntk,
             cov1=_affine(k.cov1, W_std**2, b_var), cov2=_affine(k.cov2, W_std**2, b_var),
-            shape1=k.shape1[:-1] + (out_dim,), shape2=k.shape2[:-1] + (out_dim,),
+            shape1=k.shape1[:-1] + (width_out,), shape2=k.shape2[:-1] + (width_out,),
             is_gaussian=True, is_input=False)
 
-    return layer(name, init_fn, apply_fn, transform)
+    return laid_out(name, layer(name, init_fn, apply_fn, transform), batch_axis,
+                    channel_axis)
 
 
 # ----------------------------------------------------------------------------------------
@@ -281,38 +325,40 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
     layer on inputs with the batch and channel axes moved to the front and the back. A
     ``kernel_fn`` needs ``out`` to keep ``lhs``'s batch and channel positions (layouts other
     than channels-last are raw-input layouts, as for ``Aggregate``); otherwise only
-    ``init_fn`` / ``apply_fn`` exist. Only ``s=(1, 1)`` (neural-tangents' width scaling of
-    the standard parameterization) is supported (``NotImplementedError``).
+    ``init_fn`` / ``apply_fn`` exist. ``s = (s_in, s_out)``: neural-tangents' width
+    scalings under ``parameterization='standard'``, as in :func:`Dense` (``fan_in`` is
+    ``F / s_in``, ``s_out out_chan`` output channels).
     """
     out_chan = check_positive_int("out_chan", out_chan)
     W_std = check_std("W_std", W_std)
     b_std = check_std("b_std", b_std, allow_none=True)
     param = _check_parameterization(parameterization)
-    if tuple(s) != (1, 1):
-        raise NotImplementedError(f"Conv: s={s!r} (standard-parameterization width scaling) "
-                                  f"is not supported in ntk.stax; use s=(1, 1)")
+    s_in, s_out = (1, 1) if param == "ntk" else _check_s("Conv", s)
+    _check_s("Conv", s)
     filter_shape, strides, padding = _norm_window_args("Conv", filter_shape, strides, padding)
     n_sp = len(filter_shape)
     layout = _conv_layout("Conv", n_sp, dimension_numbers, filter_shape, strides)
     dims = layout.dims
     name = (f"Conv({out_chan}, {filter_shape}, strides={strides}, {padding}, W_std={W_std}, "
-            f"b_std={b_std}, {param}" + ("" if layout.default else f", {dims}") + ")")
+            f"b_std={b_std}, {param}" + ("" if layout.default else f", {dims}")
+            + ("" if (s_in, s_out) == (1, 1) else f", s={(s_in, s_out)}") + ")")
     if not layout.default:
         return _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std,
-                             param, layout)
+                             param, layout, s=(s_in, s_out))
     filter_size = int(np.prod(filter_shape))
+    width_out = out_chan * s_out
 
     def init_fn(key, input_shape):
         check_rank(input_shape, n_sp, name, "input_shape")
         fan_in = input_shape[-1] * int(np.prod(filter_shape))
         k1, k2 = jax.random.split(key)
-        W = jax.random.normal(k1, tuple(filter_shape) + (input_shape[-1], out_chan))
-        b = None if b_std is None else jax.random.normal(k2, (out_chan,))
+        W = jax.random.normal(k1, tuple(filter_shape) + (input_shape[-1], width_out))
+        b = None if b_std is None else jax.random.normal(k2, (width_out,))
         if param == "standard":
-            W = W * (W_std / math.sqrt(fan_in))
+            W = W * (W_std / math.sqrt(fan_in / s_in))
             b = None if b is None else b * b_std
         geo = _spatial_geometry(input_shape, filter_shape, strides, padding)
-        return (input_shape[0],) + tuple(g[2] for g in geo) + (out_chan,), (W, b)
+        return (input_shape[0],) + tuple(g[2] for g in geo) + (width_out,), (W, b)
 
     def apply_fn(params, x, **kwargs):
         check_rank(x.shape, n_sp, name)
@@ -323,6 +369,8 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
             fan_in = x.shape[-1] * int(np.prod(filter_shape))
             out = (W_std / math.sqrt(fan_in)) * out
             return _add_bias(out, b, b_std)
+        if s_in != 1:
+            out = out / math.sqrt(s_in)
         return _add_bias(out, b)
 
     b_var = None if b_std is None else b_std**2
@@ -342,9 +390,10 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
         geo1 = _spatial_geometry(k.shape1, filter_shape, strides, padding)
         return _filter_kernel(
             k, lambda mat, n: conv_mean(mat, n, geo1, k.full_spatial), [g[2] for g in geo1],
-            out_chan, k.shape1[-1] * int(np.prod(filter_shape)), W_std, b_std, b_var, param)
+            width_out, k.shape1[-1] * int(np.prod(filter_shape)) / s_in, W_std, b_std, b_var,
+            param)
 
-    return layer(name, init_fn, apply_fn, transform)
+    return laid_out(name, layer(name, init_fn, apply_fn, transform), 0, -1)
 
 
 class _ConvLayout:
@@ -413,7 +462,7 @@ def _permute_spatial(k: Kernel, perm: tuple) -> Kernel:
 
 
 def _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, param,
-                  layout: _ConvLayout, transpose: bool = False):
+                  layout: _ConvLayout, transpose: bool = False, s=(1, 1)):
     """``Conv`` (``ConvTranspose`` if ``transpose``) with ``dimension_numbers`` other than
     channels-last: the finite layer by ``jax.lax`` in that layout; the kernel by the
     channels-last layer's on the input's spatial order (filter and strides permuted to it),
@@ -427,17 +476,19 @@ def _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, 
     lhs, rhs, out_spec = layout.dims
     filter_size = int(np.prod(filter_shape))
     n_sp = len(filter_shape)
+    s_in, s_out = s
+    channels_out = out_chan * s_out
 
     def shapes(input_shape):
         """``(output shape, W shape, b shape)`` for ``input_shape`` in ``lhs``'s layout."""
         check_rank(input_shape, n_sp, name, "input_shape")
         taps = iter(filter_shape)
-        w_shape = tuple(out_chan if c == "O" else int(input_shape[lhs.index("C")]) if c == "I"
+        w_shape = tuple(channels_out if c == "O" else int(input_shape[lhs.index("C")]) if c == "I"
                         else next(taps) for c in rhs)
         y = jax.eval_shape(lambda x, w: conv(x, w, strides, padding),
             jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32),
             jax.ShapeDtypeStruct(w_shape, jnp.float32))
-        b_shape = tuple(itertools.dropwhile(lambda n: n == 1, [out_chan if c == "C" else 1
+        b_shape = tuple(itertools.dropwhile(lambda n: n == 1, [channels_out if c == "C" else 1
                                                                for c in out_spec]))
         return tuple(y.shape), w_shape, b_shape
 
@@ -448,7 +499,7 @@ def _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, 
         W = jax.random.normal(k1, w_shape)
         b = None if b_std is None else jax.random.normal(k2, b_shape)
         if param == "standard":
-            W = W * (W_std / math.sqrt(fan_in))
+            W = W * (W_std / math.sqrt(fan_in / s_in))
             b = None if b is None else b * b_std
         return out_shape, (W, b)
 
@@ -461,23 +512,26 @@ def _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, 
         if param == "ntk":
             out = (W_std / math.sqrt(x.shape[lhs.index("C")] * filter_size)) * out
             scale = b_std
+        elif s_in != 1:
+            out = out / math.sqrt(s_in)
         if b is None:
             return out
-        b = jnp.reshape(b, [out_chan if c == "C" else 1 for c in out_spec])
+        b = jnp.reshape(b, [channels_out if c == "C" else 1 for c in out_spec])
         return out + scale * b
 
     init_fn.__name__ = apply_fn.__name__ = name
-    if layout.in_axes != layout.out_axes:
-        return init_fn, apply_fn, no_kernel_fn(
-            name, f"dimension_numbers={layout.dims} moves the batch or channel axis between "
-            f"the input and the output; the infinite-width kernel is available where out "
-            f"keeps lhs's 'N' and 'C' positions")
     _, _, channels_last = (ConvTranspose if transpose else Conv)(
         out_chan, layout.filter_shape, layout.strides, padding, W_std, b_std,
-        parameterization=param)
+        parameterization=param, s=s)
+    rank = n_sp + 2
+    out_layout = (out_spec.index("N"), out_spec.index("C"))
 
     def transform(k, out_full):
-        return _permute_spatial(channels_last.transform(k, out_full), layout.out_perm)
+        k = require_single(k, name)
+        check_layout(k, name, *layout.in_axes)
+        k = with_layout(k, 0, -1)  # the channels-last layer's own check
+        k = _permute_spatial(channels_last.transform(k, out_full), layout.out_perm)
+        return with_layout(k, *out_layout) if out_layout != (0, rank - 1) else k
 
     return init_fn, apply_fn, KernelFn(name, transform, channels_last.input_full,
                                        input_axes=layout.in_axes)
@@ -550,8 +604,8 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
     equal-position input covariances are needed for equal-position outputs.
 
     Shapes: ``(N, *spatial, C_in) -> (N, *spatial', out_chan)``. ``dimension_numbers``
-    as in :func:`Conv` (not with ``'CIRCULAR'``); only ``s=(1, 1)`` is supported
-    (``NotImplementedError``).
+    as in :func:`Conv` (not with ``'CIRCULAR'``); ``s = (s_in, s_out)`` as in :func:`Dense`
+    (``'standard'`` only).
 
     Dumoulin & Visin (2016), "A guide to convolution arithmetic for deep learning",
     arXiv:1603.07285; Novak et al. (2019), arXiv:1810.05148 (the CNN-GP kernel).
@@ -560,9 +614,9 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
     W_std = check_std("W_std", W_std)
     b_std = check_std("b_std", b_std, allow_none=True)
     param = _check_parameterization(parameterization)
-    if tuple(s) != (1, 1):
-        raise NotImplementedError(f"ConvTranspose: s={s!r} (standard-parameterization width "
-                                  f"scaling) is not supported in ntk.stax; use s=(1, 1)")
+    _check_s("ConvTranspose", s)
+    s_in, s_out = (1, 1) if param == "ntk" else _check_s("ConvTranspose", s)
+    width_out = out_chan * s_out
     circular = isinstance(padding, str) and padding.upper() == "CIRCULAR"
     filter_shape, strides, padding = _norm_window_args(
         "ConvTranspose", filter_shape, strides, "VALID" if circular else padding)
@@ -573,13 +627,14 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
     dims = layout.dims
     name = (f"ConvTranspose({out_chan}, {filter_shape}, strides={strides}, {padding}, "
             f"W_std={W_std}, b_std={b_std}, {param}"
-            + ("" if layout.default else f", {dims}") + ")")
+            + ("" if layout.default else f", {dims}")
+            + ("" if (s_in, s_out) == (1, 1) else f", s={(s_in, s_out)}") + ")")
     if not layout.default:
         if circular:
             raise NotImplementedError(f"{name}: CIRCULAR padding is supported with the "
                                       f"channels-last dimension_numbers (None) only")
         return _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std,
-                             param, layout, transpose=True)
+                             param, layout, transpose=True, s=(s_in, s_out))
     filter_size = int(np.prod(filter_shape))
     lax_padding = "VALID" if circular else padding
 
@@ -595,13 +650,13 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
         check_rank(input_shape, n_sp, name, "input_shape")
         fan_in = input_shape[-1] * filter_size
         k1, k2 = jax.random.split(key)
-        W = jax.random.normal(k1, tuple(filter_shape) + (input_shape[-1], out_chan))
-        b = None if b_std is None else jax.random.normal(k2, (out_chan,))
+        W = jax.random.normal(k1, tuple(filter_shape) + (input_shape[-1], width_out))
+        b = None if b_std is None else jax.random.normal(k2, (width_out,))
         if param == "standard":
-            W = W * (W_std / math.sqrt(fan_in))
+            W = W * (W_std / math.sqrt(fan_in / s_in))
             b = None if b is None else b * b_std
         out_sp = tuple(g[3] for g in geometry(input_shape))
-        return (input_shape[0],) + out_sp + (out_chan,), (W, b)
+        return (input_shape[0],) + out_sp + (width_out,), (W, b)
 
     def apply_fn(params, x, **kwargs):
         check_rank(x.shape, n_sp, name)
@@ -614,6 +669,8 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
         if param == "ntk":
             out = (W_std / math.sqrt(x.shape[-1] * filter_size)) * out
             return _add_bias(out, b, b_std)
+        if s_in != 1:
+            out = out / math.sqrt(s_in)
         return _add_bias(out, b)
 
     b_var = None if b_std is None else b_std**2
@@ -645,9 +702,9 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
         geo = geometry(k.shape1)
         return _filter_kernel(
             k, lambda mat, n: tap_mean(mat, n, geo, k.full_spatial), [g[3] for g in geo],
-            out_chan, k.shape1[-1] * filter_size, W_std, b_std, b_var, param)
+            width_out, k.shape1[-1] * filter_size / s_in, W_std, b_std, b_var, param)
 
-    return layer(name, init_fn, apply_fn, transform)
+    return laid_out(name, layer(name, init_fn, apply_fn, transform), 0, -1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -655,7 +712,8 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int],
 
 
 def AvgPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None,
-            padding: str = "VALID", normalize_edges: bool = False):
+            padding: str = "VALID", normalize_edges: bool = False, batch_axis: int = 0,
+            channel_axis: int = -1):
     """Average pooling over ``len(window_shape)`` spatial axes.
 
     Finite layer: ``y(a) = sum_{o in window} x(a s + o - lo) / k`` (zero padding; with
@@ -664,11 +722,15 @@ def AvgPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None
 
     Kernel: the pooled covariance ``K'(a, b) = sum_{o, o'} K(a s + o, b s + o') / (k k)`` per
     spatial axis (full layout needed: pooling mixes different positions).
+
+    ``batch_axis`` / ``channel_axis`` (neural-tangents'): where the inputs keep them;
+    ``window_shape`` and ``strides`` follow the other (spatial) axes in their order.
     """
     window_shape, strides, padding = _norm_window_args("AvgPool", window_shape, strides,
                                                        padding, "window_shape")
     n_sp = len(window_shape)
-    name = f"AvgPool({window_shape}, strides={strides}, {padding})"
+    name = f"AvgPool({window_shape}, strides={strides}, {padding})" + _axes_note(
+        batch_axis, channel_axis)
 
     def init_fn(key, input_shape):
         check_rank(input_shape, n_sp, name, "input_shape")
@@ -716,16 +778,58 @@ def AvgPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None
             shape1=(k.shape1[0],) + out_sp + (k.shape1[-1],),
             shape2=(k.shape2[0],) + out_sp + (k.shape2[-1],))
 
-    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+    return laid_out(name, layer(name, init_fn, apply_fn, transform,
+                                input_full=lambda out_full: True), batch_axis, channel_axis)
 
 
-def GlobalAvgPool():
+def _axes_note(batch_axis, channel_axis) -> str:
+    return ("" if (batch_axis, channel_axis) == (0, -1)
+            else f"(batch_axis={batch_axis}, channel_axis={channel_axis})")
+
+
+def _global_pool_layout(name, triple, batch_axis, channel_axis):
+    """A global pooling layer with neural-tangents' ``batch_axis`` / ``channel_axis``: the
+    pooled output keeps the batch and channel axes in their order, ``(N, C)`` or ``(C, N)``."""
+    init_std, apply_std, kf = triple
+
+    def out_axes(b, c):
+        return (0, 1) if b < c else (1, 0)
+
+    def init_fn(key, input_shape):
+        if len(input_shape) < 3:
+            raise ValueError(f"{name}: needs spatial axes, got input_shape {tuple(input_shape)}")
+        b, c = normalize_axes(name, batch_axis, channel_axis, len(input_shape))
+        out_shape, params = init_std(key, standard_shape(input_shape, b, c))
+        return layout_shape(out_shape, *out_axes(b, c)), params
+
+    def apply_fn(params, x, **kwargs):
+        if x.ndim < 3:
+            raise ValueError(f"{name}: needs spatial axes, got input of shape {x.shape}")
+        b, c = normalize_axes(name, batch_axis, channel_axis, x.ndim)
+        return from_standard(apply_std(params, to_standard(x, b, c), **kwargs), *out_axes(b, c))
+
+    def transform(k, out_full):
+        k = require_single(k, name)
+        b, c = check_layout(k, name, batch_axis, channel_axis)
+        out = kf.transform(with_layout(k, 0, -1), out_full)
+        return with_layout(out, *out_axes(b, c))
+
+    init_fn.__name__ = apply_fn.__name__ = name
+    from ntk.stax.core import KernelFn
+    return init_fn, apply_fn, KernelFn(name, transform, kf.input_full,
+                                       input_axes=(batch_axis, channel_axis))
+
+
+def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1):
     """Mean over all spatial axes: ``(N, *spatial, C) -> (N, C)``.
 
     Kernel: ``K'(x1, x2) = mean_{a, b} K(x1, a; x2, b)`` over all pairs of positions (the
     pooled CNN-GP / CNTK; needs the full layout, memory ``N1 N2 P^2`` for ``P`` pixels).
+
+    ``batch_axis`` / ``channel_axis`` (neural-tangents'): where the inputs keep them; the
+    output is ``(N, C)`` if the batch axis comes first, else ``(C, N)``.
     """
-    name = "GlobalAvgPool"
+    name = "GlobalAvgPool" + _axes_note(batch_axis, channel_axis)
 
     def init_fn(key, input_shape):
         if len(input_shape) < 3:
@@ -751,23 +855,48 @@ def GlobalAvgPool():
                          cov2=mean(k.cov2, 1), shape1=(k.shape1[0], k.shape1[-1]),
                          shape2=(k.shape2[0], k.shape2[-1]), diagonal_spatial=False)
 
-    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+    return _global_pool_layout(name, layer(name, init_fn, apply_fn, transform,
+                                           input_full=lambda out_full: True),
+                               batch_axis, channel_axis)
 
 
-def Flatten():
+def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
     """Flatten all non-batch axes: ``(N, *spatial, C) -> (N, prod(spatial) C)``.
 
     Kernel: the per-coordinate average ``K'(x1, x2) = mean_a K(x1, a; x2, a)`` over positions
     (only equal positions: the CNN-GP without pooling). The output is not Gaussian per
     coordinate with this covariance, so a ``Dense`` layer must follow before a nonlinearity.
+
+    ``batch_axis`` (neural-tangents'): where the inputs keep the batch (the channel axis is
+    flattened with the others, wherever it is); ``batch_axis_out``: ``0`` gives
+    ``(N, features)``, ``1`` (or ``-1``) gives ``(features, N)``; the features are the
+    other axes in their order, flattened row-major.
     """
-    name = "Flatten"
+    if isinstance(batch_axis, bool) or not isinstance(batch_axis, (int, np.integer)):
+        raise TypeError(f"Flatten: batch_axis must be an int, got {batch_axis!r}")
+    if batch_axis_out in (0, -2):
+        out_axes = (0, 1)
+    elif batch_axis_out in (1, -1):
+        out_axes = (1, 0)
+    else:
+        raise ValueError(f"Flatten: batch_axis_out must be 0 or 1 (the batch axis of the 2D "
+                         f"output), got {batch_axis_out!r}")
+    name = "Flatten" + ("" if (batch_axis, out_axes[0]) == (0, 0) else
+                        f"(batch_axis={batch_axis}, batch_axis_out={batch_axis_out})")
+
+    def batch(ndim):
+        return normalize_axes(name, batch_axis, None, ndim)[0]
 
     def init_fn(key, input_shape):
-        return (input_shape[0], int(np.prod(input_shape[1:]))), ()
+        b = batch(len(input_shape))
+        n = input_shape[b]
+        features = int(np.prod([d for i, d in enumerate(input_shape) if i != b]))
+        return ((n, features) if out_axes == (0, 1) else (features, n)), ()
 
     def apply_fn(params, x, **kwargs):
-        return x.reshape((x.shape[0], -1))
+        b = batch(x.ndim)
+        flat = jnp.moveaxis(x, b, 0).reshape((x.shape[b], -1))
+        return flat if out_axes == (0, 1) else flat.T
 
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)
@@ -789,14 +918,22 @@ def Flatten():
                          cov2=mean(k.cov2, 1), shape1=flat1, shape2=flat2, is_gaussian=False,
                          diagonal_spatial=False)
 
-    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: False)
+    def laid_out_transform(k: Kernel) -> Kernel:
+        k = require_single(k, name)
+        check_layout(k, name, batch_axis, None)
+        return with_layout(transform(k), *out_axes)
+
+    init_fn, apply_fn, kf = layer(name, init_fn, apply_fn, laid_out_transform,
+                                  input_full=lambda out_full: False)
+    kf.input_axes = (batch_axis, None)
+    return init_fn, apply_fn, kf
 
 
 # ----------------------------------------------------------------------------------------
 # normalisation, identity, scale
 
 
-def LayerNorm(axis=-1, eps: float = 1e-12):
+def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: int = -1):
     """Layer normalisation ``y = (x - mean_axis x) / sqrt(var_axis x + eps)`` (no affine).
 
     ``axis`` must contain the channel axis (-1) and may add spatial axes (not the batch axis).
@@ -804,21 +941,32 @@ def LayerNorm(axis=-1, eps: float = 1e-12):
     variance -> the kernel variance ``q``, averaged over the normalised spatial axes):
         ``K'(x1, a; x2, b) = K(x1, a; x2, b) / sqrt((q1(a) + eps)(q2(b) + eps))``
     applied to ``nngp``, ``ntk``, ``cov1`` and ``cov2`` alike.
+
+    ``batch_axis`` / ``channel_axis`` (neural-tangents'): where the inputs keep them;
+    ``axis`` counts the inputs' axes as they are laid out.
     """
     eps = check_std("eps", eps)
     axes_in = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    name = f"LayerNorm(axis={axis})"
+    name = f"LayerNorm(axis={axis})" + _axes_note(batch_axis, channel_axis)
 
     def canon(ndim):
-        axes = sorted({a % ndim for a in axes_in})
-        if ndim - 1 not in axes:
-            raise ValueError(f"{name}: axis must include the channel axis -1 (normalising over "
-                             f"channels is what makes the infinite-width limit exist); got "
-                             f"axis={axis} for inputs of rank {ndim}")
-        if 0 in axes:
-            raise ValueError(f"{name}: normalising over the batch axis 0 is not supported; got "
-                             f"axis={axis}")
-        return tuple(axes)
+        """The normalised axes among batch-first, channels-last activations' axes."""
+        b, c = normalize_axes(name, batch_axis, channel_axis, ndim)
+        others = [i for i in range(ndim) if i not in (b, c)]
+        for a in axes_in:
+            if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not (
+                    -ndim <= a < ndim):
+                raise ValueError(f"{name}: axis entries must be ints in [-{ndim}, {ndim}) for "
+                                 f"inputs of rank {ndim}, got axis={axis}")
+        picked = {a % ndim for a in axes_in}
+        if c not in picked:
+            raise ValueError(f"{name}: axis must include the channel axis {c} (normalising "
+                             f"over channels is what makes the infinite-width limit exist); "
+                             f"got axis={axis} for inputs of rank {ndim}")
+        if b in picked:
+            raise ValueError(f"{name}: normalising over the batch axis {b} is not supported; "
+                             f"got axis={axis}")
+        return tuple(sorted(1 + others.index(a) for a in picked if a != c)) + (ndim - 1,)
 
     def init_fn(key, input_shape):
         canon(len(input_shape))
@@ -854,7 +1002,7 @@ def LayerNorm(axis=-1, eps: float = 1e-12):
             cov1=k.cov1 * jax.lax.rsqrt(a1 * b1),
             cov2=None if k.cov2 is None else k.cov2 * jax.lax.rsqrt(a2 * b2))
 
-    return layer(name, init_fn, apply_fn, transform)
+    return laid_out(name, layer(name, init_fn, apply_fn, transform), batch_axis, channel_axis)
 
 
 def Identity():
@@ -902,15 +1050,6 @@ def Scale(factor: float):
 # neural-tangents layers: sum pooling, indexing, dropout
 
 
-def _check_axes(name: str, batch_axis, channel_axis, ndim: int):
-    """ntk.stax is batch-first and channels-last; other layouts are refused, not ignored."""
-    if batch_axis % ndim != 0 or channel_axis % ndim != ndim - 1:
-        raise NotImplementedError(
-            f"{name}: batch_axis={batch_axis}, channel_axis={channel_axis} for inputs of rank "
-            f"{ndim}; ntk.stax layers are batch-first and channels-last (batch_axis=0, "
-            f"channel_axis=-1): move the axes of the inputs (jnp.moveaxis) instead")
-
-
 def SumPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None,
             padding: str = "VALID", batch_axis: int = 0, channel_axis: int = -1):
     """Sum pooling over ``len(window_shape)`` spatial axes: ``k = prod(window_shape)`` times
@@ -926,23 +1065,21 @@ def SumPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None
     init_avg, apply_avg, kf = AvgPool(window_shape, strides, padding)
     shape = (window_shape,) if isinstance(window_shape, (int, np.integer)) else window_shape
     size = float(np.prod(shape))
-    name = kf.name.replace("AvgPool", "SumPool", 1)
+    name = kf.name.replace("AvgPool", "SumPool", 1) + _axes_note(batch_axis, channel_axis)
 
     def init_fn(key, input_shape):
-        _check_axes(name, batch_axis, channel_axis, len(input_shape))
         return init_avg(key, input_shape)
 
     def apply_fn(params, x, **kwargs):
-        _check_axes(name, batch_axis, channel_axis, x.ndim)
         return size * apply_avg(params, x)
 
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)
-        _check_axes(name, batch_axis, channel_axis, len(k.shape1))
         k = kf.transform(k, True)
         return _scale_kernel(k, size * size)
 
-    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+    return laid_out(name, layer(name, init_fn, apply_fn, transform,
+                                input_full=lambda out_full: True), batch_axis, channel_axis)
 
 
 def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1):
@@ -955,25 +1092,24 @@ def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1):
     Gaussian Processes", arXiv:1810.05148.
     """
     init_avg, apply_avg, kf = GlobalAvgPool()
-    name = "GlobalSumPool"
+    name = "GlobalSumPool" + _axes_note(batch_axis, channel_axis)
 
     def init_fn(key, input_shape):
-        _check_axes(name, batch_axis, channel_axis, len(input_shape))
         return init_avg(key, input_shape)
 
     def apply_fn(params, x, **kwargs):
-        _check_axes(name, batch_axis, channel_axis, x.ndim)
         if x.ndim < 3:
             raise ValueError(f"{name}: needs spatial axes, got input of shape {x.shape}")
         return jnp.sum(x, axis=tuple(range(1, x.ndim - 1)))
 
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)
-        _check_axes(name, batch_axis, channel_axis, len(k.shape1))
         pixels = float(np.prod(k.shape1[1:-1]))
         return _scale_kernel(kf.transform(k, True), pixels * pixels)
 
-    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+    return _global_pool_layout(name, layer(name, init_fn, apply_fn, transform,
+                                           input_full=lambda out_full: True),
+                               batch_axis, channel_axis)
 
 
 def _scale_kernel(k: Kernel, factor: float) -> Kernel:
@@ -1029,26 +1165,32 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
     Novak et al. (2020), "Neural Tangents: Fast and Easy Infinite Neural Networks in Python",
     arXiv:1912.02803 (``stax.Index``).
     """
-    name = f"Index({idx!r})"
+    name = f"Index({idx!r})" + _axes_note(batch_axis, channel_axis)
 
     def canon(ndim):
-        _check_axes(name, batch_axis, channel_axis, ndim)
+        normalize_axes(name, batch_axis, channel_axis, ndim)
         return _canonical_index(idx, ndim, name)
 
-    def out_shape(shape):
-        sel = canon(len(shape))
+    def out_shape(shape, sel):
         return tuple(jax.eval_shape(lambda x: x[sel],
                                     jax.ShapeDtypeStruct(tuple(shape), jnp.float32)).shape)
 
     def init_fn(key, input_shape):
-        return out_shape(input_shape), ()
+        return out_shape(input_shape, canon(len(input_shape))), ()
 
     def apply_fn(params, x, **kwargs):
         return x[canon(x.ndim)]
 
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)
-        sel = canon(len(k.shape1))
+        ndim = len(k.shape1)
+        b, c = check_layout(k, name, batch_axis, channel_axis)
+        laid = canon(ndim)  # in the activations' layout; the kernel is batch-first
+        others = [i for i in range(ndim) if i not in (b, c)]
+        sel = (laid[b],) + tuple(laid[i] for i in others) + (laid[c],)
+        dropped = [i for i in range(ndim) if not isinstance(laid[i], slice)]
+        out_b = b - sum(i < b for i in dropped)
+        out_c = c - sum(i < c for i in dropped)
         batch, spatial, channel = sel[0], sel[1:-1], sel[-1]
         if channel != slice(None):
             raise NotImplementedError(f"{name}: the channel axis is infinitely wide in the "
@@ -1065,12 +1207,15 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
         def rows(pattern):  # the graphs of the inputs that remain (Aggregate's pattern)
             return None if pattern is None else pattern[batch]
 
-        return k.replace(nngp=pick(k.nngp, (batch, batch)), ntk=pick(k.ntk, (batch, batch)),
-                         cov1=pick(k.cov1, (batch,)), cov2=pick(k.cov2, (batch,)),
-                         shape1=out_shape(k.shape1), shape2=out_shape(k.shape2),
-                         pattern1=rows(k.pattern1), pattern2=rows(k.pattern2))
+        out = k.replace(nngp=pick(k.nngp, (batch, batch)), ntk=pick(k.ntk, (batch, batch)),
+                        cov1=pick(k.cov1, (batch,)), cov2=pick(k.cov2, (batch,)),
+                        shape1=out_shape(k.shape1, sel), shape2=out_shape(k.shape2, sel),
+                        pattern1=rows(k.pattern1), pattern2=rows(k.pattern2))
+        return with_layout(out, out_b, out_c)
 
-    return layer(name, init_fn, apply_fn, transform)
+    init_fn, apply_fn, kf = layer(name, init_fn, apply_fn, transform)
+    kf.input_axes = (batch_axis, channel_axis)
+    return init_fn, apply_fn, kf
 
 
 def Dropout(rate: float, mode: str = "train"):

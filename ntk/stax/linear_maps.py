@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk.stax.attention import from_position_matrix, to_position_matrix
-from ntk.stax.core import check_apply_kwargs, layer, require_single
+from ntk.stax.core import (check_apply_kwargs, check_layout as check_kernel_layout,
+                           from_standard, laid_out, layer, layout_shape, normalize_axes,
+                           require_single, standard_shape, to_standard, with_layout)
 from ntk.stax.kernel import Kernel
-from ntk.stax.layers import _check_axes
 
 __all__ = ["DotGeneral", "ImageResize", "ConvLocal"]
 
@@ -97,10 +98,10 @@ def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())),
 
     Any linear map over the spatial axes -- a weighted sum of positions, a permutation, a
     contraction of a spatial axis with a vector, a scalar factor -- is one such layer. The batch
-    and channel axes of ``x`` must stay untouched (neither contracted nor dot-batched) and the
-    output must be batch-first and channels-last again (e.g. ``rhs`` without free axes, or
-    ``lhs`` contracted with a spatial axis and dot-batched on the axes before it); other
-    layouts raise ``NotImplementedError``.
+    and channel axes of ``x`` (``batch_axis`` / ``channel_axis``, neural-tangents') must stay
+    untouched (neither contracted nor dot-batched: ``ValueError`` for the channel axis,
+    ``NotImplementedError`` for the batch axis); the output has them wherever
+    ``dot_general`` puts them, and the kernel records that layout for the layers after it.
 
     Kernel: ``K' = A K A^T`` over positions for ``nngp``, ``ntk``, ``cov1``, ``cov2``, where
     ``A`` is the map (computed by applying ``dot_general`` itself to the kernel, see
@@ -131,38 +132,34 @@ def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())),
         args = (x, other.astype(x.dtype))[::-1 if is_lhs else 1]
         return jax.lax.dot_general(*args, dimension_numbers, precision)
 
-    def check_layout(ndim: int):
-        """The input's batch (0) and channel (-1) axes must stay first and last."""
-        _check_axes(name, batch_axis, channel_axis, ndim)
+    def layout(ndim: int):
+        """``(b, c, out_b, out_c)``: the input's batch and channel axes (``batch_axis`` /
+        ``channel_axis``) and where the output has them; both must pass through the map
+        untouched (neither contracted nor dot-batched)."""
+        b, c = normalize_axes(name, batch_axis, channel_axis, ndim)
         if other is None:
-            return
+            return b, c, b, c
         in_c, in_b = (rhs_c, rhs_b) if is_lhs else (lhs_c, lhs_b)
         oth_c, oth_b = (lhs_c, lhs_b) if is_lhs else (rhs_c, rhs_b)
         in_c, in_b = _axes(in_c, ndim, name, "dimension_numbers"), _axes(in_b, ndim, name,
                                                                            "dimension_numbers")
-        if ndim - 1 in in_c + in_b:
+        if c in in_c + in_b:
             raise ValueError(f"{name}: the channel axis {channel_axis} of the inputs cannot be "
                              f"contracted or dot-batched (it is infinitely wide in the kernel)")
-        if 0 in in_c:
-            raise NotImplementedError(f"{name}: contracting the batch axis mixes inputs; the "
-                                      f"kernel keeps one row per input")
+        if b in in_c:
+            raise NotImplementedError(f"{name}: contracting the batch axis {batch_axis} mixes "
+                                      f"inputs; the kernel keeps one row per input")
+        if b in in_b:
+            raise NotImplementedError(f"{name}: dot-batching the batch axis {batch_axis} gives "
+                                      f"each input its own constant; not supported in "
+                                      f"ntk.stax")
         n_other_free = other.ndim - len(oth_c) - len(oth_b)
         free = [a for a in range(ndim) if a not in in_c + in_b]
-        out_ndim = len(in_b) + (ndim - len(in_c) - len(in_b)) + n_other_free
         offset = len(in_b) + (n_other_free if is_lhs else 0)
-        batch_pos = in_b.index(0) if 0 in in_b else offset + free.index(0)
-        channel_pos = offset + free.index(ndim - 1)
-        if 0 in in_b:
-            raise NotImplementedError(f"{name}: dot-batching the batch axis gives each input "
-                                      f"its own constant; not supported in ntk.stax")
-        if batch_pos != 0 or channel_pos != out_ndim - 1:
-            raise NotImplementedError(
-                f"{name}: the output would have its batch axis at {batch_pos} and its channel "
-                f"axis at {channel_pos} of {out_ndim}; ntk.stax layers are batch-first and "
-                f"channels-last (choose dimension_numbers that keep them so)")
+        return b, c, offset + free.index(b), offset + free.index(c)
 
     def out_shape(shape):
-        check_layout(len(shape))
+        layout(len(shape))
         dtype = jnp.float32 if other is None else other.dtype
         return tuple(jax.eval_shape(dot_fn, jax.ShapeDtypeStruct(tuple(shape), dtype)).shape)
 
@@ -170,11 +167,29 @@ def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())),
         return out_shape(input_shape), ()
 
     def apply_fn(params, x, **kwargs):
-        check_layout(x.ndim)
+        layout(x.ndim)
         return dot_fn(x)
 
-    transform = _position_map_transform(name, dot_fn, out_shape)
-    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+    def transform(k: Kernel) -> Kernel:
+        """The map on batch-first, channels-last arrays: laid out as the inputs, mapped,
+        and the output's batch and channel axes moved back to the front and the back."""
+        k = require_single(k, name)
+        check_kernel_layout(k, name, batch_axis, channel_axis)
+        b, c, out_b, out_c = layout(len(k.shape1))
+
+        def std_map(x):
+            return to_standard(dot_fn(from_standard(x, b, c)), out_b, out_c)
+
+        def std_out_shape(shape):
+            return standard_shape(out_shape(layout_shape(shape, b, c)), out_b, out_c)
+
+        out = _position_map_transform(name, std_map, std_out_shape)(k)
+        return with_layout(out, out_b, out_c)
+
+    init_fn, apply_fn, kf = layer(name, init_fn, apply_fn, transform,
+                                  input_full=lambda out_full: True)
+    kf.input_axes = (batch_axis, channel_axis)
+    return init_fn, apply_fn, kf
 
 
 def ImageResize(shape: Sequence[int], method, antialias: bool = True,
@@ -183,8 +198,8 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
     """Resize the spatial axes as ``jax.image.resize(x, shape, method, antialias, precision)``,
     with ``shape[i] = -1`` keeping axis ``i`` (neural-tangents' ``stax.ImageResize``).
 
-    ``shape`` has one entry per axis of the inputs; the batch and channel entries must be
-    ``-1`` (resizing the channel axis has no infinite-width limit: ``ValueError``; resizing the
+    ``shape`` has one entry per axis of the inputs (laid out with ``batch_axis`` /
+    ``channel_axis``, neural-tangents'); the batch and channel entries must be ``-1`` (resizing the channel axis has no infinite-width limit: ``ValueError``; resizing the
     batch axis mixes inputs: ``NotImplementedError``).
 
     Kernel: every method of ``jax.image.resize`` is a fixed linear map ``A`` over positions
@@ -208,12 +223,15 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
     except ValueError as e:
         raise ValueError(f"ImageResize: unknown method {method!r} ({e})") from None
     name = f"ImageResize({shape}, {resize_method.name.lower()})"
+    if (batch_axis, channel_axis) != (0, -1):
+        b, c = normalize_axes(name, batch_axis, channel_axis, len(shape))
+        return laid_out(name, ImageResize(standard_shape(shape, b, c), method, antialias,
+                                          precision), batch_axis, channel_axis)
 
     def resolved(input_shape):
         if len(input_shape) != len(shape):
             raise ValueError(f"{name}: shape has {len(shape)} entries for inputs of rank "
                              f"{len(input_shape)} (shape {tuple(input_shape)})")
-        _check_axes(name, batch_axis, channel_axis, len(input_shape))
         return tuple(d if s == -1 else s for s, d in zip(shape, input_shape))
 
     def resize(x, out):
@@ -241,7 +259,8 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
         return resolved(input_shape)
 
     transform = _position_map_transform(name, map_positions, out_shape)
-    return layer(name, init_fn, apply_fn, transform, input_full=lambda out_full: True)
+    return laid_out(name, layer(name, init_fn, apply_fn, transform,
+                                input_full=lambda out_full: True), 0, -1)
 
 
 def _embed_diagonal(mat, batch_ndim: int, n_spatial: int):

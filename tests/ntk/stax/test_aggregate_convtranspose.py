@@ -369,8 +369,11 @@ def test_bad_layer_arguments_are_refused_naming_the_argument():
         stax.Aggregate(aggregate_axis=2)[0](None, (3, 4, 2))
     with pytest.raises(ValueError, match="aggregate_axis 5 is out of range"):
         stax.Aggregate(aggregate_axis=5)[0](None, (3, 4, 2))
-    with pytest.raises(NotImplementedError, match="batch_axis=0, channel_axis=-1"):
-        stax.serial(stax.Dense(3), stax.Aggregate(channel_axis=1))
+    mixed = stax.serial(stax.Dense(3), stax.Aggregate(channel_axis=1))[2]
+    with pytest.raises(ValueError, match=r"declared batch_axis=0, channel_axis=1, but its input "
+                                         r"activations \(shape \(3, 4, 3\)\) have .* channel "
+                                         r"axis at 2"):
+        mixed(np.ones((3, 4, 2)))
     with pytest.raises(ValueError, match="padding must be 'VALID' or 'SAME'"):
         stax.ConvTranspose(3, (2,), padding="FULL")
     with pytest.raises(ValueError, match="strides"):
@@ -378,8 +381,8 @@ def test_bad_layer_arguments_are_refused_naming_the_argument():
     with pytest.raises(NotImplementedError, match="channels-last"):
         stax.ConvTranspose(3, (2, 2), padding="CIRCULAR",
                            dimension_numbers=("NCHW", "OIHW", "NCHW"))
-    with pytest.raises(NotImplementedError, match="s="):
-        stax.ConvTranspose(3, (2,), s=(2, 1))
+    with pytest.raises(ValueError, match=r"s must be a pair of positive integers"):
+        stax.ConvTranspose(3, (2,), parameterization="standard", s=(2, 0))
     with pytest.raises(ValueError, match="out_chan"):
         stax.ConvTranspose(0, (2,))
     with pytest.raises(ValueError, match="rank 3"):

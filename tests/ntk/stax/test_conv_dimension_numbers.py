@@ -121,12 +121,17 @@ def test_clear_errors():
         stax.Conv(3, (2,), dimension_numbers=("NCHW", "OIHW", "NCHW"))
     with pytest.raises(TypeError, match="three strings"):
         stax.Conv(3, (2,), dimension_numbers="NHC")
-    with pytest.raises(NotImplementedError, match=r"s=\(2, 1\)"):
-        stax.Conv(3, (2,), s=(2, 1))
-    # the batch axis moves: init_fn and apply_fn exist, the kernel is refused by name
+    with pytest.raises(ValueError, match=r"s must be a pair of positive integers"):
+        stax.Conv(3, (2,), s=(2,))
+    # the batch axis moves: the kernel is the channels-last layer's on the moved inputs, and
+    # the next layer must declare the output's layout
     init_fn, apply_fn, kernel_fn = stax.Conv(3, (2,), dimension_numbers=("HNC", "OIH", "NHC"))
     x = _input("HNC")
     out_shape, params = init_fn(jax.random.PRNGKey(0), x.shape)
     assert apply_fn(params, x).shape == out_shape == (3, 4, 3)
-    with pytest.raises(NotImplementedError, match=r"Conv\(3.*moves the batch or channel"):
-        kernel_fn(x, None, "nngp")
+    np.testing.assert_allclose(kernel_fn(x, None, "nngp"),
+                               stax.Conv(3, (2,))[2](jnp.moveaxis(x, 1, 0), None, "nngp"),
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match=r"declared batch_axis=1, channel_axis=-1"):
+        stax.serial(stax.Conv(3, (2,), dimension_numbers=("HNC", "OIH", "NHC")),
+                    stax.Dense(2, batch_axis=1))[2](x, None, "nngp")

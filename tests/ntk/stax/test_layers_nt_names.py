@@ -287,8 +287,8 @@ def test_index_batch_axis_and_refusals():
         stax.Index(stax.Slice[..., :2])[2](x1)
     with pytest.raises(NotImplementedError, match="slice"):
         stax.Index(stax.Slice[0])[2](x1)
-    with pytest.raises(NotImplementedError, match="channels-last"):
-        stax.SumPool((2,), channel_axis=1)[2](_x((2, 4, 3)))
+    with pytest.raises(ValueError, match="batch_axis=0 and channel_axis=-3 are the same axis"):
+        stax.SumPool((2,), channel_axis=-3)[2](_x((2, 4, 3)))
     assert stax.Slice[1:10, :, ::-1] == (slice(1, 10), slice(None), slice(None, None, -1))
 
 

@@ -136,8 +136,8 @@ def test_attention_refuses_what_it_does_not_implement():
         kernel_fn(x)
     with pytest.raises(NotImplementedError, match="mask"):
         apply_fn((None,) * 6, x, mask=np.zeros(x.shape, bool))
-    with pytest.raises(NotImplementedError, match="channels-last"):
-        stax.GlobalSelfAttention(4, 4, 4, 1, channel_axis=1)[2](x)
+    with pytest.raises(ValueError, match="channel_axis=5 is out of range"):
+        stax.GlobalSelfAttention(4, 4, 4, 1, channel_axis=5)[2](x)
 
 
 # ----------------------------------------------------------------------------------------
@@ -211,9 +211,11 @@ def test_linear_maps_refuse_layouts_they_cannot_keep():
     with pytest.raises(NotImplementedError, match="batch axis"):
         stax.DotGeneral(rhs=jnp.ones(2), dimension_numbers=(((0,), (0,)), ((), ())))[0](
             None, x.shape)
-    with pytest.raises(NotImplementedError, match="channels-last"):  # rhs free axis last
-        stax.DotGeneral(rhs=jnp.ones((4, 5)), dimension_numbers=(((1,), (0,)), ((), ())))[0](
-            None, x.shape)
+    # rhs's free axis comes last: the channel axis moves to 1, which the next layer declares
+    moved = stax.DotGeneral(rhs=jnp.ones((4, 5)), dimension_numbers=(((1,), (0,)), ((), ())))
+    assert moved[0](None, x.shape)[0] == (2, 3, 5)
+    with pytest.raises(ValueError, match="channel axis at 1"):
+        stax.serial(moved, stax.Dense(2))[2](x)
     assert stax.DotGeneral(rhs=2.0)[1]((), x).shape == x.shape
     with pytest.raises(ValueError, match="channel axis"):
         stax.ImageResize((-1, 2, 5), "linear")[2](x)
