@@ -19,9 +19,11 @@ Three exact implementations (Novak, Sohl-Dickstein & Schoenholz 2022):
 - ``'jacobian'``: Jacobian contraction, ``N O [FP] + N^2 O^2 P``.
 - ``'ntvp'``: NTK-vector products, ``Theta e_b = J1 (s * J2^T e_b)`` by one vjp and one
   jvp per column, ``N^2 O [FP]``; never stores a Jacobian.
-- ``'structured'``: structured derivatives (:mod:`ntk.structured`): dense, convolution,
-  additive and multiplicative parameters use their layer's structure; the rest falls back
-  to Jacobian contraction.
+- ``'structured'``: structured derivatives (:mod:`ntk.structured`): dense, convolution
+  (grouped and depthwise included), embedding-lookup, additive and multiplicative
+  parameters use their layer's structure, and a leaf used several times as a dense layer or
+  lookup (a tied embedding) sums the cross terms of its uses where that costs less than its
+  Jacobian; the rest falls back to Jacobian contraction.
 - ``'auto'``: the cheapest of the three by a FLOP model of N, O, P and the layer sizes.
 
 Inputs and outputs may be pytrees (neural-tangents' semantics). Input leaves share the batch
@@ -592,14 +594,22 @@ def _structured_block(model, layout, leaves, scales, active, x1, x2, feature_fn)
     taps2, fb2 = f2
     total = 0.0
     h_batch = model.vmap is not None
-    for t1, t2 in zip(taps1, taps2):
-        s = scales[t1.leaf]
+    by_leaf = {}
+    for k, t in enumerate(taps1):
+        by_leaf.setdefault(t.leaf, []).append(k)
+    for leaf, ks in by_leaf.items():
+        s = scales[leaf]
         if s == 0.0:
             continue
-        if t1.kind in ("dot", "conv"):
-            total = total + s * _contract_tap(layout, t1, t2, h_batch)
-        else:
-            total = total + s * layout.contract(t1.jac, t2.jac, t1.jac.ndim - layout.ndim)
+        # a leaf with several uses: the sum over ordered pairs of uses
+        for i in ks:
+            for j in ks:
+                t1, t2 = taps1[i], taps2[j]
+                if t1.kind in ("add", "mul"):
+                    term = layout.contract(t1.jac, t2.jac, t1.jac.ndim - layout.ndim)
+                else:
+                    term = _contract_tap(layout, t1, t2, h_batch)
+                total = total + s * term
     for i in fb1:
         if scales[i] == 0.0:
             continue
@@ -609,14 +619,21 @@ def _structured_block(model, layout, leaves, scales, active, x1, x2, feature_fn)
 
 def _contract_tap(layout: _Layout, t1, t2, h_batch: bool):
     """``sum_{p,q} (h1_p . h2_q)(g1_p . g2_q)`` with g ``(*S, P, F)`` and h
-    ``([N,] P, C)``; opt_einsum decides between pairwise and materialized order."""
-    p, q, f, c = layout.spare[:4]
+    ``([N,] P, C)`` (with a group axis ``k`` before ``P`` in both for a grouped
+    convolution; where one use's groups are the other's swapped, ``(h1_p . g2_q)(g1_p .
+    h2_q)``); opt_einsum decides between pairwise and materialized order."""
+    p, q, f, c, k = layout.spare[:5]
     if h_batch:
         b1, b2 = layout.left[layout.batch_axis], layout.right[layout.batch_axis]
     else:
         b1 = b2 = ""
-    spec = (f"{layout.lhs()}{p}{f},{layout.rhs()}{q}{f},{b1}{p}{c},{b2}{q}{c}"
-            f"->{layout.result()}")
+    k = k if t1.grouped else ""
+    if t1.swap == t2.swap:
+        spec = (f"{layout.lhs()}{k}{p}{f},{layout.rhs()}{k}{q}{f},{b1}{k}{p}{c},{b2}{k}{q}{c}"
+                f"->{layout.result()}")
+    else:
+        spec = (f"{layout.lhs()}{p}{f},{layout.rhs()}{q}{c},{b1}{p}{c},{b2}{q}{f}"
+                f"->{layout.result()}")
     return jnp.einsum(spec, t1.g, t2.g, _h_lead(t1.h, h_batch, layout),
                       _h_lead(t2.h, h_batch, layout), optimize="optimal")
 
@@ -688,20 +705,72 @@ def _has_primitive(jaxpr, name: str) -> bool:
                for eqn in jaxpr.eqns)
 
 
-def _tap_dims(tap) -> tuple[int, int, int]:
-    """(positions, input size C, output size F) of a dense / conv tap for one call."""
+def _tap_dims(tap) -> tuple[int, int, int, int]:
+    """(positions, input size C, output size F, groups G) of a dense / conv / lookup tap
+    for one call: its features are ``G`` blocks of ``positions x C`` and ``positions x F``
+    (a lookup is a dense layer on one-hot rows: C = rows of the table)."""
     if tap.kind == "dot":
         (lc, rc), _ = tap.params["dimension_numbers"]
         w_contract = rc if tap.operand == 1 else lc
         c = int(np.prod([tap.operand_shape[d] for d in w_contract]))
         f = int(np.prod(tap.operand_shape)) // max(c, 1)
         pos = int(np.prod(tap.out_shape)) // max(f, 1)
-        return pos, c, f
+        return pos, c, f, 1
+    if tap.kind == "gather":
+        a = tap.params["dimension_numbers"].collapsed_slice_dims[0]
+        c, f = tap.operand_shape[a], tap.operand_shape[1 - a]
+        return int(np.prod(tap.out_shape)) // max(f, 1), c, f, 1
     dn = tap.params["dimension_numbers"]
-    f = tap.operand_shape[dn.rhs_spec[0]]
-    c = int(np.prod(tap.operand_shape)) // f
-    pos = int(np.prod(tap.out_shape)) // f
-    return pos, c, f
+    groups = tap.params["feature_group_count"]
+    out_features = tap.operand_shape[dn.rhs_spec[0]]
+    c = int(np.prod(tap.operand_shape)) // out_features
+    pos = int(np.prod(tap.out_shape)) // out_features
+    return pos, c, out_features // groups, groups
+
+
+def _pair_cost(t1, t2, pos_examples, n1, n2, pairs, o, nf, shared=False):
+    """FLOPs of the contraction of two dense / conv / lookup taps of one leaf over all
+    ``n1 x n2`` pairs of inputs, and whether it pairs positions (else it materializes
+    per-input weight gradients, ``o`` rows of ``C x F``, then their Gram).
+
+    A single-use tap keeps the planner's estimate ``P^2 C + pairs P^2 F`` per input pair.
+    The terms of a leaf with several uses (``shared``) are costed by the order opt_einsum
+    takes: the Gram of ``h`` (``P1 P2 C``), ``g1`` against it (``o P1 P2 F``), then ``g2``
+    (``pairs P2 F``); a swapped pair (the second use contracts the leaf's other axis
+    group) pairs ``h1`` with ``g2`` and ``g1`` with ``h2`` (``o P1 P2 (C + F)``) and then
+    sums position pairs (``pairs P1 P2``)."""
+    pos1, c, f, groups = _tap_dims(t1)
+    pos2 = _tap_dims(t2)[0]
+    pos1, pos2 = max(1, pos1 // pos_examples), max(1, pos2 // pos_examples)
+    if t1.swap != t2.swap:
+        return n1 * n2 * (o * pos1 * pos2 * (c + f) + pairs * pos1 * pos2), True
+    if shared:
+        pairwise = n1 * n2 * groups * (pos1 * pos2 * c + o * pos1 * pos2 * f + pairs * pos2 * f)
+    else:
+        pairwise = n1 * n2 * groups * (pos1 * pos2 * c + pairs * pos1 * pos2 * f)
+    if t1 is not t2:
+        return pairwise, True
+    materialized = nf * o * groups * pos1 * c * f + n1 * n2 * pairs * groups * c * f
+    return min(pairwise, materialized), pairwise <= materialized
+
+
+def _shared_fallback(analysis, active, layout, n1, n2, out_size, symmetric, sizes) -> list:
+    """Leaves with several uses whose pairwise cross terms cost at least the Jacobian
+    contraction of the leaf (``n1 n2 pairs size``): they fall back."""
+    by_leaf = {}
+    for t in analysis.taps:
+        if t.leaf in active:
+            by_leaf.setdefault(t.leaf, []).append(t)
+    nf = n1 if symmetric else n1 + n2
+    demoted = []
+    for leaf, taps in by_leaf.items():
+        if len(taps) < 2:
+            continue
+        cost = sum(_pair_cost(a, b, analysis.n_examples, n1, n2, layout.pairs, out_size, nf,
+                              shared=True)[0] for a in taps for b in taps)
+        if cost >= n1 * n2 * layout.pairs * sizes[leaf]:
+            demoted.append(leaf)
+    return demoted
 
 
 def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric, examples=1,
@@ -744,17 +813,19 @@ def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric, exampl
     }
     tap_cost, tap_dims, tap_other = 0.0, [], 0
     handled = set()
-    for t in analysis.taps:
-        if t.leaf not in active:
-            continue
+    taps = [t for t in analysis.taps if t.leaf in active]
+    for t in taps:
         handled.add(t.leaf)
-        if t.kind in ("dot", "conv"):
-            pos, c, f = _tap_dims(t)
+        if t.kind in ("dot", "conv", "gather"):
+            pos, c, f, groups = _tap_dims(t)
             pos = max(1, pos // analysis.n_examples)
-            pairwise = n1 * n2 * (pos * pos * c + pairs * pos * pos * f)
-            materialized = nf * o * pos * c * f + n1 * n2 * pairs * c * f
-            tap_cost += min(pairwise, materialized)
-            tap_dims.append((pos, c, f, pairwise <= materialized))
+            # with every use of the same leaf (itself included): a leaf's kernel is the sum
+            # over ordered pairs of its uses
+            uses = [u for u in taps if u.leaf == t.leaf]
+            costs = [_pair_cost(t, u, analysis.n_examples, n1, n2, pairs, o, nf,
+                                shared=len(uses) > 1) for u in uses]
+            tap_cost += sum(cost for cost, _ in costs)
+            tap_dims.append((pos, c, f, groups, all(pw for _, pw in costs)))
         else:
             tap_cost += n1 * n2 * pairs * sizes[t.leaf]
             tap_other += sizes[t.leaf]
@@ -805,16 +876,18 @@ def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric, exampl
     def sd_bytes(b1, b2):
         rows = sides(b1, b2)
         feats = sum(b * (o * (p_fallback + tap_other) + sum(
-            pos * c + o * pos * through(b) * f for pos, c, f, _ in tap_dims)) for b in rows)
+            groups * (pos * c + o * pos * through(b) * f) for pos, c, f, groups, _ in tap_dims))
+            for b in rows)
         derive = max(b * o * (through(b) * acts + patch) for b in rows)
         pb1, pb2 = b1, (b1 if layout.batch_paired else b2)
         contract = 0
-        for pos, c, f, pairwise in tap_dims:
+        for pos, c, f, groups, pairwise in tap_dims:
             p1, p2 = pos * through(pb1), pos * through(pb2)
             if pairwise:
-                need = (pb1 * p1 * pb2 * p2 if batch else pb1 * pb2 * pos * pos) * (1 + pairs)
+                need = groups * (pb1 * p1 * pb2 * p2 if batch else pb1 * pb2 * pos * pos) * (
+                    1 + pairs)
             else:
-                need = (pb1 + pb2) * o * c * f
+                need = (pb1 + pb2) * o * groups * c * f
             contract = max(contract, need)
         return feats + max(derive, contract + n_leaves * tile(b1, b2)) + tile(b1, b2)
 
@@ -1894,6 +1967,12 @@ def _make_array_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, tr
     analysis = _profile(model, leaves, x1, in_axis, n1 if batch_like else 1)
     examples = 1 if vmap is not None else max(n1 if batch_like else 1, 1)
     sizes = [int(np.prod(jnp.shape(l))) for l in leaves]
+    # a leaf with several uses keeps its structured rule only where that is cheaper
+    shared_fallback = _shared_fallback(analysis, active, layout, n1, n2, per_call_out,
+                                       x2 is None, sizes)
+    if shared_fallback:
+        analysis.taps = [t for t in analysis.taps if t.leaf not in shared_fallback]
+        analysis.fallback = sorted(set(analysis.fallback) | set(shared_fallback))
 
     # -- streamed Jacobian contraction (vmap mode, or batch mode split by output rows)
     row_axis = batch_axis if vmap is not None else 0
@@ -1966,7 +2045,7 @@ def _make_array_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, tr
     info = dict(base_info, implementation=impl.value,
                 flops={k.value: float(v) for k, v in flops.items()},
                 flops_forward_per_example=float(analysis.flops_forward),
-                structured_leaves=sorted(t.leaf for t in analysis.taps),
+                structured_leaves=sorted({t.leaf for t in analysis.taps}),
                 fallback_leaves=sorted(analysis.fallback))
 
     if impl is Implementation.JACOBIAN and stream is not None:
@@ -1992,7 +2071,7 @@ def _make_array_plan(kind, apply_fn, x1, x2, params, leaves, treedef, kwargs, tr
         part = functools.partial(_ntvp_block, model, layout, scales=scales, active=active,
                                  chunk=chunk)
     else:
-        feature_fn = _structured_feature_fn(model, leaves, active)
+        feature_fn = _structured_feature_fn(model, leaves, active, shared_fallback)
         part = functools.partial(_structured_block, model, layout, scales=scales,
                                  active=active, feature_fn=feature_fn)
 
@@ -2148,7 +2227,7 @@ def _device_key(devices):
     return tuple(d.id for d in devices)
 
 
-def _structured_feature_fn(model: _Model, leaves, active):
+def _structured_feature_fn(model: _Model, leaves, active, fallback=()):
     avals = [jax.ShapeDtypeStruct(jnp.shape(l), jnp.result_type(l)) for l in leaves]
     traced = {}
 
@@ -2156,7 +2235,8 @@ def _structured_feature_fn(model: _Model, leaves, active):
         key = (tuple(x_call.shape), str(x_call.dtype))
         if key not in traced:
             aval = jax.ShapeDtypeStruct(key[0], x_call.dtype)
-            traced[key] = _structured.make_feature_fn(model.call, avals, aval, active=active)[0]
+            traced[key] = _structured.make_feature_fn(model.call, avals, aval, active=active,
+                                                      fallback=fallback)[0]
         return traced[key](lv, x_call)
 
     return feature_fn
