@@ -471,29 +471,40 @@ class KernelFn:
 
     # -- the computation on one block of inputs -----------------------------------------
     def _compute(self, x1, x2, pattern1=None, pattern2=None, *, compute_ntk: bool,
-                 out_full: bool):
+                 out_full: bool, input_axes=None):
         in_full = self.input_full(out_full)
         if isinstance(x1, (list, tuple)):
             x2s = [None] * len(x1) if x2 is None else x2
             k = [input_kernel(a, b, in_full, compute_ntk) for a, b in zip(x1, x2s)]
         else:
             k = input_kernel(x1, x2, in_full, compute_ntk)
-        k = _input_layout(k, self.input_axes)
+        k = _input_layout(k, input_axes)
         k = self.transform(_attach_patterns(k, pattern1, pattern2), out_full)
         if not out_full:
             k = diagonalize(k)
         return _detach_patterns(k)
 
-    def _jit(self, compute_ntk: bool, out_full: bool):
-        key = (compute_ntk, out_full)
+    def _jit(self, compute_ntk: bool, out_full: bool, input_axes=None):
+        key = (compute_ntk, out_full, input_axes)
         if key not in self._jitted:
             self._jitted[key] = jax.jit(
-                functools.partial(self._compute, compute_ntk=compute_ntk, out_full=out_full))
+                functools.partial(self._compute, compute_ntk=compute_ntk, out_full=out_full,
+                                  input_axes=input_axes))
         return self._jitted[key]
+
+    def _call_axes(self, batch_axis, channel_axis):
+        """The raw inputs' ``(batch_axis, channel_axis)``: ``kernel_fn``'s keyword arguments
+        where given, else the network's first declaring layer's (``None``: ``(0, -1)``)."""
+        if batch_axis is None and channel_axis is None:
+            return self.input_axes
+        declared = self.input_axes or (0, -1)
+        return (declared[0] if batch_axis is None else batch_axis,
+                declared[1] if channel_axis is None else channel_axis)
 
     # -- public call ----------------------------------------------------------------------
     def __call__(self, x1, x2=None, get=None, *, diagonal_spatial: bool = False,
                  batch_size: Optional[int | tuple] = None, memory_budget: Optional[int] = None,
+                 batch_axis: Optional[int] = None, channel_axis: Optional[int] = None,
                  **apply_kwargs):
         """Infinite-width kernels of ``x1 (N1, *spatial, C)`` against ``x2 (N2, ...)``.
 
@@ -509,6 +520,11 @@ class KernelFn:
             (an int or a pair); by default blocks are only used when the working memory,
             estimated before anything is materialized, would exceed ``memory_budget``.
           memory_budget: bytes a block may use (default: ``ntk.budget.default_memory_budget``).
+          batch_axis, channel_axis: neural-tangents' keywords: where the raw inputs keep their
+            batch and channel axes (default: as the network's first layer that declares them
+            says, else ``0`` and ``-1``). Every layer still checks the layout it gets against
+            its own ``batch_axis`` / ``channel_axis`` (neural-tangents lets these keywords
+            override the layers' declarations; here a mismatch raises ``ValueError``).
           apply_kwargs: neural-tangents' keyword arguments, honoured or refused, never dropped:
             ``rng`` (an apply-time argument; the infinite-width kernel does not depend on it),
             ``diagonal_batch=True`` (the only mode: ``cov1`` / ``cov2`` hold per-example
@@ -524,7 +540,10 @@ class KernelFn:
         single = isinstance(get, str)
         asked_ntk = compute_ntk
         pattern = apply_kwargs.get("pattern")
+        input_axes = self._call_axes(batch_axis, channel_axis)
         if _is_kernel_input(x1):
+            if batch_axis is not None or channel_axis is not None:
+                x1 = _input_layout(x1, input_axes)
             p1, p2 = None, None
             if pattern is not None:
                 if not isinstance(x1, Kernel):
@@ -537,9 +556,9 @@ class KernelFn:
         if isinstance(x1, (list, tuple)):
             if pattern is not None:
                 _attach_patterns(x1, pattern, None)  # raises: a list of inputs
-            x1 = [_standard_layout(x, self.input_axes) for x in x1]
+            x1 = [_standard_layout(x, input_axes) for x in x1]
             if isinstance(x2, (list, tuple)):
-                x2 = [_standard_layout(x, self.input_axes) for x in x2]
+                x2 = [_standard_layout(x, input_axes) for x in x2]
             if x2 is not None and (not isinstance(x2, (list, tuple)) or len(x2) != len(x1)):
                 raise ValueError(f"{self.name}: x1 is a list of {len(x1)} inputs, so x2 must be "
                                  f"None or a list of as many; got {type(x2).__name__}")
@@ -547,19 +566,20 @@ class KernelFn:
                      for a, b in zip(x1, [None] * len(x1) if x2 is None else x2)]
             x1 = [p[0] for p in pairs]
             x2 = None if x2 is None else [p[1] for p in pairs]
-            k = self._jit(compute_ntk, not diagonal_spatial)(x1, x2)
+            k = self._jit(compute_ntk, not diagonal_spatial, input_axes)(x1, x2)
             return _select(k, get_names, single)
 
-        x1 = _standard_layout(x1, self.input_axes)
-        x2 = None if x2 is None else _standard_layout(x2, self.input_axes)
+        x1 = _standard_layout(x1, input_axes)
+        x2 = None if x2 is None else _standard_layout(x2, input_axes)
         x1, x2 = _validate_inputs(x1, x2, self.name)
         p1, p2 = _split_pattern(pattern, x1.shape[0], None if x2 is None else x2.shape[0],
                                 self.name)
         out_full = not diagonal_spatial
         # the NTK bounds the NNGP's rounding error too: kept in reduced precision
         compute_ntk = compute_ntk or needs_rounding_bound(x1.dtype)
-        plan = self._plan(x1, x2, compute_ntk, batch_size, memory_budget, out_full, asked_ntk)
-        fn = self._jit(compute_ntk, out_full)
+        plan = self._plan(x1, x2, compute_ntk, batch_size, memory_budget, out_full, asked_ntk,
+                          input_axes)
+        fn = self._jit(compute_ntk, out_full, input_axes)
         if plan is None:
             k = fn(x1, x2, p1, p2)
         else:
@@ -569,7 +589,7 @@ class KernelFn:
 
     # -- memory planning and blocks -------------------------------------------------------
     def _plan(self, x1, x2, compute_ntk, batch_size, memory_budget, out_full=True,
-              asked_ntk=None):
+              asked_ntk=None, input_axes=None):
         """Block sizes ``(b1, b2)``, or ``None`` when one shot fits ``memory_budget``.
 
         Working bytes of a ``b1 x b2`` block: ``_LIVE_ARRAYS`` kernel-sized arrays at the
@@ -584,7 +604,7 @@ class KernelFn:
         full = x1.ndim > 2 and self.input_full(out_full)
         per_pair = (pixels * pixels if full else pixels) * item
         n_arrays = _LIVE_ARRAYS if compute_ntk else _LIVE_ARRAYS // 2 + 1
-        out_bytes = self._out_bytes(x1, x2, compute_ntk, out_full)
+        out_bytes = self._out_bytes(x1, x2, compute_ntk, out_full, input_axes)
         # layers that add positions (ConvTranspose, ImageResize up) make the output larger
         per_pair = max(per_pair, out_bytes // max(n1 * n2 * (2 if compute_ntk else 1), 1))
 
@@ -616,14 +636,15 @@ class KernelFn:
                            what=f"{self.name} kernel (inputs {x1.shape[1:]})", cheaper=cheaper)
         return plan.block1, plan.block2
 
-    def _out_bytes(self, x1, x2, compute_ntk, out_full) -> int:
+    def _out_bytes(self, x1, x2, compute_ntk, out_full, input_axes=None) -> int:
         """Bytes of the assembled ``nngp``/``ntk`` (shapes by ``jax.eval_shape``, which traces
         the whole network: cached per input shapes so a repeated call does not retrace)."""
         key = (x1.shape, str(x1.dtype), None if x2 is None else (x2.shape, str(x2.dtype)),
-               compute_ntk, out_full)
+               compute_ntk, out_full, input_axes)
         if key not in self._out_bytes_cache:
             out = jax.eval_shape(functools.partial(self._compute, compute_ntk=compute_ntk,
-                                                   out_full=out_full), x1, x2)
+                                                   out_full=out_full, input_axes=input_axes),
+                                 x1, x2)
             self._out_bytes_cache[key] = sum(
                 int(np.prod(m.shape)) * m.dtype.itemsize
                 for k in kernel_leaves(out) for m in (k.nngp, k.ntk) if m is not None)

@@ -227,6 +227,20 @@ def test_layout_mismatches_are_refused_naming_the_arguments_and_shapes():
         stax.Dense(3, parameterization="standard", s=(2, 0))
 
 
+def test_kernel_fn_batch_axis_and_channel_axis_keywords():
+    """neural-tangents' ``kernel_fn(..., batch_axis=, channel_axis=)`` say how the raw inputs
+    are laid out; the layers check it against their own axes."""
+    x = _lay(_x(0), 1, 0)                         # (C, N, H, W)
+    dense = stax.Dense(3, 1.1, 0.2, batch_axis=1, channel_axis=0)[2]
+    want = stax.Dense(3, 1.1, 0.2)[2](_x(0), None, "nngp")
+    np.testing.assert_allclose(dense(x, None, "nngp", batch_axis=1, channel_axis=0), want,
+                               rtol=1e-12)
+    np.testing.assert_allclose(dense(x, None, "nngp", batch_axis=1), want, rtol=1e-12)
+    with pytest.raises(ValueError, match="declared batch_axis=0, channel_axis=-1, but its "
+                                         "input activations"):
+        stax.Dense(3)[2](x, None, "nngp", batch_axis=1, channel_axis=0)
+
+
 # ----------------------------------------------------------------------------------------
 # Dense(s=(s_in, s_out)): the standard parameterization's width scalings
 
