@@ -38,30 +38,42 @@ def _finite(name, value):
     return v
 
 
-def set_self_pairs(kernel: jax.Array, values: jax.Array, n_spatial: int, full: bool
-                   ) -> jax.Array:
-    """``kernel (N, N, ...)`` of ``x1`` with itself with the entries that pair an input with
-    itself at the same position (``i == j`` and, in the full-spatial layout
-    ``(N, N, X, X', Y, Y', ...)``, ``X == X'``, ``Y == Y'``) replaced by ``values (N, X, Y,
-    ...)``."""
+def set_self_pairs(kernel: jax.Array, values: jax.Array, n_spatial: int, full: bool,
+                   pairs: bool = True) -> jax.Array:
+    """Replace the entries of ``kernel`` that pair an input with itself at the same position
+    by ``values (N, X, Y, ...)``.
+
+    ``pairs=True``: ``kernel (N, N, ...)`` of ``x1`` with itself, entries ``i == j`` and, in
+    the full-spatial layout ``(N, N, X, X', Y, Y', ...)``, ``X == X'``, ``Y == Y'``.
+    ``pairs=False``: a same-input covariance ``(N, X, X', Y, Y', ...)`` (full-spatial layout),
+    entries ``X == X'``, ``Y == Y'``.
+    """
     n = kernel.shape[0]
     values = jnp.asarray(values, kernel.dtype)
+    batch = [jnp.arange(n).reshape((n,) + (1,) * (n_spatial if full else 0))]
+    batch = batch * (2 if pairs else 1)
     if not full or n_spatial == 0:
-        i = jnp.arange(n)
-        return kernel.at[i, i].set(jnp.broadcast_to(values, (n,) + kernel.shape[2:]))
-    rank = 1 + n_spatial
-    index = [jnp.arange(n).reshape((n,) + (1,) * n_spatial)] * 2
-    for a, d in enumerate(kernel.shape[2::2]):
-        shape = [1] * rank
+        return kernel.at[tuple(batch)].set(jnp.broadcast_to(values, (n,) + kernel.shape[2:]))
+    index, sizes = batch, kernel.shape[len(batch)::2]
+    for a, d in enumerate(sizes):
+        shape = [1] * (1 + n_spatial)
         shape[1 + a] = d
-        index += [jnp.arange(d).reshape(shape)] * 2
-    return kernel.at[tuple(index)].set(jnp.broadcast_to(values, (n,) + kernel.shape[2::2]))
+        index = index + [jnp.arange(d).reshape(shape)] * 2
+    return kernel.at[tuple(index)].set(jnp.broadcast_to(values, (n,) + tuple(sizes)))
 
 
 def elementwise_transform(name: str, dual, gaussian_input: bool = True
                           ) -> Callable[[Kernel], Kernel]:
     """Kernel map of an elementwise activation with dual ``(q12, q11, q22) -> (T, Tdot)``;
-    ``gaussian_input=False`` for kernel maps that are not the limit of a finite activation."""
+    ``gaussian_input=False`` for kernel maps that are not the limit of a finite activation.
+
+    Entries that pair an input with itself at the same position (the diagonal of a kernel of
+    ``x1`` with itself, and of its per-input covariances) have correlation exactly 1. They
+    are written from the variances, ``T(q, q, q)``, rather than computed from the separately
+    rounded covariance entry: otherwise the rounding gap between the two is multiplied by the
+    slope of the correlation map at 1 in every layer and, past criticality, explodes. The
+    passes over ``(N, N, ...)`` arrays therefore carry no masks or equality tests.
+    """
     variance_map = getattr(dual, "variance_map", None)
     variance_dot = getattr(dual, "variance_dot", None)
 
@@ -82,35 +94,31 @@ def elementwise_transform(name: str, dual, gaussian_input: bool = True
         v1 = variances(k.cov1, s, full)
         v2 = v1 if k.cov2 is None else variances(k.cov2, s, full)
         q1, q2 = cross_variances(v1, v2, s, full)
-        if k.cov2 is None:
-            # x2 is x1: the entries pairing an input with itself at the same position have
-            # correlation exactly 1. They are written from the variances (q12 = q11 = q22
-            # bitwise) rather than computed from the separately rounded nngp entry: otherwise
-            # the rounding gap between the two is multiplied by the slope of the correlation
-            # map at 1 in every layer and, past criticality, explodes. The (N, N, ...) pass
-            # itself then needs no masks.
-            with duals.self_pairs_set_by_caller():
-                nngp, tdot = dual(k.nngp, q1, q2, need_dot)
-            t_self, tdot_self = on_variances(v1, need_dot)
-            nngp = set_self_pairs(nngp, t_self, s, full)
+        with duals.self_pairs_set_by_caller():
+            nngp, tdot = dual(k.nngp, q1, q2, need_dot)
+        t1 = t2 = None
+        if k.cov2 is None:   # x2 is x1
+            t1, tdot_self = on_variances(v1, need_dot)
+            nngp = set_self_pairs(nngp, t1, s, full)
             if need_dot:
                 tdot = set_self_pairs(jnp.broadcast_to(tdot, nngp.shape), tdot_self, s, full)
-        else:
-            nngp, tdot = dual(k.nngp, q1, q2, need_dot)
-            t_self = None
         ntk = None if k.ntk is None else k.ntk * tdot
 
-        def same(cov, v, diagonal):
+        def same(cov, v, t_self):
             if cov is None:
                 return None
+            if t_self is None:
+                t_self = on_variances(v, False)[0]
             if s == 0 or not full:
-                # cov holds per-position variances: every entry is an input with itself
-                return on_variances(cov, False)[0] if diagonal is None else diagonal
+                return t_self   # cov holds per-position variances
             a, b = self_variances(v, s, full)
-            return dual(cov, a, b, False)[0]
+            with duals.self_pairs_set_by_caller():
+                out = dual(cov, a, b, False)[0]
+            return set_self_pairs(jnp.broadcast_to(out, cov.shape), t_self, s, full,
+                                  pairs=False)
 
-        return k.replace(nngp=nngp, ntk=ntk, cov1=same(k.cov1, v1, t_self),
-                         cov2=same(k.cov2, v2, None), is_gaussian=False, is_input=False)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=same(k.cov1, v1, t1),
+                         cov2=same(k.cov2, v2, t2), is_gaussian=False, is_input=False)
 
     return transform
 
