@@ -50,10 +50,13 @@ def _rows(x, start: int, stop: int):
 
 def _assemble(blocks: list[list], name: str):
     """Join a grid of block results: arrays on axes 0 and 1, ``cov1`` / ``cov2`` fields on
-    their batch axis."""
+    their batch axis; lists, tuples, namedtuples and dicts of these (a ``parallel`` network's
+    kernels, one per branch) part by part."""
     first = blocks[0][0]
-    if isinstance(first, tuple):
-        fields = getattr(first, "_fields", None)
+    if first is None:
+        return None
+    fields = getattr(first, "_fields", None)
+    if isinstance(first, (tuple, list)):
         parts = []
         for f in range(len(first)):
             label = fields[f] if fields else None
@@ -65,13 +68,16 @@ def _assemble(blocks: list[list], name: str):
             elif label == "cov2":
                 parts.append(jnp.concatenate(grid[0], axis=0))
             else:
-                parts.append(_join(grid, name))
-        return type(first)(*parts) if fields else tuple(parts)
+                parts.append(_assemble(grid, name))
+        return type(first)(*parts) if fields else type(first)(parts)
+    if isinstance(first, dict):
+        return type(first)((key, _assemble([[b[key] for b in row] for row in blocks], name))
+                           for key in first)
     if hasattr(first, "shape"):
         return _join(blocks, name)
-    raise TypeError(f"{name}: ntk.batch assembles arrays and tuples of arrays; the kernel "
-                    f"function returned {type(first).__name__} (for ntk.stax pass get=..., or "
-                    "call kernel_fn(..., batch_size=b))")
+    raise TypeError(f"{name}: ntk.batch assembles arrays and lists, tuples and dicts of "
+                    f"arrays; the kernel function returned {type(first).__name__} (for ntk.stax "
+                    "pass get=..., or call kernel_fn(..., batch_size=b))")
 
 
 def _join(grid: list[list], name: str):
@@ -138,6 +144,10 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
 
 def _without_cov2(block):
     fields = getattr(block, "_fields", None)
+    if fields is None and isinstance(block, (list, tuple)):
+        return type(block)(_without_cov2(b) for b in block)
+    if isinstance(block, dict):
+        return type(block)((key, _without_cov2(b)) for key, b in block.items())
     if not fields or "cov2" not in fields:
         return block
     return block._replace(cov2=None)

@@ -61,3 +61,29 @@ def test_bad_arguments(net, data, kwargs, error, words):
 def test_a_whole_kernel_object_needs_get(net, data):
     with pytest.raises(TypeError, match="get="):
         ntk.batch(net[2], batch_size=2)(data[0], None)
+
+
+def test_parallel_list_and_dict_outputs_are_assembled_part_by_part():
+    """A ``parallel`` network's kernels (one per branch, a list) and a dict-valued kernel
+    function come back in blocks as they come whole."""
+    _, _, kf = stax.serial(stax.Dense(8), stax.FanOut(2), stax.parallel(stax.Relu(), stax.Erf()))
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 3))
+    x2 = jax.random.normal(jax.random.PRNGKey(1), (4, 3))
+    for get in ("nngp", ("nngp", "ntk")):
+        for other in (None, x2):
+            whole = kf(x, other, get)
+            blocked = ntk.batch(kf, batch_size=2)(x, other, get)
+            assert isinstance(blocked, list) and len(blocked) == 2
+            assert jax.tree.structure(blocked) == jax.tree.structure(whole)
+            for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(blocked)):
+                np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-15)
+
+    def linear_and_quadratic(x1, x2=None):
+        x2 = x1 if x2 is None else x2
+        dot = x1 @ x2.T
+        return {"linear": dot, "quadratic": dot ** 2}
+
+    got = ntk.batch(linear_and_quadratic, batch_size=3)(x)
+    dot = np.asarray(x) @ np.asarray(x).T
+    np.testing.assert_allclose(got["linear"], dot, rtol=1e-13)
+    np.testing.assert_allclose(got["quadratic"], dot ** 2, rtol=1e-13)

@@ -301,7 +301,7 @@ def test_sharded_blocks_equal_single_device(impl):
         assert len(jax.devices()) == 4, jax.devices()
         import ntk
         from tests.ntk import models
-        apply_fn, params, shape = models.cnn(jax.random.PRNGKey(0))
+        apply_fn, params, shape = models.mlp(jax.random.PRNGKey(0))
         x1 = jax.random.normal(jax.random.PRNGKey(1), (7,) + shape)
         x2 = jax.random.normal(jax.random.PRNGKey(2), (5,) + shape)
         traces = []
