@@ -32,6 +32,9 @@ from ntk.stax.kernel import Kernel, input_kernel, to_diagonal
 __all__ = ["KernelFn", "GET_NAMES", "check_std", "check_positive_int"]
 
 GET_NAMES = ("nngp", "ntk", "cov1", "cov2")
+#: neural-tangents' ``get`` also reads the shapes of the activations the kernel describes,
+#: in their own layout (``batch_axis`` / ``channel_axis`` where the layers put them)
+SHAPE_NAMES = ("shape1", "shape2")
 
 #: how many kernel-sized float arrays one block keeps alive at once (nngp, ntk, the variances
 #: broadcast to the kernel's shape and the temporaries of a dual activation)
@@ -214,10 +217,10 @@ def _parse_get(get):
         names = tuple(get)
     else:
         raise TypeError(f"get must be None, one of {GET_NAMES} or a tuple of them, got {get!r}")
-    bad = [g for g in names if g not in GET_NAMES]
+    bad = [g for g in names if g not in GET_NAMES + SHAPE_NAMES]
     if bad or not names:
         raise ValueError(f"get: unknown kernel name(s) {bad or names!r}; valid names are "
-                         f"{GET_NAMES}")
+                         f"{GET_NAMES} and neural-tangents' {SHAPE_NAMES}")
     return names, "ntk" in names
 
 
@@ -231,7 +234,11 @@ def _select(k, get, single):
         return k
     if isinstance(k, (list, tuple)):
         return [_select(ki, get, single) for ki in k]
-    vals = tuple(getattr(k, g) for g in get)
+    def value(g):
+        if g in SHAPE_NAMES:  # the activations' shape as they are laid out
+            return layout_shape(getattr(k, g), *layout_of(k))
+        return getattr(k, g)
+    vals = tuple(value(g) for g in get)
     return vals[0] if single else _namedtuple(get)(*vals)
 
 
