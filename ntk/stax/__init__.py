@@ -1,8 +1,9 @@
 """Analytic infinite-width kernels (NNGP and NTK) with the matching finite networks.
 
 Every layer is a triple ``(init_fn, apply_fn, kernel_fn)`` with neural-tangents 0.6.5
-semantics (``W_std``, ``b_std``, ``'ntk'``/``'standard'`` parameterizations, channels-last
-inputs), so kernels compare number for number with it:
+semantics (``W_std``, ``b_std``, ``'ntk'``/``'standard'`` parameterizations and ``s``,
+channels-last inputs unless ``batch_axis`` / ``channel_axis`` say otherwise), so kernels
+compare number for number with it:
 
     >>> from ntk import stax
     >>> init_fn, apply_fn, kernel_fn = stax.serial(

@@ -2,7 +2,8 @@
 their kernels.
 
 Conventions (those of neural-tangents 0.6.5, so kernels compare number for number):
-channels-last activations ``(N, *spatial, C)``; weights ``W ~ N(0, 1)`` scaled in the forward
+channels-last activations ``(N, *spatial, C)`` by default, other layouts through the layers'
+``batch_axis`` / ``channel_axis`` (``Conv``'s ``dimension_numbers``); weights ``W ~ N(0, 1)`` scaled in the forward
 pass by ``W_std / sqrt(fan_in)`` under ``parameterization='ntk'`` (Jacot et al. 2018), or
 initialised as ``N(0, W_std^2 / fan_in)`` and used unscaled under ``'standard'``
 (Sohl-Dickstein et al. 2020, "On the infinite width limit of neural networks with a standard
@@ -322,10 +323,10 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
     spatial letters of ``rhs``, ``b`` has neural-tangents' shape (``out_chan`` at ``out``'s
     ``C``, leading ones dropped). The kernel's spatial axes follow the order of the spatial
     letters in the input (``lhs``) and the output (``out``); the kernel is that of the same
-    layer on inputs with the batch and channel axes moved to the front and the back. A
-    ``kernel_fn`` needs ``out`` to keep ``lhs``'s batch and channel positions (layouts other
-    than channels-last are raw-input layouts, as for ``Aggregate``); otherwise only
-    ``init_fn`` / ``apply_fn`` exist. ``s = (s_in, s_out)``: neural-tangents' width
+    layer on inputs with the batch and channel axes moved to the front and the back. The
+    layer's input must be laid out as ``lhs`` says (``kernel_fn`` checks the layout the layers
+    before it leave, :attr:`Kernel.batch_axis`), and the layers after it see ``out``'s batch
+    and channel positions. ``s = (s_in, s_out)``: neural-tangents' width
     scalings under ``parameterization='standard'``, as in :func:`Dense` (``fan_in`` is
     ``F / s_in``, ``s_out out_chan`` output channels).
     """
