@@ -3,11 +3,11 @@ their kernels.
 
 Conventions (those of neural-tangents 0.6.5, so kernels compare number for number):
 channels-last activations ``(N, *spatial, C)`` by default, other layouts through the layers'
-``batch_axis`` / ``channel_axis`` (``Conv``'s ``dimension_numbers``); weights ``W ~ N(0, 1)`` scaled in the forward
-pass by ``W_std / sqrt(fan_in)`` under ``parameterization='ntk'`` (Jacot et al. 2018), or
-initialised as ``N(0, W_std^2 / fan_in)`` and used unscaled under ``'standard'``
-(Sohl-Dickstein et al. 2020, "On the infinite width limit of neural networks with a standard
-parameterization"). Biases are ``b_std * N(0, 1)`` (``b_std=None``: no bias).
+``batch_axis`` / ``channel_axis`` (``Conv``'s ``dimension_numbers``); weights
+``W ~ N(0, 1)`` scaled in the forward pass by ``W_std / sqrt(fan_in)`` under
+``parameterization='ntk'`` (Jacot et al. 2018), or initialised as ``N(0, W_std^2 / fan_in)``
+and used unscaled under ``'standard'`` (Sohl-Dickstein et al. 2020, "On the infinite width
+limit of neural networks with a standard parameterization"). Biases are ``b_std * N(0, 1)`` (``b_std=None``: no bias).
 """
 from __future__ import annotations
 

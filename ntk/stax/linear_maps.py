@@ -199,7 +199,8 @@ def ImageResize(shape: Sequence[int], method, antialias: bool = True,
     with ``shape[i] = -1`` keeping axis ``i`` (neural-tangents' ``stax.ImageResize``).
 
     ``shape`` has one entry per axis of the inputs (laid out with ``batch_axis`` /
-    ``channel_axis``, neural-tangents'); the batch and channel entries must be ``-1`` (resizing the channel axis has no infinite-width limit: ``ValueError``; resizing the
+    ``channel_axis``, neural-tangents'); the batch and channel entries must be ``-1``
+    (resizing the channel axis has no infinite-width limit: ``ValueError``; resizing the
     batch axis mixes inputs: ``NotImplementedError``).
 
     Kernel: every method of ``jax.image.resize`` is a fixed linear map ``A`` over positions
