@@ -825,7 +825,7 @@ def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric, exampl
             costs = [_pair_cost(t, u, analysis.n_examples, n1, n2, pairs, o, nf,
                                 shared=len(uses) > 1) for u in uses]
             tap_cost += sum(cost for cost, _ in costs)
-            tap_dims.append((pos, c, f, groups, all(pw for _, pw in costs)))
+            tap_dims.append((pos, c, f, groups, all(pw for _, pw in costs), len(uses) > 1))
         else:
             tap_cost += n1 * n2 * pairs * sizes[t.leaf]
             tap_other += sizes[t.leaf]
@@ -876,14 +876,21 @@ def _costs(analysis, leaves, active, layout, n1, n2, out_size, symmetric, exampl
     def sd_bytes(b1, b2):
         rows = sides(b1, b2)
         feats = sum(b * (o * (p_fallback + tap_other) + sum(
-            groups * (pos * c + o * pos * through(b) * f) for pos, c, f, groups, _ in tap_dims))
+            groups * (pos * c + o * pos * through(b) * f) for pos, c, f, groups, _, _ in tap_dims))
             for b in rows)
         derive = max(b * o * (through(b) * acts + patch) for b in rows)
         pb1, pb2 = b1, (b1 if layout.batch_paired else b2)
         contract = 0
-        for pos, c, f, groups, pairwise in tap_dims:
+        for pos, c, f, groups, pairwise, shared in tap_dims:
             p1, p2 = pos * through(pb1), pos * through(pb2)
-            if pairwise:
+            if shared:
+                # the order _pair_cost counts: the Gram of h, g1 against it, and for a
+                # swapped pair h1 . g2 and g1 . h2 over position pairs
+                if batch:
+                    need = p1 * p2 + pb1 * o * p2 * f + (pb1 + pb2) * o * p1 * p2
+                else:
+                    need = pb1 * pb2 * (pos * pos + o * pos * f + 2 * o * pos * pos)
+            elif pairwise:
                 need = groups * (pb1 * p1 * pb2 * p2 if batch else pb1 * pb2 * pos * pos) * (
                     1 + pairs)
             else:
