@@ -818,6 +818,7 @@ def laid_out(name: str, triple, batch_axis, channel_axis):
         return layout_shape(out_shape, b, c), params
 
     def apply_fn(params, x, **kwargs):
+        check_apply_kwargs(name, kwargs)
         b, c = axes(x.ndim)
         return from_standard(apply_std(params, to_standard(x, b, c), **kwargs), b, c)
 

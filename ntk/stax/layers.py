@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntk.stax.core import (check_layout, check_positive_int, check_rank, check_std, from_standard,
-                           laid_out, layer, layout_of, layout_shape, normalize_axes,
-                           require_gaussian, require_single, standard_shape, to_standard,
-                           with_layout)
+from ntk.stax.core import (check_apply_kwargs, check_layout, check_positive_int, check_rank,
+                           check_std, from_standard, laid_out, layer, layout_shape,
+                           normalize_axes, require_gaussian, require_single, standard_shape,
+                           to_standard, with_layout)
 from ntk.stax.kernel import Kernel, cross_variances, self_variances, variances
 
 __all__ = ["Dense", "Conv", "ConvTranspose", "AvgPool", "GlobalAvgPool", "Flatten",
@@ -472,7 +472,7 @@ def _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, 
         conv = functools.partial(jax.lax.conv_transpose, dimension_numbers=layout.dims)
     else:
         conv = functools.partial(jax.lax.conv_general_dilated, dimension_numbers=layout.dims)
-    from ntk.stax.core import KernelFn, check_apply_kwargs, no_kernel_fn
+    from ntk.stax.core import KernelFn, check_apply_kwargs
 
     lhs, rhs, out_spec = layout.dims
     filter_size = int(np.prod(filter_shape))
@@ -804,6 +804,7 @@ def _global_pool_layout(name, triple, batch_axis, channel_axis):
         return layout_shape(out_shape, *out_axes(b, c)), params
 
     def apply_fn(params, x, **kwargs):
+        check_apply_kwargs(name, kwargs)
         if x.ndim < 3:
             raise ValueError(f"{name}: needs spatial axes, got input of shape {x.shape}")
         b, c = normalize_axes(name, batch_axis, channel_axis, x.ndim)
