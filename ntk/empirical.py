@@ -755,7 +755,7 @@ def _pair_cost(t1, t2, pos_examples, n1, n2, pairs, o, nf, shared=False):
 
 
 def _shared_fallback(analysis, active, layout, n1, n2, out_size, symmetric, sizes) -> list:
-    """Leaves with several uses whose pairwise cross terms cost at least the Jacobian
+    """Leaves with several uses, or one lookup, whose terms cost at least the Jacobian
     contraction of the leaf (``n1 n2 pairs size``): they fall back."""
     by_leaf = {}
     for t in analysis.taps:
@@ -764,10 +764,10 @@ def _shared_fallback(analysis, active, layout, n1, n2, out_size, symmetric, size
     nf = n1 if symmetric else n1 + n2
     demoted = []
     for leaf, taps in by_leaf.items():
-        if len(taps) < 2:
+        if len(taps) < 2 and taps[0].kind != "gather":
             continue
         cost = sum(_pair_cost(a, b, analysis.n_examples, n1, n2, layout.pairs, out_size, nf,
-                              shared=True)[0] for a in taps for b in taps)
+                              shared=len(taps) > 1)[0] for a in taps for b in taps)
         if cost >= n1 * n2 * layout.pairs * sizes[leaf]:
             demoted.append(leaf)
     return demoted

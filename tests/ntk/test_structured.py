@@ -140,17 +140,22 @@ def _shared(kind):
     """A leaf used twice: a dense weight ``W`` then ``W`` again ('same'), ``W`` then ``W^T``
     ('transposed', a tied autoencoder), an embedding table looked up then used as a dense
     layer ('lookup'), a tied decoder ('tied': logits ``tanh(E[ids]) E^T``), or a weight used
-    once as a dense layer and once as a shift ('mixed', which falls back)."""
+    once as a dense layer and once as a shift ('mixed', which falls back); 'embed' looks a
+    table up once."""
     rng = np.random.RandomState(3)
     d = 64  # wide enough that the cross terms cost less than the leaf's Jacobian
     if kind == "tied":
         params = {"w": _normal(rng, (64, 16), 1 / 4)}  # (vocabulary, width)
+    elif kind == "embed":
+        params = {"w": _normal(rng, (64, 16), 1 / 4), "v": _normal(rng, (16, 2), 1 / 4)}
     else:
         params = {"w": _normal(rng, (d, d), d ** -0.5), "v": _normal(rng, (d, 2), d ** -0.5)}
 
     def apply(p, x):
         if kind == "tied":
             return jnp.tanh(jnp.take(p["w"], x, axis=0)) @ p["w"].T  # (N, T, vocabulary)
+        if kind == "embed":  # one use: a lookup (a row of ids past the end is clipped)
+            return jnp.tanh(jnp.take(p["w"], x, axis=0, mode="clip")).sum(1) @ p["v"]
         if kind == "lookup":
             h = jnp.take(p["w"], x, axis=0, mode="clip")  # (N, T, d) from ids (N, T)
             return jnp.tanh(h @ p["w"]).sum(1) @ p["v"]
@@ -163,11 +168,11 @@ def _shared(kind):
             h = jnp.tanh(h + p["w"][0])
         return h @ p["v"]
 
-    if kind in ("lookup", "tied"):
+    if kind in ("lookup", "tied", "embed"):
         rows = params["w"].shape[0]
         # negative ids count from the end; 'lookup' clips ids past the end ('tied' would
         # fill them with NaN)
-        x1 = jnp.asarray(rng.randint(-2, rows + (2 if kind == "lookup" else 0), (3, 2)))
+        x1 = jnp.asarray(rng.randint(-2, rows + (0 if kind == "tied" else 2), (3, 2)))
         x2 = jnp.asarray(rng.randint(0, rows, (2, 2)))
     else:
         x1, x2 = _normal(rng, (3, d)), _normal(rng, (2, d))
@@ -176,7 +181,7 @@ def _shared(kind):
 
 @pytest.mark.parametrize("kind", ["tied"] + [
     pytest.param(kind, marks=pytest.mark.slow)
-    for kind in ("transposed", "same", "lookup", "mixed")])
+    for kind in ("transposed", "same", "lookup", "embed", "mixed")])
 def test_shared_weights(kind):
     apply_fn, params, x1, x2 = _shared(kind)
     # the tied decoder's (N, T, V) output: trace / diagonal over the vocabulary
