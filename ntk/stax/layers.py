@@ -216,15 +216,17 @@ def _strided(x, axis, start, count, stride):
 _MAX_OFFSETS = 32
 
 
-def _window_sum(x, groups):
+def _window_sum(x, groups, mode: str = "constant"):
     """``y[.., a, ..] = sum_o x_pad[.., a s + o, ..]``: a window sum over several axes at once.
 
     ``groups`` is a list of ``(axes, window, stride, lo, hi, out)``; every axis of a group moves
     by the same offset ``o < window`` (a conv kernel slides along the diagonal of a pair of
     position axes), different groups independently (pooling). ``x_pad`` is ``x`` with
-    ``lo``/``hi`` zeros on the group's axes. The sum is written as strided slices of the padded
-    array added together, which XLA fuses into one pass over the output (the pad included);
-    groups whose offsets multiply past ``_MAX_OFFSETS`` are summed in successive passes.
+    ``lo``/``hi`` zeros on the group's axes (``mode='wrap'``: periodic padding, ``x_pad[p] =
+    x[(p - lo) mod L]`` on each axis by itself, CIRCULAR padding). The sum is written as
+    strided slices of the padded array added together, which XLA fuses into one pass over the
+    output (the pad included); groups whose offsets multiply past ``_MAX_OFFSETS`` are summed
+    in successive passes.
     """
     chunks, current, count = [], [], 1
     for g in groups:
@@ -240,7 +242,7 @@ def _window_sum(x, groups):
         for axes, _, _, lo, hi, _ in chunk:
             for a in axes:
                 widths[a] = (lo, hi)
-        xp = jnp.pad(x, widths) if any(w != (0, 0) for w in widths) else x
+        xp = jnp.pad(x, widths, mode=mode) if any(w != (0, 0) for w in widths) else x
         total = None
         for offsets in itertools.product(*[range(g[1]) for g in chunk]):
             start, limit, step = [0] * xp.ndim, list(xp.shape), [1] * xp.ndim
@@ -253,9 +255,9 @@ def _window_sum(x, groups):
     return x
 
 
-def _window_mean(x, axis, window, stride, lo, hi, out, counts=None):
+def _window_mean(x, axis, window, stride, lo, hi, out, counts=None, mode="constant"):
     """``y[a] = (1/k) sum_o x_pad[a s + o]`` along one axis (pooling of activations)."""
-    total = _window_sum(x, [((axis,), window, stride, lo, hi, out)])
+    total = _window_sum(x, [((axis,), window, stride, lo, hi, out)], mode)
     if counts is None:
         return total / window
     shape = [1] * total.ndim
@@ -269,11 +271,32 @@ def _edge_counts(length, window, stride, lo, hi, out):
 
 
 def _spatial_geometry(shape, filter_shape, strides, padding):
-    """Per spatial axis ``(lo, hi, out_len)``; shape is ``(N, *spatial, C)``."""
+    """Per spatial axis ``(lo, hi, out_len)``; shape is ``(N, *spatial, C)``. ``'CIRCULAR'``
+    has SAME's (neural-tangents'): its ``lo`` / ``hi`` rows are wrapped around, not zeros."""
+    padding = "SAME" if padding == "CIRCULAR" else padding
     return [_pads(L, k, s, padding) for L, k, s in zip(shape[1:-1], filter_shape, strides)]
 
 
-def _norm_window_args(name, window_shape, strides, padding, what="filter_shape"):
+def _pad_mode(padding: str) -> str:
+    """``jnp.pad``'s mode for a layer's padding: periodic for ``'CIRCULAR'``, zeros else."""
+    return "wrap" if padding == "CIRCULAR" else "constant"
+
+
+def _circular_input(x, axes, window_shape, strides, padding):
+    """``(x, padding)`` for ``jax.lax``: a CIRCULAR layer's input wrapped periodically by
+    SAME's ``(lo, hi)`` on the spatial ``axes`` (``x_pad[p] = x[(p - lo) mod L]``) and
+    ``'VALID'``, as neural-tangents does; other paddings unchanged."""
+    if padding != "CIRCULAR":
+        return x, padding
+    widths = [(0, 0)] * x.ndim
+    for a, k, s in zip(axes, window_shape, strides):
+        lo, hi, _ = _pads(x.shape[a], k, s, "SAME")
+        widths[a] = (lo, hi)
+    return jnp.pad(x, widths, mode="wrap"), "VALID"
+
+
+def _norm_window_args(name, window_shape, strides, padding, what="filter_shape",
+                      circular=False):
     if isinstance(window_shape, (int, np.integer)):
         window_shape = (window_shape,)
     window_shape = tuple(check_positive_int(what, w) for w in window_shape)
@@ -285,8 +308,10 @@ def _norm_window_args(name, window_shape, strides, padding, what="filter_shape")
         raise ValueError(f"{name}: strides {strides} must have one entry per spatial axis of "
                          f"{what}={window_shape}")
     strides = tuple(check_positive_int("strides", s) for s in strides)
-    if not isinstance(padding, str) or padding.upper() not in ("VALID", "SAME"):
-        raise ValueError(f"{name}: padding must be 'VALID' or 'SAME', got {padding!r}")
+    allowed = "'VALID', 'SAME' or 'CIRCULAR'" if circular else "'VALID' or 'SAME'"
+    if not isinstance(padding, str) or padding.upper() not in (
+            ("VALID", "SAME", "CIRCULAR") if circular else ("VALID", "SAME")):
+        raise ValueError(f"{name}: padding must be {allowed}, got {padding!r}")
     return window_shape, strides, padding.upper()
 
 
@@ -317,6 +342,15 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
     In the diagonal-spatial layout only ``a = b`` is kept, which needs only equal-position
     input covariances. Shapes: ``(N, *spatial, C_in) -> (N, *spatial', out_chan)``.
 
+    ``padding='CIRCULAR'`` (neural-tangents'): periodic boundary conditions. Each spatial axis
+    of length ``L`` is wrapped around by SAME's ``(lo, hi)`` (``hi = lo + 1`` for an odd
+    total, i.e. even filters put the extra row at the end), ``x_pad(p) = x((p - lo) mod L)``,
+    then convolved VALID, so the output has SAME's length ``ceil(L / s)``. The kernel is
+    wrapped the same way on each of its position axes (both axes of a full-spatial pair,
+    ``K_pad(p, q) = K((p - lo) mod L, (q - lo) mod L)``; the one axis of a diagonal layout)
+    before the window sum. With stride 1 the layer commutes with circular shifts of the
+    input, and its kernel with simultaneous shifts of both inputs.
+
     ``dimension_numbers=(lhs, rhs, out)`` (neural-tangents' and ``jax.lax``'s, e.g.
     ``('NCHW', 'OIHW', 'NCHW')``; ``None``: ``('NHWC', 'HWIO', 'NHWC')``) lays out the
     input, the filter ``W`` and the output: ``filter_shape`` and ``strides`` follow the
@@ -336,7 +370,8 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
     param = _check_parameterization(parameterization)
     s_in, s_out = (1, 1) if param == "ntk" else _check_s("Conv", s)
     _check_s("Conv", s)
-    filter_shape, strides, padding = _norm_window_args("Conv", filter_shape, strides, padding)
+    filter_shape, strides, padding = _norm_window_args("Conv", filter_shape, strides, padding,
+                                                       circular=True)
     n_sp = len(filter_shape)
     layout = _conv_layout("Conv", n_sp, dimension_numbers, filter_shape, strides)
     dims = layout.dims
@@ -364,7 +399,8 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
     def apply_fn(params, x, **kwargs):
         check_rank(x.shape, n_sp, name)
         W, b = params
-        out = jax.lax.conv_general_dilated(x, W.astype(x.dtype), strides, padding,
+        x, lax_padding = _circular_input(x, range(1, 1 + n_sp), filter_shape, strides, padding)
+        out = jax.lax.conv_general_dilated(x, W.astype(x.dtype), strides, lax_padding,
                                            dimension_numbers=dims)
         if param == "ntk":
             fan_in = x.shape[-1] * int(np.prod(filter_shape))
@@ -383,7 +419,7 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[
         for i, ((lo, hi, out), k, s) in enumerate(zip(geo, filter_shape, strides)):
             a = batch_ndim + (2 * i if full else i)
             groups.append(((a, a + 1) if full else (a,), k, s, lo, hi, out))
-        return _window_sum(mat, groups) / filter_size
+        return _window_sum(mat, groups, _pad_mode(padding)) / filter_size
 
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)
@@ -477,6 +513,7 @@ def _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, 
     lhs, rhs, out_spec = layout.dims
     filter_size = int(np.prod(filter_shape))
     n_sp = len(filter_shape)
+    sp_axes = [i for i, c in enumerate(lhs) if c not in "NC"]  # layout.filter_shape's order
     s_in, s_out = s
     channels_out = out_chan * s_out
 
@@ -486,7 +523,8 @@ def _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, 
         taps = iter(filter_shape)
         w_shape = tuple(channels_out if c == "O" else int(input_shape[lhs.index("C")]) if c == "I"
                         else next(taps) for c in rhs)
-        y = jax.eval_shape(lambda x, w: conv(x, w, strides, padding),
+        y = jax.eval_shape(lambda x, w: conv(x, w, strides,
+                                             "SAME" if padding == "CIRCULAR" else padding),
             jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32),
             jax.ShapeDtypeStruct(w_shape, jnp.float32))
         b_shape = tuple(itertools.dropwhile(lambda n: n == 1, [channels_out if c == "C" else 1
@@ -508,7 +546,9 @@ def _general_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, 
         check_apply_kwargs(name, kwargs)
         check_rank(x.shape, n_sp, name)
         W, b = params
-        out = conv(x, W.astype(x.dtype), strides, padding)
+        x, lax_padding = _circular_input(x, sp_axes, layout.filter_shape, layout.strides,
+                                         padding)
+        out = conv(x, W.astype(x.dtype), strides, lax_padding)
         scale = 1.0
         if param == "ntk":
             out = (W_std / math.sqrt(x.shape[lhs.index("C")] * filter_size)) * out
@@ -719,7 +759,10 @@ def AvgPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None
 
     Finite layer: ``y(a) = sum_{o in window} x(a s + o - lo) / k`` (zero padding; with
     ``normalize_edges=True`` and SAME padding divide by the number of in-image pixels instead,
-    like ``jax.example_libraries.stax.AvgPool``).
+    like ``jax.example_libraries.stax.AvgPool``). ``padding='CIRCULAR'``: SAME's output
+    length, the input wrapped periodically instead of zero-padded, ``x((a s + o - lo) mod
+    L)``, always divided by ``k`` (as neural-tangents); the kernel is wrapped likewise on
+    both position axes before pooling.
 
     Kernel: the pooled covariance ``K'(a, b) = sum_{o, o'} K(a s + o, b s + o') / (k k)`` per
     spatial axis (full layout needed: pooling mixes different positions).
@@ -728,7 +771,9 @@ def AvgPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None
     ``window_shape`` and ``strides`` follow the other (spatial) axes in their order.
     """
     window_shape, strides, padding = _norm_window_args("AvgPool", window_shape, strides,
-                                                       padding, "window_shape")
+                                                       padding, "window_shape", circular=True)
+    mode = _pad_mode(padding)
+    normalize_edges = normalize_edges and padding == "SAME"  # only SAME windows leave the image
     n_sp = len(window_shape)
     name = f"AvgPool({window_shape}, strides={strides}, {padding})" + _axes_note(
         batch_axis, channel_axis)
@@ -744,7 +789,7 @@ def AvgPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None
         for i, ((lo, hi, out), k, s) in enumerate(zip(geo, window_shape, strides)):
             counts = (_edge_counts(x.shape[1 + i], k, s, lo, hi, out).astype(x.dtype)
                       if normalize_edges else None)
-            x = _window_mean(x, 1 + i, k, s, lo, hi, out, counts)
+            x = _window_mean(x, 1 + i, k, s, lo, hi, out, counts, mode)
         return x
 
     def pool(mat, batch_ndim, geo, in_shape):
@@ -754,7 +799,7 @@ def AvgPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None
         for i, ((lo, hi, out), k, s) in enumerate(zip(geo, window_shape, strides)):
             a = batch_ndim + 2 * i
             groups += [((a,), k, s, lo, hi, out), ((a + 1,), k, s, lo, hi, out)]
-        total = _window_sum(mat, groups)
+        total = _window_sum(mat, groups, mode)
         if not normalize_edges:
             return total / float(np.prod(window_shape)) ** 2
         for i, ((lo, hi, out), k, s) in enumerate(zip(geo, window_shape, strides)):
@@ -1055,7 +1100,7 @@ def Scale(factor: float):
 def SumPool(window_shape: Sequence[int], strides: Optional[Sequence[int]] = None,
             padding: str = "VALID", batch_axis: int = 0, channel_axis: int = -1):
     """Sum pooling over ``len(window_shape)`` spatial axes: ``k = prod(window_shape)`` times
-    :func:`AvgPool` (zero padding).
+    :func:`AvgPool` (zero padding; ``'CIRCULAR'`` wraps around as there).
 
     Finite layer: ``y(a) = sum_{o in window} x(a s + o - lo)``.
     Kernel: ``K'(a, b) = sum_{o, o'} K(a s + o, b s + o')`` per spatial axis, i.e. ``k^2``

@@ -297,20 +297,19 @@ def ConvLocal(out_chan: int, filter_shape: Sequence[int], strides=None, padding:
     (Novak et al. 2019, "Bayesian Deep Convolutional Networks with Many Channels are Gaussian
     Processes", arXiv:1810.05148, the locally connected network). It reads only
     equal-position input covariances. Only channels-last ``dimension_numbers`` (``None`` or
-    ``('NH..C', 'H..IO', 'NH..C')``), ``'VALID'``/``'SAME'`` padding and ``s=(1, 1)`` are
-    supported; others raise ``NotImplementedError``.
+    ``('NH..C', 'H..IO', 'NH..C')``), ``'VALID'``/``'SAME'``/``'CIRCULAR'`` padding (the last
+    wraps the input around as in :func:`Conv`) and ``s=(1, 1)`` are supported; others raise
+    ``NotImplementedError``.
     """
     from ntk.stax.core import KernelFn
-    from ntk.stax.layers import Conv, _norm_window_args
+    from ntk.stax.layers import Conv, _circular_input, _norm_window_args
     from ntk.stax.kernel import to_diagonal
 
     if tuple(s) != (1, 1):
         raise NotImplementedError(f"ConvLocal: s={s!r} (standard-parameterization width "
                                   f"scaling) is not supported in ntk.stax; use s=(1, 1)")
-    if isinstance(padding, str) and padding.upper() == "CIRCULAR":
-        raise NotImplementedError("ConvLocal: CIRCULAR padding is not supported in ntk.stax")
     filter_shape, strides, padding = _norm_window_args("ConvLocal", filter_shape, strides,
-                                                       padding)
+                                                       padding, circular=True)
     n_sp = len(filter_shape)
     letters = "HWDXYZUV"[:n_sp]
     dims = ("N" + letters + "C", letters + "IO", "N" + letters + "C")
@@ -329,7 +328,8 @@ def ConvLocal(out_chan: int, filter_shape: Sequence[int], strides=None, padding:
                              f"{tuple(input_shape)}")
         w = jax.ShapeDtypeStruct(tuple(filter_shape) + (input_shape[-1], out_chan), jnp.float32)
         out = jax.eval_shape(lambda x, w: jax.lax.conv_general_dilated(
-            x, w, strides, padding, dimension_numbers=dims),
+            x, w, strides, "SAME" if padding == "CIRCULAR" else padding,
+            dimension_numbers=dims),
             jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32), w)
         return tuple(out.shape)
 
@@ -347,7 +347,8 @@ def ConvLocal(out_chan: int, filter_shape: Sequence[int], strides=None, padding:
     def apply_fn(params, x, **kwargs):
         check_apply_kwargs(name, kwargs)
         W, b = params
-        out = jax.lax.conv_general_dilated_local(x, W.astype(x.dtype), strides, padding,
+        x, lax_padding = _circular_input(x, range(1, 1 + n_sp), filter_shape, strides, padding)
+        out = jax.lax.conv_general_dilated_local(x, W.astype(x.dtype), strides, lax_padding,
                                                  filter_shape, dimension_numbers=dims)
         if param == "ntk":
             out = out * (W_std_ / np.sqrt(x.shape[-1] * int(np.prod(filter_shape))))

@@ -225,7 +225,7 @@ def test_error_bad_parameterization_and_padding():
     with pytest.raises(ValueError, match="parameterization"):
         stax.Dense(4, parameterization="mup")
     with pytest.raises(ValueError, match="padding"):
-        stax.Conv(4, (2,), padding="CIRCULAR")
+        stax.Conv(4, (2,), padding="FULL")
 
 
 def test_error_layer_without_kernel_is_named():
