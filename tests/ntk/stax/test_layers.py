@@ -76,8 +76,10 @@ def test_flatten_uses_diagonal_layout_and_equals_full_computation():
     np.testing.assert_allclose(flat.ntk, by_hand, rtol=1e-12)
 
 
-@pytest.mark.parametrize("net", ["mlp", "cnn"])
-@pytest.mark.parametrize("same", [False, True])
+# the CNN with x2 given (the costliest case) under ``make test-all``: the default cases cover
+# the CNN's blocks with x2 = None and the MLP's with x2 given
+@pytest.mark.parametrize("net, same", [("mlp", False), ("mlp", True), ("cnn", True),
+                                       pytest.param("cnn", False, marks=pytest.mark.slow)])
 def test_blocked_evaluation_equals_one_shot(net, same):
     _, _, kernel_fn = MLP if net == "mlp" else CNN_GAP
     shape = (7, 3) if net == "mlp" else (7, 4, 4, 2)
