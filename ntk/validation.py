@@ -97,6 +97,8 @@ def array(x, name: str, *, min_ndim: int = 1):
                          f"got shape {tuple(x.shape)}.")
     if not (jnp.issubdtype(x.dtype, jnp.number) or jnp.issubdtype(x.dtype, jnp.bool_)):
         raise TypeError(f"`{name}` must be numeric, got dtype {x.dtype}.")
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"`{name}` has dtype {x.dtype}: kernels take real inputs.")
     return x
 
 

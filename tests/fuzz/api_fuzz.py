@@ -35,10 +35,23 @@ class Case:
     shape: tuple | None = None       # the expected shape for 'empty'
 
 
+# Cases are built at collection time, in every test process: their arrays come from NumPy
+# (a device copy, no XLA compilation per shape and dtype as jax.random and jnp.zeros need).
+def _normal(seed, shape, dtype, scale=1.0):
+    return jnp.asarray(scale * np.random.default_rng(seed).normal(size=shape), dtype)
+
+
+def _zeros(shape, dtype):
+    return jnp.asarray(np.zeros(shape), dtype)
+
+
+def _ones(shape, dtype):
+    return jnp.asarray(np.ones(shape), dtype)
+
+
 def _mlp(dtype, scale=1.0):
-    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    params = [(scale * jax.random.normal(k1, (3, 8), dtype) / np.sqrt(3), jnp.zeros(8, dtype)),
-              (jax.random.normal(k2, (8, 2), dtype) / np.sqrt(8), jnp.zeros(2, dtype))]
+    params = [(_normal(10, (3, 8), dtype, scale / np.sqrt(3)), _zeros(8, dtype)),
+              (_normal(11, (8, 2), dtype, 1 / np.sqrt(8)), _zeros(2, dtype))]
 
     def apply_fn(p, x):
         (w1, b1), (w2, b2) = p
@@ -47,7 +60,7 @@ def _mlp(dtype, scale=1.0):
 
 
 def _x(dtype, n=4, d=3, seed=1):
-    return jax.random.normal(jax.random.PRNGKey(seed), (n, d), dtype)
+    return _normal(seed, (n, d), dtype)
 
 
 def _with(x, value, where=(0, 0)):
@@ -175,7 +188,7 @@ def stax_cases(dtype):
 def predict_cases(dtype):
     from ntk import predict, solvers
     k = _spd(5, dtype)
-    y = jnp.ones((5, 2), dtype)
+    y = _ones((5, 2), dtype)
     for name, kk, names in (("non-square kernel", k[:, :4], ("k_train_train",)),
                             ("NaN in kernel", _with(k, np.nan), ("k_train_train",)),
                             ("float16 kernel", k.astype(jnp.float16), ("k_train_train",))):
@@ -196,7 +209,7 @@ def predict_cases(dtype):
     yield Case("max_learning_rate", "NaN in kernel",
                lambda: predict.max_learning_rate(_with(k, np.nan)), ("ntk_train_train",),
                "error")
-    b = jnp.ones(5, dtype)
+    b = _ones(5, dtype)
     for opt, value in (("tol", float("nan")), ("tol", -1.0), ("maxiter", -5), ("maxiter", 2.5),
                        ("diag_reg", -1.0)):
         yield Case("conjugate_gradient", f"{opt}={value!r}",
@@ -307,7 +320,7 @@ def batch_and_linearize_cases(dtype):
                lambda: ntk.batch(kernel_fn, batch_size=3)(x, None, "ntk"), ("batch_size",),
                "error")
     f, params = _mlp(dtype)
-    for name, p in (("params of another shape", [(jnp.ones((4, 8), dtype), jnp.zeros(8, dtype)),
+    for name, p in (("params of another shape", [(_ones((4, 8), dtype), _zeros(8, dtype)),
                                                  params[1]]),):
         yield Case("linearize", name, lambda p=p: ntk.linearize(f, params)(p, x), ("params",),
                    "error")
@@ -316,7 +329,7 @@ def batch_and_linearize_cases(dtype):
 def more_predict_cases(dtype):
     from ntk import predict, stax
     _, _, kernel_fn = stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1))
-    x, y = _x(dtype, 5), jnp.ones((5, 1), dtype)
+    x, y = _x(dtype, 5), _ones((5, 1), dtype)
     for lr in (-1.0, float("nan"), "x"):
         yield Case("gradient_descent_mse_ensemble", f"learning_rate={lr!r}",
                    lambda lr=lr: predict.gradient_descent_mse_ensemble(
