@@ -30,9 +30,20 @@ def test_init_twice_gives_the_same_function(resnet):
     assert not np.array_equal(other(params_a, x), fn_a(params_a, x))   # other running stats
 
 
-def test_train_mode_is_pure(resnet):
-    module, x = resnet
-    fn, params = architectures.init(module, jax.random.PRNGKey(0), x, train=True)
+class _BatchNormNet(nn.Module):
+    """A dense layer, BatchNorm and a readout: running statistics without a ResNet's cost."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = nn.Dense(8)(x.reshape(x.shape[0], -1))
+        h = nn.BatchNorm(use_running_average=not train)(h)
+        return nn.Dense(3)(nn.relu(h))
+
+
+def test_train_mode_is_pure():
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3), jnp.float32)
+    fn, params = architectures.init(_BatchNormNet(), jax.random.PRNGKey(0), x, train=True)
+    assert fn.state, "the module has running statistics"
     state = jax.tree_util.tree_map(np.asarray, fn.state)
     first = fn(params, x)
     np.testing.assert_array_equal(fn(params, x), first)

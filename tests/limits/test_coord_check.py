@@ -58,6 +58,9 @@ def test_coord_check_sp_output_and_last_layer_grow():
     assert r["update_slope"]["layer_2"][1] > 0.35
 
 
+# muP-Adam's and SP-Adam's one-step exponents are checked by default above (presets MUP_ADAM,
+# SP_ADAM); the multi-step coordinate check under ``make test-all``
+@pytest.mark.slow
 def test_coord_check_mup_adam_is_flat_and_sp_adam_grows():
     mu = coord_check(P.MUP_ADAM, CoordCheckConfig.quick(learning_rate=0.01, depth=2,
                                                         n_steps=2))

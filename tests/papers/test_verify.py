@@ -41,7 +41,14 @@ def _verify_quick(paper, out, capsys):
     return report
 
 
-@pytest.mark.parametrize("paper", list(papers()))
+# The three costliest quick verifications (12-18 s each) run under ``make test-all``; their
+# studies' numbers are tested by default in tests/experiments/test_lm_finetuning_kernels.py,
+# tests/limits/test_coord_check.py and tests/experiments/test_ntk_ensembles.py.
+HEAVY_PAPERS = ("malladi2023kernel", "yang2021tp5", "he2020ensembles")
+
+
+@pytest.mark.parametrize("paper", [pytest.param(p, marks=pytest.mark.slow)
+                                   if p in HEAVY_PAPERS else p for p in papers()])
 def test_verify_quick_and_its_report_page(paper, tmp_path, capsys):
     report = _verify_quick(paper, tmp_path, capsys)
     page = write_report(tmp_path / "report", results=tmp_path)
