@@ -96,7 +96,7 @@ def elementwise_transform(name: str, dual, gaussian_input: bool = True
         q1, q2 = cross_variances(v1, v2, s, full)
         with duals.self_pairs_set_by_caller():
             nngp, tdot = dual(k.nngp, q1, q2, need_dot)
-        t1 = t2 = None
+        t1 = None
         if k.cov2 is None:   # x2 is x1
             t1, tdot_self = on_variances(v1, need_dot)
             nngp = set_self_pairs(nngp, t1, s, full)
@@ -118,7 +118,7 @@ def elementwise_transform(name: str, dual, gaussian_input: bool = True
                                   pairs=False)
 
         return k.replace(nngp=nngp, ntk=ntk, cov1=same(k.cov1, v1, t1),
-                         cov2=same(k.cov2, v2, t2), is_gaussian=False, is_input=False)
+                         cov2=same(k.cov2, v2, None), is_gaussian=False, is_input=False)
 
     return transform
 
