@@ -54,7 +54,8 @@ def _network_keywords(name: str, kernel_fns) -> dict:
     does, inputs are batch-first and channels-last). Every later layer checks the layout of
     the activations it gets at ``kernel_fn`` time (:func:`ntk.stax.core.check_layout`)."""
     axes = next((kf.input_axes for kf in kernel_fns if kf.input_axes is not None), None)
-    return dict(uses_pattern=any(kf.uses_pattern for kf in kernel_fns), input_axes=axes)
+    return dict(uses_pattern=any(kf.uses_pattern for kf in kernel_fns), input_axes=axes,
+                batch_coupled=any(kf.batch_coupled for kf in kernel_fns))
 
 
 def serial(*layers):
@@ -203,7 +204,8 @@ def repeat(layer, n: int):
 
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, KernelFn(name, transform, input_full, missing=kf.missing,
-                                       uses_pattern=kf.uses_pattern, input_axes=kf.input_axes)
+                                       uses_pattern=kf.uses_pattern, input_axes=kf.input_axes,
+                                       batch_coupled=kf.batch_coupled)
 
 
 def parallel(*layers):
@@ -412,55 +414,110 @@ def FanInProd():
 
 
 def FanInConcat(axis: int = -1):
-    """Concatenate the inputs along the channel axis (the only axis supported here).
+    """Concatenate the inputs along ``axis`` of the activations (neural-tangents' axes: any
+    axis, channel, spatial or batch, counted in the activations' own layout).
 
-    Kernel: the channel-weighted average ``K = sum_i C_i K_i / sum_i C_i`` (``C_i`` the finite
-    channel counts), as a following ``Dense``/``Conv`` sees it. The result is not Gaussian per
-    channel, so a random affine layer must follow before a nonlinearity.
+    Kernel, channel axis: the channel-weighted average ``K = sum_i C_i K_i / sum_i C_i``
+    (``C_i`` the finite channel counts), as a following ``Dense``/``Conv`` sees it; the result
+    is not Gaussian per channel, so a random affine layer must follow before a nonlinearity.
+    A spatial or the batch axis: the branches are independent mean-zero Gaussians (every
+    input must be), so positions (inputs) from different branches are uncorrelated: the
+    kernels are laid block-diagonally along that axis pair (concatenated where only equal
+    positions, or each input with itself, are kept). Concatenating along the batch axis
+    changes the batch, so such a kernel is not computed in blocks of inputs.
     """
-    if axis != -1:
-        raise NotImplementedError(f"FanInConcat(axis={axis}): only channel concatenation "
-                                  f"(axis=-1) is implemented in ntk.stax")
-    name = "FanInConcat"
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"FanInConcat: axis must be an int, got {axis!r}")
+    name = "FanInConcat" + ("" if axis == -1 else f"(axis={axis})")
 
     def init_fn(key, input_shapes):
         shapes = [tuple(s) for s in input_shapes]
-        if any(s[:-1] != shapes[0][:-1] for s in shapes):
-            raise ValueError(f"{name}: inputs must agree in all but the channel axis, got "
-                             f"{shapes}")
-        return shapes[0][:-1] + (sum(s[-1] for s in shapes),), ()
+        a = axis % len(shapes[0])
+        rest = [s[:a] + s[a + 1:] for s in shapes]
+        if any(len(s) != len(shapes[0]) or r != rest[0] for s, r in zip(shapes, rest)):
+            raise ValueError(f"{name}: inputs must agree in all but axis {axis}, got {shapes}")
+        return shapes[0][:a] + (sum(s[a] for s in shapes),) + shapes[0][a + 1:], ()
 
     def apply_fn(params, xs, **kwargs):
         check_apply_kwargs(name, kwargs)
         import jax.numpy as jnp
-        return jnp.concatenate(xs, axis=-1)
+        return jnp.concatenate(xs, axis=axis)
+
+    def block_diagonal(mats, p, q):
+        """The arrays ``mats`` laid block-diagonally along the axis pair ``(p, q)``."""
+        import jax.numpy as jnp
+        tp, tq = sum(m.shape[p] for m in mats), sum(m.shape[q] for m in mats)
+        out, op, oq = 0, 0, 0
+        for m in mats:
+            pads = [(0, 0)] * m.ndim
+            pads[p] = (op, tp - op - m.shape[p])
+            pads[q] = (oq, tq - oq - m.shape[q])
+            out = out + jnp.pad(m, pads)
+            op, oq = op + m.shape[p], oq + m.shape[q]
+        return out
 
     def transform(ks, out_full):
         ks = _check_fan_in(ks, name)
+        import jax.numpy as jnp
         from ntk.stax.core import layout_of, layout_shape
         b, c = layout_of(ks[0])
-        if c != len(ks[0].shape1) - 1:
-            raise NotImplementedError(
-                f"{name}: axis=-1 is not the channel axis of these inputs (activations of "
-                f"shape {layout_shape(ks[0].shape1, b, c)} with channel_axis={c}); only "
-                f"concatenation along the channel axis is implemented")
-        if any(k.shape1[:-1] != ks[0].shape1[:-1] for k in ks):
-            raise ValueError(f"{name}: inputs must agree in all but the channel axis, got "
-                             f"{[k.shape1 for k in ks]}")
-        widths = np.array([k.shape1[-1] for k in ks], dtype=float)
-        fr = widths / widths.sum()
+        ndim = len(ks[0].shape1)
+        a = axis % ndim
+        if a == c % ndim:
+            std = ndim - 1
+        elif a == b % ndim:
+            std = 0
+        else:
+            std = 1 + [i for i in range(ndim) if i not in (b % ndim, c % ndim)].index(a)
+        for field in ("shape1", "shape2"):
+            rest = [getattr(k, field)[:std] + getattr(k, field)[std + 1:] for k in ks]
+            if any(r != rest[0] for r in rest):
+                raise ValueError(
+                    f"{name}: inputs must agree in all but axis {axis}, got activations of "
+                    f"shapes {[layout_shape(getattr(k, field), b, c) for k in ks]}")
 
-        def avg(field):
+        def grown(field):
+            shape = getattr(ks[0], field)
+            return (shape[:std] + (sum(getattr(k, field)[std] for k in ks),)
+                    + shape[std + 1:])
+
+        if std == ndim - 1:
+            widths = np.array([k.shape1[-1] for k in ks], dtype=float)
+            fr = widths / widths.sum()
+
+            def avg(field):
+                mats = [getattr(k, field) for k in ks]
+                if mats[0] is None:
+                    return None
+                return sum(f * m for f, m in zip(fr, mats))
+
+            return ks[0].replace(nngp=avg("nngp"), ntk=avg("ntk"), cov1=avg("cov1"),
+                                 cov2=avg("cov2"), shape1=grown("shape1"),
+                                 shape2=grown("shape2"), is_gaussian=False,
+                                 is_input=False)
+        if not all(k.is_gaussian for k in ks):
+            raise NotImplementedError(
+                f"{name}: concatenating along a spatial or the batch axis needs every input "
+                f"to be mean-zero Gaussian (a Dense / Conv layer last in each branch)")
+        full = ks[0].full_spatial
+
+        def concat(field, batch_ndim):
             mats = [getattr(k, field) for k in ks]
             if mats[0] is None:
                 return None
-            return sum(f * m for f, m in zip(fr, mats))
+            if std == 0:
+                if batch_ndim == 1:
+                    return jnp.concatenate(mats, axis=0)
+                return block_diagonal(mats, 0, 1)
+            j = std - 1
+            if not full:
+                return jnp.concatenate(mats, axis=batch_ndim + j)
+            return block_diagonal(mats, batch_ndim + 2 * j, batch_ndim + 2 * j + 1)
 
-        c = int(widths.sum())
-        return ks[0].replace(nngp=avg("nngp"), ntk=avg("ntk"), cov1=avg("cov1"),
-                             cov2=avg("cov2"), shape1=ks[0].shape1[:-1] + (c,),
-                             shape2=ks[0].shape2[:-1] + (c,), is_gaussian=False,
-                             is_input=False)
+        return ks[0].replace(nngp=concat("nngp", 2), ntk=concat("ntk", 2),
+                             cov1=concat("cov1", 1), cov2=concat("cov2", 1),
+                             shape1=grown("shape1"), shape2=grown("shape2"),
+                             is_gaussian=True, is_input=False)
 
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, KernelFn(name, transform)

@@ -246,6 +246,39 @@ _NT_KERNEL_KWARGS = {"rng": None, "diagonal_batch": True, "mask_constant": None,
                      "pattern": None}
 
 
+def _mask_inputs(x, mask_constant):
+    """``(x with masked entries zeroed, mask)`` for an input or a list of inputs (``None``
+    masks without ``mask_constant``, or where nothing is masked is not known until run)."""
+    from ntk.stax.masking import masked_input
+    if x is None:
+        return None, None
+    if isinstance(x, (list, tuple)):
+        pairs = [_mask_inputs(xi, mask_constant) for xi in x]
+        return [v for v, _ in pairs], (None if mask_constant is None else
+                                       [m for _, m in pairs])
+    return masked_input(jnp.asarray(x), mask_constant)
+
+
+def _attach_masks(k, m1, m2):
+    if m1 is None and m2 is None:
+        return k
+    if isinstance(k, Kernel):
+        return k.replace(mask1=m1, mask2=m2)
+    m1s = [None] * len(k) if m1 is None else m1
+    m2s = [None] * len(k) if m2 is None else m2
+    return [_attach_masks(ki, a, b) for ki, a, b in zip(k, m1s, m2s)]
+
+
+def _nested(fn, x1, x2, leaf=None):
+    """``fn(a, b)`` on the paired leaves of (nested) lists of inputs ``x1`` and ``x2``
+    (``x2 = None``: ``b = None`` throughout); lists in, lists out."""
+    is_leaf = leaf or (lambda x: not isinstance(x, (list, tuple)))
+    if is_leaf(x1):
+        return fn(x1, x2)
+    x2s = [None] * len(x1) if x2 is None else x2
+    return [_nested(fn, a, b, leaf) for a, b in zip(x1, x2s)]
+
+
 def _check_apply_kwargs(name: str, kwargs: dict, uses_pattern: bool = False) -> None:
     """Refuse keyword arguments a kernel function would otherwise drop (see ``__call__``);
     ``pattern`` is honoured by networks with an ``Aggregate`` layer (``uses_pattern``); others
@@ -254,9 +287,9 @@ def _check_apply_kwargs(name: str, kwargs: dict, uses_pattern: bool = False) -> 
     if unknown:
         raise TypeError(f"{name} kernel_fn got unexpected keyword argument(s) {unknown}; it "
                         "takes x1, x2, get, diagonal_spatial, batch_size, memory_budget and "
-                        "neural-tangents' rng / diagonal_batch=True / mask_constant=None / "
+                        "neural-tangents' rng / diagonal_batch=True / mask_constant / "
                         "pattern (with an Aggregate layer; None otherwise)")
-    for key in ("diagonal_batch", "mask_constant") + (() if uses_pattern else ("pattern",)):
+    for key in ("diagonal_batch",) + (() if uses_pattern else ("pattern",)):
         value = kwargs.get(key, _NT_KERNEL_KWARGS[key])
         if (key == "pattern" and isinstance(value, (tuple, list))
                 and all(v is None for v in value)):
@@ -457,7 +490,7 @@ class KernelFn:
     def __init__(self, name: str, transform: Callable[[Any, bool], Any],
                  input_full: Callable[[bool], bool] = lambda out_full: out_full,
                  missing: Optional[str] = None, *, uses_pattern: bool = False,
-                 input_axes: Optional[tuple] = None):
+                 input_axes: Optional[tuple] = None, batch_coupled: bool = False):
         self.name = name
         self.transform = transform
         self.input_full = input_full
@@ -470,6 +503,9 @@ class KernelFn:
         #: layers; then ``(0, -1)``). Raw inputs are moved to ``(0, -1)`` and the input kernel
         #: records the declared layout (:attr:`Kernel.batch_axis`), which later layers check
         self.input_axes = None if input_axes is None else tuple(input_axes)
+        #: whether the kernel of one input depends on the other inputs of its batch
+        #: (``LayerNorm`` over the batch axis): then it is never computed in blocks
+        self.batch_coupled = batch_coupled
         self._jitted = {}
         self._out_bytes_cache = {}
 
@@ -477,14 +513,11 @@ class KernelFn:
         return f"KernelFn({self.name})"
 
     # -- the computation on one block of inputs -----------------------------------------
-    def _compute(self, x1, x2, pattern1=None, pattern2=None, *, compute_ntk: bool,
-                 out_full: bool, input_axes=None):
+    def _compute(self, x1, x2, pattern1=None, pattern2=None, mask1=None, mask2=None, *,
+                 compute_ntk: bool, out_full: bool, input_axes=None):
         in_full = self.input_full(out_full)
-        if isinstance(x1, (list, tuple)):
-            x2s = [None] * len(x1) if x2 is None else x2
-            k = [input_kernel(a, b, in_full, compute_ntk) for a, b in zip(x1, x2s)]
-        else:
-            k = input_kernel(x1, x2, in_full, compute_ntk)
+        k = _nested(lambda a, b: input_kernel(a, b, in_full, compute_ntk), x1, x2)
+        k = _attach_masks(k, mask1, mask2)
         k = _input_layout(k, input_axes)
         k = self.transform(_attach_patterns(k, pattern1, pattern2), out_full)
         if not out_full:
@@ -535,7 +568,8 @@ class KernelFn:
           apply_kwargs: neural-tangents' keyword arguments, honoured or refused, never dropped:
             ``rng`` (an apply-time argument; the infinite-width kernel does not depend on it),
             ``diagonal_batch=True`` (the only mode: ``cov1`` / ``cov2`` hold per-example
-            variances), ``mask_constant=None`` (masking is not supported) and
+            variances), ``mask_constant`` (input entries equal to it are masked, see
+            :mod:`ntk.stax.masking`) and
             ``pattern=(pattern1, pattern2)``: the graphs of ``x1`` and ``x2`` (leading axis the
             batch), read by the network's ``Aggregate`` layers (``None``: no aggregation;
             refused by networks without one). Anything else raises ``TypeError``.
@@ -557,40 +591,67 @@ class KernelFn:
                     _attach_patterns(x1, pattern, None)  # raises: a list of kernels
                 p1, p2 = _split_pattern(pattern, x1.shape1[0],
                                         None if x1.x1_is_x2 else x1.shape2[0], self.name)
+            if apply_kwargs.get("mask_constant") is not None:
+                raise NotImplementedError(f"{self.name} kernel_fn: mask_constant applies to "
+                                          f"array inputs; a Kernel input carries its masks in "
+                                          f"Kernel.mask1 / mask2")
             k = self.transform(_attach_patterns(x1, p1, p2), not diagonal_spatial)
             return _select(_detach_patterns(k), get_names, single)
+        mask_constant = apply_kwargs.get("mask_constant")
 
         if isinstance(x1, (list, tuple)):
             if pattern is not None:
                 _attach_patterns(x1, pattern, None)  # raises: a list of inputs
-            x1 = [_standard_layout(x, input_axes) for x in x1]
-            if isinstance(x2, (list, tuple)):
-                x2 = [_standard_layout(x, input_axes) for x in x2]
-            if x2 is not None and (not isinstance(x2, (list, tuple)) or len(x2) != len(x1)):
-                raise ValueError(f"{self.name}: x1 is a list of {len(x1)} inputs, so x2 must be "
-                                 f"None or a list of as many; got {type(x2).__name__}")
-            pairs = [_validate_inputs(a, None if x2 is None else b, self.name)
-                     for a, b in zip(x1, [None] * len(x1) if x2 is None else x2)]
-            x1 = [p[0] for p in pairs]
-            x2 = None if x2 is None else [p[1] for p in pairs]
-            k = self._jit(compute_ntk, not diagonal_spatial, input_axes)(x1, x2)
+            name = self.name
+
+            def check(a, b):
+                if b is not None and isinstance(a, (list, tuple)) and (
+                        not isinstance(b, (list, tuple)) or len(b) != len(a)):
+                    raise ValueError(f"{name}: x1 is a list of {len(a)} inputs, so x2 must be "
+                                     f"None or a list of as many; got {type(b).__name__}")
+                if b is not None and isinstance(b, (list, tuple)) and not isinstance(
+                        a, (list, tuple)):
+                    raise ValueError(f"{name}: x2 is a list where x1 is an array")
+                return a, b
+            _nested(check, x1, x2)
+            x1 = _nested(lambda a, b: _standard_layout(a, input_axes), x1, None)
+            x2 = None if x2 is None else _nested(lambda a, b: _standard_layout(a, input_axes),
+                                                 x2, None)
+            x1, m1 = _mask_inputs(x1, mask_constant)
+            x2, m2 = _mask_inputs(x2, mask_constant)
+            pairs = _nested(lambda a, b: _validate_inputs(a, b, name), x1, x2)
+            x1 = _nested(lambda pair, _: pair[0], pairs, None, leaf=lambda p: not isinstance(
+                p, list))
+            x2 = None if x2 is None else _nested(lambda pair, _: pair[1], pairs, None,
+                                                 leaf=lambda p: not isinstance(p, list))
+            k = self._jit(compute_ntk, not diagonal_spatial, input_axes)(x1, x2, None, None,
+                                                                         m1, m2)
             return _select(k, get_names, single)
 
         x1 = _standard_layout(x1, input_axes)
         x2 = None if x2 is None else _standard_layout(x2, input_axes)
+        x1, m1 = _mask_inputs(x1, mask_constant)
+        x2, m2 = _mask_inputs(x2, mask_constant)
         x1, x2 = _validate_inputs(x1, x2, self.name)
         p1, p2 = _split_pattern(pattern, x1.shape[0], None if x2 is None else x2.shape[0],
                                 self.name)
         out_full = not diagonal_spatial
         # the NTK bounds the NNGP's rounding error too: kept in reduced precision
         compute_ntk = compute_ntk or needs_rounding_bound(x1.dtype)
-        plan = self._plan(x1, x2, compute_ntk, batch_size, memory_budget, out_full, asked_ntk,
-                          input_axes)
+        if self.batch_coupled:
+            if batch_size is not None:
+                raise ValueError(f"{self.name}: normalising over the batch axis couples the "
+                                 f"inputs, so the kernel cannot be computed in blocks; pass "
+                                 f"batch_size=None (got batch_size={batch_size!r})")
+            plan = None
+        else:
+            plan = self._plan(x1, x2, compute_ntk, batch_size, memory_budget, out_full,
+                              asked_ntk, input_axes)
         fn = self._jit(compute_ntk, out_full, input_axes)
         if plan is None:
-            k = fn(x1, x2, p1, p2)
+            k = fn(x1, x2, p1, p2, m1, m2)
         else:
-            k = self._blocked(fn, x1, x2, plan, p1, p2)
+            k = self._blocked(fn, x1, x2, plan, p1, p2, m1, m2)
         _warn_if_imprecise(k, self.name)
         return _select(k, get_names, single)
 
@@ -657,13 +718,13 @@ class KernelFn:
                 for k in kernel_leaves(out) for m in (k.nngp, k.ntk) if m is not None)
         return self._out_bytes_cache[key]
 
-    def _blocked(self, fn, x1, x2, plan, pattern1=None, pattern2=None):
+    def _blocked(self, fn, x1, x2, plan, pattern1=None, pattern2=None, mask1=None, mask2=None):
         """Assemble the kernel from ``(b1, b2)`` blocks; each block is an independent call.
 
         Entries of a block depend only on its own inputs (``cov1``/``cov2`` keep the batch
         diagonal only), so blocks can be computed in any order. When ``x2`` is ``x1``
         only blocks on or above the diagonal are computed and the rest mirrored. Graph patterns
-        are sliced with their inputs (their leading axis is the batch axis).
+        and input masks are sliced with their inputs (their leading axis is the batch axis).
         """
         b1, b2 = plan
         same = x2 is None
@@ -671,6 +732,7 @@ class KernelFn:
             b1 = b2 = min(b1, b2)
         xb = x1 if same else x2
         pb = pattern1 if same else pattern2
+        mb = mask1 if same else mask2
 
         def rows_of(p, start, size):
             return None if p is None else p[start:start + size]
@@ -690,7 +752,8 @@ class KernelFn:
                 b = xb[j:j + b2]
                 diagonal_block = same and i == j
                 out = fn(a, None if diagonal_block else b, rows_of(pattern1, i, b1),
-                         None if diagonal_block else rows_of(pb, j, b2))
+                         None if diagonal_block else rows_of(pb, j, b2),
+                         rows_of(mask1, i, b1), None if diagonal_block else rows_of(mb, j, b2))
                 ks = kernel_leaves(out)
                 if any(k.nngp.shape[:2] != (a.shape[0], b.shape[0]) for k in ks):
                     raise ValueError(
@@ -725,7 +788,16 @@ class KernelFn:
             cov1 = [rows[bi][bi if same else 0][m].cov1 for bi in range(len(rows))]
             cov2 = None if same else jnp.concatenate(
                 [k[m].cov2 if k[m].cov2 is not None else k[m].cov1 for k in rows[0]], axis=0)
+
+            def masks(blocks, field, other):
+                parts = [getattr(b, field) if getattr(b, field) is not None else
+                         getattr(b, other) for b in blocks]
+                return None if any(p is None for p in parts) else jnp.concatenate(parts, 0)
+            mask1 = masks([rows[bi][bi if same else 0][m] for bi in range(len(rows))],
+                          "mask1", "mask1")
+            mask2 = None if same else masks([k[m] for k in rows[0]], "mask2", "mask1")
             return first.replace(
+                mask1=mask1, mask2=mask2,
                 nngp=assemble(m, "nngp"), ntk=assemble(m, "ntk"),
                 cov1=jnp.concatenate(cov1, axis=0), cov2=cov2,
                 shape1=(n1,) + tuple(first.shape1[1:]),
@@ -771,18 +843,12 @@ APPLY_KWARGS = ("rng", "pattern", "mask", "mask_constant")
 
 def check_apply_kwargs(name: str, kwargs: dict) -> None:
     """Refuse ``apply_fn`` keyword arguments that no layer reads (a misspelling would
-    otherwise be dropped) and ``mask_constant`` other than ``None`` (masking is not
-    supported)."""
+    otherwise be dropped)."""
     unknown = sorted(set(kwargs) - set(APPLY_KWARGS))
     if unknown:
         raise TypeError(f"{name} apply_fn got unexpected keyword argument(s) {unknown}; it "
                         f"takes params, x and neural-tangents' rng (Dropout), pattern "
-                        f"(Aggregate), mask (None) and mask_constant (None)")
-    if kwargs.get("mask_constant") is not None:
-        raise NotImplementedError(f"{name} apply_fn: mask_constant="
-                                  f"{kwargs['mask_constant']!r} is not supported (masking is "
-                                  f"not implemented in ntk.stax); it is refused rather than "
-                                  f"ignored")
+                        f"(Aggregate), mask and mask_constant (masked inputs)")
 
 
 def layer(name: str, init_fn, apply_fn, transform, input_full=None):
@@ -831,7 +897,8 @@ def laid_out(name: str, triple, batch_axis, channel_axis):
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, KernelFn(name, transform, kf.input_full, missing=kf.missing,
                                        uses_pattern=kf.uses_pattern,
-                                       input_axes=(batch_axis, channel_axis))
+                                       input_axes=(batch_axis, channel_axis),
+                                       batch_coupled=kf.batch_coupled)
 
 
 def require_single(k, name: str) -> Kernel:

@@ -63,6 +63,11 @@ class Kernel:
         arrays and ``shape1`` / ``shape2`` above are always batch-first and channels-last,
         their spatial axes in the order the activations have them, which is
         neural-tangents' kernel layout; these two only say how the activations are laid out.
+      mask1, mask2: boolean masks of the x1 / x2 activations (``kernel_fn(...,
+        mask_constant=c)``: input entries equal to ``c`` are masked), batch-first and
+        channels-last like ``shape1`` / ``shape2``, with a channel axis of size 1 once a
+        ``Dense`` / ``Conv`` layer has collapsed it; ``None`` without masking
+        (:mod:`ntk.stax.masking`). ``mask2`` is ``None`` when ``x2`` is ``x1``.
     """
 
     nngp: jax.Array
@@ -76,6 +81,8 @@ class Kernel:
     diagonal_spatial: bool = dataclasses.field(metadata=dict(static=True), default=False)
     pattern1: Any = None
     pattern2: Any = None
+    mask1: Any = None
+    mask2: Any = None
     batch_axis: int = dataclasses.field(metadata=dict(static=True), default=0)
     channel_axis: int = dataclasses.field(metadata=dict(static=True), default=-1)
 

@@ -883,10 +883,15 @@ def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1):
             raise ValueError(f"{name}: needs spatial axes, got input_shape {tuple(input_shape)}")
         return (input_shape[0], input_shape[-1]), ()
 
-    def apply_fn(params, x, **kwargs):
+    def apply_fn(params, x, mask=None, **kwargs):
         if x.ndim < 3:
             raise ValueError(f"{name}: needs spatial axes, got input of shape {x.shape}")
-        return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+        axes = tuple(range(1, x.ndim - 1))
+        if mask is None:
+            return jnp.mean(x, axis=axes)
+        # neural-tangents' masked mean: the sum of all entries over the unmasked count
+        kept = jnp.sum(~jnp.broadcast_to(mask, x.shape), axis=axes)
+        return jnp.sum(x, axis=axes) / jnp.maximum(kept, 1)
 
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)
@@ -894,10 +899,22 @@ def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1):
             raise ValueError(f"{name}: needs spatial axes, got input of shape {k.shape1}")
         if not k.full_spatial:
             raise ValueError(f"{name}: needs the full-spatial kernel layout (internal error)")
+        from ntk.stax.masking import position_weights
+        weights = position_weights(k, name)
 
         def mean(mat, batch_ndim):
-            return None if mat is None else jnp.mean(mat, axis=tuple(range(batch_ndim,
-                                                                           mat.ndim)))
+            if mat is None:
+                return None
+            axes = tuple(range(batch_ndim, mat.ndim))
+            if weights is None:
+                return jnp.mean(mat, axis=axes)
+            w1, w2 = weights
+            if batch_ndim == 2:
+                a, b = cross_variances(w1, w2, k.n_spatial, True)
+            else:
+                a, b = self_variances(w1 if mat is k.cov1 else w2, k.n_spatial, True)
+            kept = jnp.maximum(jnp.sum(jnp.broadcast_to(a * b, mat.shape), axis=axes), 1)
+            return jnp.sum(mat, axis=axes) / kept
         return k.replace(nngp=mean(k.nngp, 2), ntk=mean(k.ntk, 2), cov1=mean(k.cov1, 1),
                          cov2=mean(k.cov2, 1), shape1=(k.shape1[0], k.shape1[-1]),
                          shape2=(k.shape2[0], k.shape2[-1]), diagonal_spatial=False)
@@ -983,11 +1000,15 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
 def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: int = -1):
     """Layer normalisation ``y = (x - mean_axis x) / sqrt(var_axis x + eps)`` (no affine).
 
-    ``axis`` must contain the channel axis (-1) and may add spatial axes (not the batch axis).
+    ``axis`` must contain the channel axis (-1) and may add spatial axes and the batch axis.
     Kernel (Gaussian input; as channels -> infinity the empirical mean -> 0 and the empirical
-    variance -> the kernel variance ``q``, averaged over the normalised spatial axes):
+    variance -> the kernel variance ``q``, averaged over the normalised spatial axes, and over
+    the batch when ``axis`` holds it):
         ``K'(x1, a; x2, b) = K(x1, a; x2, b) / sqrt((q1(a) + eps)(q2(b) + eps))``
-    applied to ``nngp``, ``ntk``, ``cov1`` and ``cov2`` alike.
+    applied to ``nngp``, ``ntk``, ``cov1`` and ``cov2`` alike. Normalising over the batch
+    couples the inputs of a batch (x1's variances are averaged over x1, x2's over x2), so such
+    a kernel is computed in one piece, never in blocks. With masked inputs the averages run
+    over the unmasked positions (neural-tangents' masked mean).
 
     ``batch_axis`` / ``channel_axis`` (neural-tangents'): where the inputs keep them;
     ``axis`` counts the inputs' axes as they are laid out.
@@ -1010,36 +1031,49 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
             raise ValueError(f"{name}: axis must include the channel axis {c} (normalising "
                              f"over channels is what makes the infinite-width limit exist); "
                              f"got axis={axis} for inputs of rank {ndim}")
-        if b in picked:
-            raise ValueError(f"{name}: normalising over the batch axis {b} is not supported; "
-                             f"got axis={axis}")
-        return tuple(sorted(1 + others.index(a) for a in picked if a != c)) + (ndim - 1,)
+        batch = (0,) if b in picked else ()
+        return batch + tuple(sorted(1 + others.index(a) for a in picked
+                                    if a not in (b, c))) + (ndim - 1,)
 
     def init_fn(key, input_shape):
         canon(len(input_shape))
         return tuple(input_shape), ()
 
-    def apply_fn(params, x, **kwargs):
+    def apply_fn(params, x, mask=None, **kwargs):
         axes = canon(x.ndim)
-        mean = jnp.mean(x, axis=axes, keepdims=True)
-        var = jnp.var(x, axis=axes, keepdims=True)
+        if mask is None:
+            mean = jnp.mean(x, axis=axes, keepdims=True)
+            var = jnp.var(x, axis=axes, keepdims=True)
+        else:  # neural-tangents' masked moments: sums over all entries, unmasked count
+            kept = jnp.maximum(jnp.sum(~jnp.broadcast_to(mask, x.shape), axis=axes,
+                                       keepdims=True), 1)
+            mean = jnp.sum(x, axis=axes, keepdims=True) / kept
+            var = jnp.sum((x - mean) ** 2, axis=axes, keepdims=True) / kept
         return (x - mean) / jnp.sqrt(var + eps)
 
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)
         require_gaussian(k, name)
         axes = canon(len(k.shape1))
-        sp_axes = tuple(a for a in axes if a != len(k.shape1) - 1)  # spatial, 1-based in v
+        mean_axes = tuple(a for a in axes if a != len(k.shape1) - 1)  # in v (N, *spatial)
         s, full = k.n_spatial, k.full_spatial
+        from ntk.stax.masking import position_weights
+        weights = position_weights(k, name)
 
-        def var(cov):
+        def var(cov, w):
             v = variances(cov, s, full) + eps
-            if sp_axes:
-                v = jnp.broadcast_to(jnp.mean(v, axis=sp_axes, keepdims=True), v.shape)
+            if mean_axes:
+                if w is None:
+                    m = jnp.mean(v, axis=mean_axes, keepdims=True)
+                else:
+                    kept = jnp.maximum(jnp.sum(jnp.broadcast_to(w, v.shape), axis=mean_axes,
+                                               keepdims=True), 1)
+                    m = jnp.sum(v, axis=mean_axes, keepdims=True) / kept
+                v = jnp.broadcast_to(m, v.shape)
             return v
 
-        v1 = var(k.cov1)
-        v2 = v1 if k.cov2 is None else var(k.cov2)
+        v1 = var(k.cov1, None if weights is None else weights[0])
+        v2 = v1 if k.cov2 is None else var(k.cov2, None if weights is None else weights[1])
         q1, q2 = cross_variances(v1, v2, s, full)
         inv12 = jax.lax.rsqrt(q1 * q2)
         a1, b1 = self_variances(v1, s, full)
@@ -1049,7 +1083,12 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
             cov1=k.cov1 * jax.lax.rsqrt(a1 * b1),
             cov2=None if k.cov2 is None else k.cov2 * jax.lax.rsqrt(a2 * b2))
 
-    return laid_out(name, layer(name, init_fn, apply_fn, transform), batch_axis, channel_axis)
+    triple = laid_out(name, layer(name, init_fn, apply_fn, transform), batch_axis, channel_axis)
+    # whether ``axis`` may hold the batch axis (ranks are known only at call time: an entry
+    # of the other sign than ``batch_axis`` might name it, so it counts)
+    triple[2].batch_coupled = any(a == batch_axis or (a < 0) != (batch_axis < 0)
+                                  for a in axes_in)
+    return triple
 
 
 def Identity():
@@ -1152,7 +1191,9 @@ def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1):
     def transform(k: Kernel) -> Kernel:
         k = require_single(k, name)
         pixels = float(np.prod(k.shape1[1:-1]))
-        return _scale_kernel(kf.transform(k, True), pixels * pixels)
+        # a plain sum over all pairs of positions, masked or not (neural-tangents' rule)
+        out = kf.transform(k.replace(mask1=None, mask2=None), True)
+        return _scale_kernel(out, pixels * pixels).replace(mask1=k.mask1, mask2=k.mask2)
 
     return _global_pool_layout(name, layer(name, init_fn, apply_fn, transform,
                                            input_full=lambda out_full: True),

@@ -24,7 +24,7 @@ def test_neural_tangents_keywords_with_their_supported_values_are_honoured(kerne
 
 @pytest.mark.parametrize("kwargs, error, words", [
     ({"diagonal_batch": False}, NotImplementedError, ["diagonal_batch=False"]),
-    ({"mask_constant": 0.0}, NotImplementedError, ["mask_constant=0.0"]),
+    ({"mask_constant": [0.0, 1.0]}, TypeError, ["mask_constant must be a number"]),
     ({"pattern": np.ones((3, 5, 5))}, NotImplementedError, ["pattern=<array of shape (3, 5, 5)>"]),
     ({"pattern": (np.ones((3, 5, 5)), None)}, NotImplementedError,
      ["pattern=(<array of shape (3, 5, 5)>, None)"]),

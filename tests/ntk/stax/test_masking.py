@@ -1,0 +1,200 @@
+"""Masked inputs (``mask_constant``), ``LayerNorm`` over the batch axis and ``FanInConcat``
+along spatial and batch axes, each against a truth it does not share:
+
+* variable-length inputs: a sequence padded with the mask constant has, after a network whose
+  layers do not mix positions (``Dense``, activations) read out by ``GlobalAvgPool``, exactly
+  the kernel and the outputs of the same sequence cut to its unmasked length;
+* independence of concatenated branches: ``FanInConcat`` along the batch axis of two branches
+  equals the branches' own kernels laid block-diagonally (computed separately);
+* the finite layers' definitions, in numpy (masked moments of ``LayerNorm`` over the batch);
+* neural-tangents 0.6.5's own kernels and finite layers on the same masked inputs, stored in
+  ``tests/golden/stax_nt065_names4.npz`` by ``reference/make_stax_names4_golden.py``: kernels
+  to 1e-12 relative to the largest entry (the NTK of an input with itself after an arccos to
+  1e-8), ``apply_fn`` values and masks exactly.
+"""
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntk import stax
+from tests.golden_parity import load_golden
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+GOLDEN = os.path.join(ROOT, "tests", "golden", "stax_nt065_names4.npz")
+RTOL, RTOL_SELF_NTK = 1e-12, 1e-8
+
+
+def _sequences(seed=0, n=3, length=7, chan=3):
+    return np.random.RandomState(seed).randn(n, length, chan)
+
+
+def test_padded_sequences_have_the_kernel_and_outputs_of_the_cut_sequences():
+    _, _, kernel_fn = stax.serial(
+        stax.Dense(16, 1.3, 0.2), stax.Relu(), stax.Dense(16, 1.1, 0.1), stax.Erf(),
+        stax.GlobalAvgPool(), stax.Dense(1, 1.2, 0.1))
+    x = _sequences()
+    lengths = (7, 4, 2)
+    padded = np.stack([np.where(np.arange(7)[:, None] < n, row, -1.0)
+                       for row, n in zip(x, lengths)])
+    both = kernel_fn(padded, None, ("nngp", "ntk"), mask_constant=-1.0)
+    ntk_padded, nngp_padded = both.ntk, both.nngp
+    # the cut sequences' kernel: the position-wise MLP's kernel of every pair of (unpadded)
+    # positions, averaged over the pairs, then the read-out Dense(W_std=1.2, b_std=0.1)
+    _, _, mlp = stax.serial(stax.Dense(16, 1.3, 0.2), stax.Relu(), stax.Dense(16, 1.1, 0.1),
+                            stax.Erf())
+    positions = mlp(x.reshape(-1, 3), None, ("nngp", "ntk"))
+    for i, a in enumerate(lengths):
+        for j, b in enumerate(lengths):
+            rows, cols = slice(7 * i, 7 * i + a), slice(7 * j, 7 * j + b)
+            nngp = 1.2 ** 2 * np.mean(positions.nngp[rows, cols]) + 0.1 ** 2
+            ntk = 1.2 ** 2 * np.mean(positions.ntk[rows, cols]) + nngp
+            np.testing.assert_allclose(ntk_padded[i, j], ntk, rtol=1e-12)
+            np.testing.assert_allclose(nngp_padded[i, j], nngp, rtol=1e-12)
+    # the finite network: padded positions stay zero without biases (f(0) = 0 here), and the
+    # pool averages over the unmasked ones
+    init_fn, apply_fn, _ = stax.serial(stax.Dense(16, 1.3), stax.Relu(), stax.Dense(16, 1.1),
+                                       stax.Erf(), stax.GlobalAvgPool(), stax.Dense(1, 1.2, 0.1))
+    params = init_fn(jax.random.PRNGKey(0), padded.shape)[1]
+    out = apply_fn(params, padded, mask_constant=-1.0)
+    assert isinstance(out, stax.MaskedArray) and not np.any(out.mask)
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(out.masked_value[i], apply_fn(params, x[i:i + 1, :n])[0],
+                                   rtol=1e-12)
+    # unmask_fn hands back the values (nothing left masked after the global pool)
+    np.testing.assert_array_equal(stax.unmask_fn(apply_fn)(params, padded, mask_constant=-1.0),
+                                  out.masked_value)
+    # a traced mask constant (a jitted kernel_fn) masks the same entries
+    jitted = jax.jit(kernel_fn, static_argnames="get")(padded, None, "ntk", mask_constant=-1.0)
+    np.testing.assert_allclose(jitted, ntk_padded, rtol=1e-12)
+
+
+def test_masked_positions_are_zeroed_and_channel_masks_refused():
+    _, apply_fn, kernel_fn = stax.serial(stax.Dense(4), stax.Relu())
+    x = _sequences(1)
+    x[0, 5:] = 9.0
+    k = kernel_fn(x, None, get=None, mask_constant=9.0)
+    assert k.mask1.shape == (3, 7, 1) and bool(k.mask1[0, 6, 0]) and not bool(k.mask1[1, 6, 0])
+    assert np.all(np.asarray(k.nngp)[0, :, 5:, :] == 0) and np.all(np.asarray(k.cov1)[0, 5:] == 0)
+    x[1, 0, 0] = 9.0  # one channel of one position: Dense keeps the position
+    assert not bool(kernel_fn(x, None, get=None, mask_constant=9.0).mask1[1, 0, 0])
+    _, _, pool_first = stax.AvgPool((2,))
+    with pytest.raises(NotImplementedError, match="differ between channels"):
+        pool_first(x, None, "nngp", mask_constant=9.0)
+    _, _, attention = stax.serial(stax.Dense(4), stax.GlobalSelfAttention(4, 4, 4, 2))
+    with pytest.raises(NotImplementedError, match="GlobalSelfAttention"):
+        attention(x, None, "nngp", mask_constant=9.0)
+
+
+def test_layernorm_over_the_batch_normalises_by_the_batch_and_is_not_blocked():
+    rng = np.random.RandomState(3)
+    x = rng.randn(5, 4, 3)
+    _, apply_fn, _ = stax.LayerNorm(axis=(0, -1))
+    y = np.asarray(apply_fn((), x))
+    want = (x - x.mean(axis=(0, 2), keepdims=True)) / np.sqrt(
+        x.var(axis=(0, 2), keepdims=True) + 1e-12)
+    np.testing.assert_allclose(y, want, rtol=1e-10)
+    _, _, kernel_fn = stax.serial(stax.Dense(8), stax.LayerNorm(axis=(0, -1)), stax.Relu(),
+                                  stax.Flatten(), stax.Dense(1))
+    whole = kernel_fn(x, None, "nngp")
+    halves = kernel_fn(x, None, "nngp", memory_budget=1)  # would block; coupled: one piece
+    np.testing.assert_allclose(halves, whole, rtol=1e-14)
+    # the batch statistics are x1's: another batch changes the kernel of the same inputs
+    other = kernel_fn(np.concatenate([x, 3 * x[:2]]), None, "nngp")[:5, :5]
+    assert np.max(np.abs(other - whole)) > 1e-3 * np.max(np.abs(whole))
+    with pytest.raises(ValueError, match="batch_size"):
+        kernel_fn(x, None, "nngp", batch_size=2)
+
+
+def test_concatenating_independent_branches_along_the_batch_is_block_diagonal():
+    x1, x2 = np.random.RandomState(4).randn(3, 5), np.random.RandomState(5).randn(2, 5)
+    first = stax.serial(stax.Dense(3, 1.2, 0.1), stax.Relu(), stax.Dense(3, 1.1))
+    second = stax.serial(stax.Dense(3, 0.9), stax.Erf(), stax.Dense(3, 1.4, 0.3))
+    _, apply_fn, kernel_fn = stax.serial(stax.FanOut(2), stax.parallel(first, second),
+                                         stax.FanInConcat(axis=0))
+    k = kernel_fn(x1, x2, ("nngp", "ntk", "cov1", "cov2"))
+    for field in ("nngp", "ntk"):
+        a, b = (getattr(net[2](x1, x2, field), "__array__")() for net in (first, second))
+        want = np.block([[a, np.zeros((3, 2))], [np.zeros((3, 2)), b]])
+        np.testing.assert_allclose(getattr(k, field), want, rtol=1e-13)
+    np.testing.assert_allclose(k.cov1, np.concatenate([first[2](x1, x2, "cov1"),
+                                                       second[2](x1, x2, "cov1")]), rtol=1e-13)
+
+
+# ----------------------------------------------------------------------------------------
+# neural-tangents 0.6.5: golden file
+
+def _reference_module():
+    sys.path.insert(0, ROOT)
+    try:
+        import reference.make_stax_names4_golden as module
+    finally:
+        sys.path.remove(ROOT)
+    return module
+
+
+NAMES, SPECS, ARRAYS, NT = load_golden(GOLDEN)
+#: run by default (each kernel case costs XLA compilations); the rest are `slow`
+QUICK = ("conv_pools_x2", "concat_spatial_masked_x2", "apply_layernorm", "apply_conv",
+         "apply_convt")
+
+
+def _check(index, spec, arrays, reference, build, constant):
+    init_fn, apply_fn, kernel_fn = build(stax, spec["layers"])
+    arr = lambda name: None if name is None else arrays[name]  # noqa: E731
+    kwargs = {} if spec["mask_constant"] is None else {
+        "mask_constant": constant(spec["mask_constant"])}
+    if spec["kind"] == "apply":
+        x = arr(spec["x"])
+        params = tuple(arr(p) for p in spec["params"])
+        out = apply_fn(params, x, **kwargs)
+        value, mask = (out.masked_value, out.mask) if isinstance(out, stax.MaskedArray) else (
+            out, None)
+        theirs = reference[f"{index}/out"]
+        assert value.shape == theirs.shape
+        np.testing.assert_allclose(value, theirs, rtol=RTOL, atol=RTOL * np.max(np.abs(theirs)))
+        mask = np.zeros(value.shape, bool) if mask is None else np.broadcast_to(mask,
+                                                                                value.shape)
+        np.testing.assert_array_equal(mask, reference[f"{index}/mask"])
+        return
+    get = tuple(spec["get"])
+    for name, value in zip(get, kernel_fn(arr(spec["x1"]), arr(spec["x2"]), get=get,
+                                          **kwargs)):
+        theirs = reference[f"{index}/{name}"]
+        assert value.shape == theirs.shape, (name, value.shape, theirs.shape)
+        err = np.abs(np.asarray(value) - theirs) / np.max(np.abs(theirs))
+        if name == "ntk" and spec["x2"] is None:  # an input with itself: arccos at 1
+            diagonal = np.eye(err.shape[0], dtype=bool).reshape(
+                err.shape[:2] + (1,) * (err.ndim - 2))
+            assert np.max(np.where(diagonal, err, 0)) < RTOL_SELF_NTK, name
+            err = np.where(diagonal, 0, err)
+        assert np.max(err) < RTOL, f"{spec['layers']}: {name} relative error {np.max(err):.2e}"
+
+
+@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in NAMES])
+def test_golden_parity_with_neural_tangents(name):
+    module = _reference_module()
+    index = NAMES.index(name)
+    _check(index, SPECS[index], ARRAYS, NT, module.build, module._constant)
+
+
+def test_a_custom_layer_written_against_the_kernel_runs_as_a_layer():
+    @stax.layer
+    def Rbf(gamma):
+        def kernel_fn(k, **kwargs):
+            c1 = k.cov1.reshape(-1, 1)
+            c2 = (k.cov1 if k.cov2 is None else k.cov2).reshape(1, -1)
+            return k.replace(nngp=jnp.exp(-k.shape1[1] * gamma * (c1 + c2 - 2 * k.nngp)))
+        return (lambda key, shape: (shape, ())), (lambda params, x, **kw: x), kernel_fn
+
+    x1, x2 = np.random.RandomState(6).randn(3, 4), np.random.RandomState(7).randn(2, 4)
+    got = Rbf(0.3)[2](x1, x2, "nngp")  # raw inputs: nngp = <x1, x2> / d
+    want = np.exp(-0.3 * np.sum((x1[:, None] - x2[None]) ** 2, axis=-1))
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="layer function returns"):
+        stax.layer(lambda: (None, None))()
