@@ -8,9 +8,11 @@ mean and the NTK ensemble mean from the kernels alone.
 
 The sentences are synthetic, so nothing is downloaded: words are drawn from a vocabulary
 of random embeddings, some of them positive or negative; a sentence's label (``+-0.5``) is
-the sign of its summed polarity. ``ntk.stax`` has neither positional embeddings inside
-attention nor masking (variable-length padding), so sentences have one length and a fixed
-sinusoidal position code is concatenated to each word's embedding before the first layer.
+the sign of its summed polarity. Sentences have different lengths (half to all of
+``--length`` words), padded at the end with ``PAD``; ``mask_constant=PAD`` masks the padding
+in every layer (the attention gives it no weight, the pooling averages over words only), as
+neural-tangents' IMDb example does. ``ntk.stax`` has no positional embeddings inside
+attention, so a fixed sinusoidal position code is concatenated to each word's embedding.
 
     python -m examples.attention [--quick] [--n-train N] [--length T] [--batch-size B]
 
@@ -20,6 +22,7 @@ for deep attention networks", arXiv:2006.10540.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import jax.numpy as jnp
@@ -28,6 +31,10 @@ import numpy as np
 import ntk
 from examples.infinite_fcn import scores
 from ntk import predict, stax
+
+
+#: the padding value of the sentences (masked: ``kernel_fn(..., mask_constant=PAD)``)
+PAD = -1e6
 
 
 def network(width: int = 64):
@@ -39,10 +46,16 @@ def network(width: int = 64):
         stax.Relu(), stax.GlobalAvgPool(), stax.Dense(1))
 
 
+def kernel_fn(**kwargs):
+    """The network's kernel function with the padding masked."""
+    return functools.partial(network()[2], mask_constant=PAD, **kwargs)
+
+
 def sentences(n: int, length: int, vocabulary: int, dim: int, seed: int):
-    """``(x (n, length, dim + 2), y (n, 1))``: word embeddings with a position code, and
-    labels ``+-0.5`` from the sign of the summed word polarities (ties broken by the first
-    polar word)."""
+    """``(x (n, length, dim + 2), y (n, 1))``: word embeddings with a position code, padded
+    with ``PAD`` after each sentence's own length (``length // 2`` to ``length`` words), and
+    labels ``+-0.5`` from the sign of the summed polarities of its words (ties broken by the
+    first polar word)."""
     rng = np.random.default_rng(seed)
     vocab_rng = np.random.default_rng(1234)  # one vocabulary for every split
     embeddings = vocab_rng.normal(size=(vocabulary, dim))
@@ -50,12 +63,16 @@ def sentences(n: int, length: int, vocabulary: int, dim: int, seed: int):
     polar = vocab_rng.choice(vocabulary, size=max(2, vocabulary // 3), replace=False)
     polarity[polar] = np.where(np.arange(len(polar)) % 2 == 0, 1.0, -1.0)
     words = rng.integers(0, vocabulary, size=(n, length))
-    score = polarity[words].sum(1)
-    first = polarity[words][np.arange(n), np.argmax(polarity[words] != 0, axis=1)]
+    lengths = rng.integers(max(1, length // 2), length + 1, size=n)
+    present = np.arange(length)[None, :] < lengths[:, None]
+    signs = np.where(present, polarity[words], 0.0)
+    score = signs.sum(1)
+    first = signs[np.arange(n), np.argmax(signs != 0, axis=1)]
     labels = np.where(score != 0, np.sign(score), first)
     positions = np.arange(length)[:, None] / length * np.pi
     code = np.concatenate([np.sin(positions), np.cos(positions)], axis=1)
     x = np.concatenate([embeddings[words], np.broadcast_to(code, (n, length, 2))], axis=2)
+    x = np.where(present[:, :, None], x, PAD)
     dtype = np.dtype(jnp.result_type(float))
     return x.astype(dtype), (0.5 * labels[:, None]).astype(dtype)
 
@@ -85,15 +102,16 @@ def main(argv=None) -> dict:
                                  args.seed)
     x_test, y_test = sentences(args.n_test, args.length, args.vocabulary, args.dim,
                                args.seed + 1)
-    kernel_fn = network()[2]
+    kernels = kernel_fn()
     if args.batch_size:
-        kernel_fn = ntk.batch(kernel_fn, batch_size=args.batch_size)
+        kernels = ntk.batch(kernels, batch_size=args.batch_size)
     start = time.perf_counter()
-    predict_fn = predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y_train,
+    predict_fn = predict.gradient_descent_mse_ensemble(kernels, x_train, y_train,
                                                        diag_reg=args.diag_reg)
     fx_nngp, fx_ntk = (np.asarray(f) for f in predict_fn(x_test=x_test, get=("nngp", "ntk")))
     seconds = time.perf_counter() - start
-    print(f"{args.n_train} training and {args.n_test} test sentences of {args.length} words; "
+    print(f"{args.n_train} training and {args.n_test} test sentences of up to {args.length} "
+          f"words (padding masked); "
           f"kernels and inference in {seconds:.2f} s")
     result = {"seconds": seconds, **scores(fx_nngp, fx_ntk, y_test, y_test)}
     result.update(x_train=x_train, y_train=y_train, x_test=x_test, fx_nngp=fx_nngp,

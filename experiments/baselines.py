@@ -107,15 +107,14 @@ def run_dataset(name: str, cfg: Config, progress: bool = True) -> list[dict]:
 
     def regress(k_dd, k_td):
         return predict.gradient_descent_mse(k_dd, y_tr, diag_reg=cfg.diag_reg)(
-            None, 0.0, None, k_test_train=k_td)[1]
+            None, 0.0, 0.0, k_test_train=k_td)[1]
 
     # analytic kernels (infinite width)
     def analytic(get):
         k_dd = kernel_fn(x_tr, None, get)
         k_td = kernel_fn(x_te, x_tr, get)
         if get == "nngp":
-            return predict.gp_inference(k_dd, y_tr, diag_reg=cfg.diag_reg)(
-                k_test_train=k_td).mean
+            return predict.gp_inference(k_dd, y_tr, diag_reg=cfg.diag_reg)("nngp", k_td)
         return regress(k_dd, k_td)
 
     for get in ("nngp", "ntk"):

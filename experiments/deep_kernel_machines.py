@@ -262,7 +262,7 @@ def nngp_limit(cfg: Config) -> dict:
         reference = np.stack([k[:p, :p] for k in kernels[:-1]])
         k = kernels[-1]
         want = gp_inference(k[:p, :p], ytr, diag_reg=noise, diag_reg_absolute_scale=True)(
-            k_test_train=k[p:, :p], k_test_test=k[p:, p:])
+            "nngp", k_test_train=k[p:, :p], k_test_test=k[p:, p:])
         want_mean = np.asarray(want.mean)
     model = dkm.fit(xtr, ytr, cfg.depth, math.inf, noise_var=noise, W_std=w_std, b_std=b_std)
     mean_diff = float(np.max(np.abs(dkm.predict(model, x_eval).mean - want_mean)))

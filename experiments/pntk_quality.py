@@ -185,7 +185,7 @@ def regression(k_dd, k_td, y_train, diag_reg: float):
     ``(N_test, O)``, for ``(N, N)`` or full ``(N, N, O, O)`` kernels: the linearised network
     trained to ``t = inf`` from ``f_0 = 0`` (:func:`ntk.predict.gp_inference`'s posterior
     mean, a Cholesky solve). Jitted: one program per kernel shape."""
-    return predict.gp_inference(k_dd, y_train, diag_reg=diag_reg)(k_test_train=k_td).mean
+    return predict.gp_inference(k_dd, y_train, diag_reg=diag_reg)("nngp", k_td)
 
 
 def _split(k, n_train):

@@ -27,9 +27,18 @@ from ntk.empirical import empirical_nngp_fn, empirical_ntk_fn, may_split_keyword
 
 __all__ = ["monte_carlo_kernel_fn", "MonteCarloKernel"]
 
-MonteCarloKernel = collections.namedtuple("MonteCarloKernel", ("nngp", "ntk", "n_samples"))
-MonteCarloKernel.__doc__ = """Monte Carlo kernel estimate: ``nngp``, ``ntk`` (``None`` when not
-requested) and the number of sampled networks ``n_samples`` behind them."""
+class MonteCarloKernel(collections.namedtuple("MonteCarloKernel", ("nngp", "ntk"))):
+    """Monte Carlo kernel estimate ``(nngp, ntk)`` (neural-tangents' pair: ``nngp, ntk =
+    kernel_fn(x1, x2)`` unpacks it) and, as an attribute, the number of sampled networks
+    ``n_samples`` behind it (``None`` on a copy rebuilt by ``jax.tree_util``)."""
+
+    def __new__(cls, nngp, ntk, n_samples=None):
+        self = super().__new__(cls, nngp, ntk)
+        self.n_samples = n_samples
+        return self
+
+    def __repr__(self):
+        return f"{super().__repr__()[:-1]}, n_samples={self.n_samples})"
 
 _NAMES = ("nngp", "ntk")
 
@@ -90,7 +99,7 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
 
     Returns:
       ``kernel_fn(x1, x2=None, get=None, **apply_kwargs)``: a :class:`MonteCarloKernel`
-      ``(nngp, ntk, n_samples)`` (``get`` a name: that array; a tuple: a namedtuple of those
+      ``(nngp, ntk)`` with the attribute ``n_samples`` (``get`` a name: that array; a tuple: a namedtuple of those
       names), or a generator of them when ``n_samples`` is a sequence. ``apply_kwargs`` as
       in :func:`ntk.empirical_ntk_fn` (a pair ``(v1, v2)`` split between x1 and x2).
       Shapes are those of the empirical kernels, ``(N1, N2)`` for outputs ``(N, O)`` and

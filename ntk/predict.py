@@ -295,11 +295,9 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
       ``(N_test, N, ...)`` (array or Kernel-like); ``None`` gives the posterior on the
       training inputs, ``N(y_train, 0)`` (without the ridge: pass ``k_test_train =
       k_train_train`` for the ridge's fit), and then any non-None ``k_test_test`` (e.g.
-      ``True``) asks for that zero covariance. One exception to neural-tangents, kept for
-      this project's callers: with an array ``k_train_train`` and ``get=None`` the single
-      posterior of that kernel is returned as a :class:`Gaussian` (covariance ``None``
-      without ``k_test_test``), where neural-tangents returns it twice, as ``nngp`` and
-      ``ntk``.
+      ``True``) asks for that zero covariance. An array ``k_train_train`` is read as the
+      kernel of every name asked for (``get=None``: its posterior as both ``nngp`` and
+      ``ntk``, as neural-tangents does; pass ``'nngp'`` for the plain GP posterior).
 
     References:
       Lee, Xiao, Schoenholz, Bahri, Novak, Sohl-Dickstein & Pennington, 2019, "Wide Neural
@@ -373,9 +371,6 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
 
     def predict_fn(get: Union[None, str, Sequence[str]] = None, k_test_train=None,
                    k_test_test=None):
-        if is_array and get is None:  # this project's plain-GP form (see above)
-            out = one("nngp", k_test_train, k_test_test)
-            return out if isinstance(out, Gaussian) else Gaussian(out, None)
         single, names = _canonical_get(get, ("nngp", "ntk", "ntkgp"))
         entries = tuple(one(g, k_test_train, k_test_test) for g in names)
         return entries[0] if single else _named_gaussians(names)(*entries)
@@ -518,11 +513,12 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
     Returns:
       ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)``: ``t``
       ``None`` (= inf) or times ``>= 0`` of any shape (outputs get leading axes
-      ``t.shape``). Returns ``fx_train_t``; ``(fx_train_t, fx_test_t)`` when
-      ``k_test_train`` (``(N_test, N, ...)``) is given; ``fx_test_t`` alone when
-      ``fx_train_0`` is None (neural-tangents' "no training outputs"; the dynamics start
-      from zero training outputs). ``fx_test_0=None`` with ``k_test_train`` starts the test
-      outputs from zero (neural-tangents would return ``fx_train_t`` only).
+      ``t.shape``). Returns ``fx_train_t``; ``(fx_train_t, fx_test_t)`` when ``fx_test_0``
+      (the test outputs at ``t = 0``; ``0.`` for a zero-output start) and ``k_test_train``
+      (``(N_test, N, ...)``) are given; ``fx_test_t`` alone when ``fx_train_0`` is None
+      (neural-tangents' "no training outputs"; the dynamics start from zero training
+      outputs, and the test outputs from ``fx_test_0``, zero when it is ``None``).
+      neural-tangents' conventions throughout.
 
     References:
       Lee, Xiao, Schoenholz, Bahri, Novak, Sohl-Dickstein & Pennington, 2019, "Wide Neural
@@ -562,9 +558,11 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
             ktd = _kernel_matrix(k_test_train, "k_test_train", y_shape, axes, symmetric=False)
             test_shape = _output_shape(tuple(k_test_train.shape), y_shape, axes)
             ft0 = initial(0.0 if fx_test_0 is None else fx_test_0, test_shape, "fx_test_0")
+        if fx_test_0 is None and fx_train_0 is not None:  # neural-tangents: training only
+            ktd, ft0, test_shape = None, None, None
         ftr, fte = _mse_dynamics(basis, t_arr, rate, y_train, f0, ft0, ktd,
                                  layout=(test_shape, axes))
-        if k_test_train is None:
+        if fx_test_0 is None:
             return ftr
         return fte if fx_train_0 is None else (ftr, fte)
 

@@ -226,14 +226,11 @@ class _NetworkKernelEstimator(BaseEstimator):
             fn = predict.gp_inference(k_train_train, y, diag_reg=self.diag_reg,
                                       diag_reg_absolute_scale=self.diag_reg_absolute_scale)
 
-            def predictor(k_test_train):
-                out = fn(k_test_train=k_test_train)
-                return out.mean if isinstance(out, predict.Gaussian) else out
-            return predictor
+            return lambda k_test_train: fn("nngp", k_test_train)
         fn = predict.gradient_descent_mse(
             k_train_train, y, self.learning_rate, diag_reg=self.diag_reg,
             diag_reg_absolute_scale=self.diag_reg_absolute_scale)
-        return lambda k_test_train: fn(self.t, 0.0, None, k_test_train)[1]
+        return lambda k_test_train: fn(self.t, 0.0, 0.0, k_test_train)[1]
 
     def _fit_targets(self, X, Y):
         """Store the training set and prepare the regression of ``Y (N, O)``."""

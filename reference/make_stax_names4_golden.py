@@ -61,6 +61,10 @@ def battery():
         return serial(first, L("FanOut", num=2), parallel(first, serial(L("Relu"), second)),
                       L("FanInConcat", axis=axis))
 
+    def attention(linear_scaling, mechanism, **kw):
+        return L("GlobalSelfAttention", n_chan_out=4, n_chan_key=4, n_chan_val=4, n_heads=2,
+                 linear_scaling=linear_scaling, attention_mechanism=mechanism, **kw)
+
     kernel_cases = {
         # (layers, data prefix, mask_constant)
         "mlp_flatten": (serial(L("Flatten"), dense(8, 1.2, 0.1), L("Relu"), dense(1, 1.1, 0.1)),
@@ -113,6 +117,12 @@ def battery():
                                 "v", None),
         "concat_spatial_masked": (serial(branches(1), L("Relu"), L("GlobalAvgPool"), dense(1)),
                                   "a", C),
+        "attention_softmax_masked": (serial(dense(4), attention(True, "SOFTMAX", b_std=0.1),
+                                            L("Relu"), L("GlobalAvgPool"), dense(1)), "s", C),
+        "attention_identity_masked": (serial(dense(4), attention(True, "IDENTITY"), L("Erf"),
+                                             L("Flatten"), dense(1)), "s", C),
+        "attention_sqrt_masked": (serial(dense(4), attention(False, "IDENTITY"), L("Relu"),
+                                         L("GlobalAvgPool"), dense(1)), "s", C),
     }
     out = []
     for name, (layers, data, constant) in kernel_cases.items():
@@ -158,9 +168,13 @@ def inputs():
     m1 = _mask(rng, rng.randn(2, 6, 5, 1), (3,))         # one channel: a position mask
     u1, u2 = rng.randn(3, 4, 3, 2), rng.randn(2, 4, 3, 2)
     v1, v2 = rng.randn(3, 5), rng.randn(2, 5)
+    s1, s2 = rng.randn(3, 5, 3), rng.randn(2, 5, 3)     # sentences, padded at the end
+    for s, lengths in ((s1, (5, 3, 1)), (s2, (2, 4))):
+        for i, n in enumerate(lengths):
+            s[i, n:] = C
     n1 = np.where(a1 == C, np.nan, a1)
     n2 = np.where(a2 == C, np.nan, a2)
-    return {"u1": u1, "u2": u2, "v1": v1, "v2": v2, "a1": a1, "a2": a2, "e1": e1, "e2": e2, "m1": m1, "n1": n1, "n2": n2,
+    return {"s1": s1, "s2": s2, "u1": u1, "u2": u2, "v1": v1, "v2": v2, "a1": a1, "a2": a2, "e1": e1, "e2": e2, "m1": m1, "n1": n1, "n2": n2,
             "W": rng.randn(3, 3), "b": rng.randn(3), "Wc": rng.randn(3, 2, 3, 3),
             "Wt": rng.randn(2, 2, 3, 3)}
 

@@ -97,8 +97,8 @@ Slice = _lay.Slice
 DotGeneral = _masking(False, _dot_general_rule)(_lin.DotGeneral)
 ImageResize = _masking(True, _image_resize_rule)(_lin.ImageResize)
 Aggregate = _masking(True)(_Aggregate)
-GlobalSelfAttention = _masking(True, refuses="by GlobalSelfAttention (its attention over "
-                               "unmasked positions is not implemented)")(_GlobalSelfAttention)
+GlobalSelfAttention = _masking(True, lambda a: _mask.channel_all, reads_mask=True)(
+    _GlobalSelfAttention)
 FanInSum = _masking(False, lambda a: _mask.sum_rule)(_comb.FanInSum)
 FanInProd = _masking(False, lambda a: _mask.sum_rule)(_comb.FanInProd)
 FanInConcat = _masking(False, lambda a: _mask.concat_rule(a["axis"]))(_comb.FanInConcat)

@@ -168,10 +168,15 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
         out_shape = tuple(input_shape[:-1]) + (n_chan_out,)
         return out_shape, (W_query, W_key, W_val, W_out, b, None)
 
+    def masked_logits(g, key_mask):
+        """Masked keys get no attention: ``-1e20`` before a softmax (neural-tangents' finite
+        stand-in for ``-inf``: a row of masked keys stays finite), zero otherwise."""
+        if key_mask is None:
+            return g
+        return jnp.where(key_mask, jnp.asarray(-1e20 if mechanism == "SOFTMAX" else 0.0,
+                                               g.dtype), g)
+
     def apply_fn(params, x, mask=None, **kwargs):
-        if mask is not None:
-            raise NotImplementedError(f"{name}: masks (apply_fn(..., mask=...)) are not "
-                                      f"supported in ntk.stax")
         W_query, W_key, W_val, W_out, b, _ = params
         n, n_in = x.shape[0], x.shape[-1]
         if W_key.shape[1] != n_in:
@@ -183,16 +188,23 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
         queries = keys if linear_scaling else jnp.einsum("npc,hck->hnpk", flat, W_query)
         scale = qk_std / (n_in * (n_chan_key if linear_scaling else math.sqrt(n_chan_key)))
         logits = scale * jnp.einsum("hnpk,hnqk->hnpq", queries, keys)
+        if mask is not None:  # a position is masked when all its channels are
+            keys_masked = jnp.broadcast_to(jnp.all(mask, axis=-1), x.shape[:-1])
+            logits = masked_logits(logits, keys_masked.reshape((1, n, 1, -1)))
         heads = jnp.einsum("hnpq,hnqv->npvh", phi(logits), values)  # (N, P, d_v, H)
         heads = heads.reshape(heads.shape[:2] + (n_chan_val * n_heads,))
         out = (ov_std / math.sqrt(n_chan_val * n_heads * n_in)) * (heads @ W_out)
         out = out.reshape(x.shape[:-1] + (n_chan_out,))
         return out if b is None else out + b_std * b
 
-    def weights(cov, s):
-        """``G (N, P, P')`` of each input from its own covariance over positions."""
-        c = to_position_matrix(cov, 1, s)
-        return phi(qk_std * c)
+    def weights(cov, s, key_weights=None):
+        """``G (N, P, P')`` of each input from its own covariance over positions; masked
+        keys (``key_weights (N, P')`` zero) get no attention."""
+        c = qk_std * to_position_matrix(cov, 1, s)
+        if key_weights is not None:
+            c = masked_logits(c, (key_weights == 0).reshape(
+                (key_weights.shape[0], 1, -1)))
+        return phi(c)
 
     def weigh(mat, g1, g2, batch_ndim, s, spatial):
         m = to_position_matrix(mat, batch_ndim, s)
@@ -203,8 +215,10 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
         return from_position_matrix(m, batch_ndim, spatial)
 
     def transform_linear(k: Kernel, s, spatial) -> dict:
-        g1 = weights(k.cov1, s)
-        g2 = g1 if k.cov2 is None else weights(k.cov2, s)
+        from ntk.stax.masking import position_weights
+        w = position_weights(k, name)
+        g1 = weights(k.cov1, s, None if w is None else w[0])
+        g2 = g1 if k.cov2 is None else weights(k.cov2, s, None if w is None else w[1])
         var = ov_std ** 2
 
         def affine(mat):

@@ -256,7 +256,14 @@ def _mask_inputs(x, mask_constant):
         pairs = [_mask_inputs(xi, mask_constant) for xi in x]
         return [v for v, _ in pairs], (None if mask_constant is None else
                                        [m for _, m in pairs])
-    return masked_input(jnp.asarray(x), mask_constant)
+    if mask_constant is None:
+        return x, None
+    try:
+        x = jnp.asarray(x)
+    except TypeError:
+        raise TypeError(f"kernel_fn: inputs must be numeric arrays, got {type(x).__name__} "
+                        f"{x!r:.40}") from None
+    return masked_input(x, mask_constant)
 
 
 def _attach_masks(k, m1, m2):

@@ -28,9 +28,11 @@ channels-last layout):
 Remasking layers (neural-tangents' ``remask_kernel=True``): ``Dense``, ``Conv``,
 ``ConvTranspose``, ``ConvLocal``, ``AvgPool``, ``SumPool``, ``Aggregate``, ``ImageResize``,
 ``Erf``, ``Sigmoid_like``, ``Sin``, ``Cos``, ``Rbf``, ``Exp``, ``Gaussian``, ``ExpNormalized``,
-``Hermite``, ``Elementwise``, ``ElementwiseNumerical`` and ``Tanh``; a remasking layer needs a
+``Hermite``, ``Elementwise``, ``ElementwiseNumerical``, ``Tanh`` and ``GlobalSelfAttention``;
+a remasking layer needs a
 mask of channel size 1 (a ``Dense`` / ``Conv`` before it) and raises otherwise, as
-neural-tangents does. ``GlobalSelfAttention`` refuses masks.
+neural-tangents does. ``GlobalSelfAttention`` masks a position when all its channels are and
+gives masked keys no attention (``-1e20`` before the softmax, zero for other mechanisms).
 """
 from __future__ import annotations
 

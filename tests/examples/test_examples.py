@@ -110,7 +110,8 @@ def test_elementwise_kernels_match_closed_forms():
 def test_attention_is_kernel_regression():
     """Infinite-width attention at t = None is NNGP / NTK ridge regression on its kernels."""
     out = attention.main(["--n-train", "8", "--n-test", "4", "--length", "5"])
-    want = _kernel_regression(attention.network()[2], out["x_train"], out["y_train"],
+    assert np.any(out["x_train"] == attention.PAD)  # padded sentences of several lengths
+    want = _kernel_regression(attention.kernel_fn(), out["x_train"], out["y_train"],
                               out["x_test"], out["diag_reg"])
     np.testing.assert_allclose(out["fx_nngp"], want["nngp"], rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(out["fx_ntk"], want["ntk"], rtol=1e-8, atol=1e-12)

@@ -190,7 +190,7 @@ def test_prediction_at_nu_inf_is_nngp_regression(task):
     pred = dkm.predict(model, x_test)
     k = kernels[-1]
     want = gp_inference(k[:P, :P], y, diag_reg=0.01, diag_reg_absolute_scale=True)(
-        k_test_train=k[P:, :P], k_test_test=k[P:, P:])
+        "nngp", k_test_train=k[P:, :P], k_test_test=k[P:, P:])
     np.testing.assert_allclose(pred.mean, want.mean, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(pred.covariance, want.covariance, rtol=1e-7, atol=1e-10)
 

@@ -195,6 +195,8 @@ def test_running_estimates_equal_standalone_estimates():
     alone_fn = monte_carlo_kernel_fn(init_fn, apply_fn, key, 7)
     alone = alone_fn(x1, x2)
     assert isinstance(alone, MonteCarloKernel) and alone.n_samples == 7
+    nngp, ntk = alone  # neural-tangents' pair unpacks
+    assert nngp is alone.nngp and ntk is alone.ntk and len(alone) == 2
     assert [r.n_samples for r in running] == [3, 7]
     np.testing.assert_allclose(running[-1].nngp, alone.nngp, rtol=1e-12)
     np.testing.assert_allclose(running[-1].ntk, alone.ntk, rtol=1e-12)

@@ -319,8 +319,7 @@ def test_gradient_descent_mse_trace_axes_and_times(data):
 def test_gp_inference_return_forms(data, kernels):
     """neural-tangents' forms: the mean alone without k_test_test (equal to the ridge
     regression by np.linalg.solve), a Gaussians namedtuple for tuple / None get, N(y, 0) on
-    the training inputs; the 'ntk' covariance refuses kernels without the NNGP. An array
-    kernel with get=None keeps the single plain-GP Gaussian."""
+    the training inputs; the 'ntk' covariance refuses kernels without the NNGP."""
     _, kdd, ktd, ktt = kernels
     y, ridge = data["y_train"], 1e-2
     fn = predict.gp_inference(kdd, y, ridge)  # a dict of arrays; diag_reg by position
@@ -339,9 +338,11 @@ def test_gp_inference_return_forms(data, kernels):
     np.testing.assert_array_equal(fn("ntk"), y)
     with pytest.raises(ValueError, match="needs the NNGP"):
         predict.gp_inference(kdd["ntk"], y)("ntk", ktd["ntk"], ktt)
+    # an array kernel with get=None: its posterior as both 'nngp' and 'ntk' (neural-tangents)
     plain = predict.gp_inference(kdd["nngp"], y, ridge)(k_test_train=ktd["nngp"])
-    assert isinstance(plain, predict.Gaussian) and plain.covariance is None
-    np.testing.assert_allclose(plain.mean, want["nngp"], rtol=1e-10)
+    assert plain._fields == ("nngp", "ntk")
+    np.testing.assert_allclose(plain.nngp, want["nngp"], rtol=1e-10)
+    np.testing.assert_allclose(plain.ntk, want["nngp"], rtol=1e-10)
 
 
 # ------------------------------------------------------------------- neural-tangents, live

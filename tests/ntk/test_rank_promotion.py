@@ -180,7 +180,7 @@ def test_predict():
         gd_full = predict.gradient_descent_mse(
             jnp.einsum("ij,kl->ijkl", k_dd.ntk, jnp.eye(2)), y_train)
         ensemble = predict.gradient_descent_mse_ensemble(kernel_fn, X1, y_train, diag_reg=1e-3)
-        return (posterior, gd(jnp.array([0.0, 1.0, jnp.inf]), 0.0, None, k_td.ntk),
+        return (posterior, gd(jnp.array([0.0, 1.0, jnp.inf]), 0.0, 0.0, k_td.ntk),
                 gd_full(2.0), ensemble(t=3.0, x_test=X2, compute_cov=True))
 
     posterior, gd, gd_full, ensemble = _same_under_raise(compute)

@@ -42,7 +42,7 @@ def test_gp_kernel_posterior_mean_is_gp_inference(get):
     gp = GaussianProcessRegressor(StaxKernel(kernel_fn, get=get), alpha=1e-3).fit(x, y)
     k_dd, k_td = kernel_fn(x, None, get), kernel_fn(x_test, x, get)
     direct = predict.gp_inference(k_dd, jnp.asarray(y)[:, None], diag_reg=1e-3,
-                                  diag_reg_absolute_scale=True)(k_test_train=k_td).mean
+                                  diag_reg_absolute_scale=True)("nngp", k_td)
     np.testing.assert_allclose(gp.predict(x_test), np.asarray(direct)[:, 0], rtol=1e-9,
                                atol=1e-12)
 
@@ -87,10 +87,10 @@ def test_classifier_in_pipeline_and_grid_search_predicts_the_direct_computation(
     targets = predict.one_hot(jnp.asarray(y), 10)
     diag_reg, t = best["ntkclassifier__diag_reg"], best["ntkclassifier__t"]
     if t is None:
-        scores = predict.gp_inference(k_dd, targets, diag_reg=diag_reg)(k_test_train=k_td).mean
+        scores = predict.gp_inference(k_dd, targets, diag_reg=diag_reg)("nngp", k_td)
     else:
         scores = predict.gradient_descent_mse(k_dd, targets, diag_reg=diag_reg)(
-            t, 0.0, None, k_td)[1]
+            t, 0.0, 0.0, k_td)[1]
     np.testing.assert_array_equal(search.predict(x_test), np.argmax(scores, axis=1))
     np.testing.assert_allclose(search.best_estimator_[-1].decision_function(xts), scores,
                                rtol=1e-9, atol=1e-12)
@@ -104,7 +104,7 @@ def test_empirical_ntk_regressor_is_kernel_regression_with_the_empirical_ntk():
     _, params = init_fn(jax.random.PRNGKey(3), (-1, 5))
     ntk_fn = ntk.empirical_ntk_fn(apply_fn, vmap_axes=0)
     direct = predict.gp_inference(ntk_fn(x, None, params), jnp.asarray(y)[:, None],
-                                  diag_reg=1e-2)(k_test_train=ntk_fn(x_test, x, params)).mean
+                                  diag_reg=1e-2)("nngp", ntk_fn(x_test, x, params))
     np.testing.assert_allclose(model.predict(x_test), np.asarray(direct)[:, 0], rtol=1e-9)
     multi = NTKRegressor(network, get="nngp").fit(x, np.stack([y, 2 * y], axis=1))
     np.testing.assert_allclose(multi.predict(x_test)[:, 1], 2 * multi.predict(x_test)[:, 0],

@@ -134,8 +134,6 @@ def test_attention_refuses_what_it_does_not_implement():
     _, apply_fn, kernel_fn = stax.GlobalSelfAttention(4, 4, 4, 2, linear_scaling=False)
     with pytest.raises(NotImplementedError, match="no closed-form"):
         kernel_fn(x)
-    with pytest.raises(NotImplementedError, match="mask"):
-        apply_fn((None,) * 6, x, mask=np.zeros(x.shape, bool))
     with pytest.raises(ValueError, match="channel_axis=5 is out of range"):
         stax.GlobalSelfAttention(4, 4, 4, 1, channel_axis=5)[2](x)
 

@@ -7,6 +7,7 @@ along spatial and batch axes, each against a truth it does not share:
 * independence of concatenated branches: ``FanInConcat`` along the batch axis of two branches
   equals the branches' own kernels laid block-diagonally (computed separately);
 * the finite layers' definitions, in numpy (masked moments of ``LayerNorm`` over the batch);
+* attention over a padded sentence: at the unmasked positions, the outputs of the cut one;
 * neural-tangents 0.6.5's own kernels and finite layers on the same masked inputs, stored in
   ``tests/golden/stax_nt065_names4.npz`` by ``reference/make_stax_names4_golden.py``: kernels
   to 1e-12 relative to the largest entry (the NTK of an input with itself after an arccos to
@@ -68,9 +69,6 @@ def test_padded_sequences_have_the_kernel_and_outputs_of_the_cut_sequences():
     # unmask_fn hands back the values (nothing left masked after the global pool)
     np.testing.assert_array_equal(stax.unmask_fn(apply_fn)(params, padded, mask_constant=-1.0),
                                   out.masked_value)
-    # a traced mask constant (a jitted kernel_fn) masks the same entries
-    jitted = jax.jit(kernel_fn, static_argnames="get")(padded, None, "ntk", mask_constant=-1.0)
-    np.testing.assert_allclose(jitted, ntk_padded, rtol=1e-12)
 
 
 def test_masked_positions_are_zeroed_and_channel_masks_refused():
@@ -78,6 +76,9 @@ def test_masked_positions_are_zeroed_and_channel_masks_refused():
     x = _sequences(1)
     x[0, 5:] = 9.0
     k = kernel_fn(x, None, get=None, mask_constant=9.0)
+    # a traced mask constant (a jitted kernel_fn) masks the same entries
+    jitted = jax.jit(kernel_fn, static_argnames="get")(x, None, "nngp", mask_constant=9.0)
+    np.testing.assert_allclose(jitted, k.nngp, rtol=1e-12)
     assert k.mask1.shape == (3, 7, 1) and bool(k.mask1[0, 6, 0]) and not bool(k.mask1[1, 6, 0])
     assert np.all(np.asarray(k.nngp)[0, :, 5:, :] == 0) and np.all(np.asarray(k.cov1)[0, 5:] == 0)
     x[1, 0, 0] = 9.0  # one channel of one position: Dense keeps the position
@@ -85,9 +86,22 @@ def test_masked_positions_are_zeroed_and_channel_masks_refused():
     _, _, pool_first = stax.AvgPool((2,))
     with pytest.raises(NotImplementedError, match="differ between channels"):
         pool_first(x, None, "nngp", mask_constant=9.0)
-    _, _, attention = stax.serial(stax.Dense(4), stax.GlobalSelfAttention(4, 4, 4, 2))
-    with pytest.raises(NotImplementedError, match="GlobalSelfAttention"):
-        attention(x, None, "nngp", mask_constant=9.0)
+
+
+def test_masked_attention_attends_to_the_unmasked_positions_only():
+    """Softmax attention over a padded sentence: at the unmasked positions, the outputs of the
+    sentence cut to its length (masked keys get weight exp(-1e20) = 0)."""
+    init_fn, apply_fn, _ = stax.GlobalSelfAttention(6, 4, 5, 2, linear_scaling=False,
+                                                    b_std=0.2)
+    x = _sequences(8, n=2, length=6, chan=3)
+    padded = x.copy()
+    padded[0, 4:], padded[1, 1:] = 7.0, 7.0
+    params = init_fn(jax.random.PRNGKey(1), padded.shape)[1]
+    out = apply_fn(params, padded, mask_constant=7.0)
+    for i, n in enumerate((4, 1)):
+        np.testing.assert_allclose(out.masked_value[i, :n], apply_fn(params, x[i:i + 1, :n])[0],
+                                   rtol=1e-12)
+    assert np.array_equal(np.asarray(out.mask)[:, :, 0], padded[..., 0] == 7.0)
 
 
 def test_layernorm_over_the_batch_normalises_by_the_batch_and_is_not_blocked():
@@ -116,13 +130,14 @@ def test_concatenating_independent_branches_along_the_batch_is_block_diagonal():
     second = stax.serial(stax.Dense(3, 0.9), stax.Erf(), stax.Dense(3, 1.4, 0.3))
     _, apply_fn, kernel_fn = stax.serial(stax.FanOut(2), stax.parallel(first, second),
                                          stax.FanInConcat(axis=0))
-    k = kernel_fn(x1, x2, ("nngp", "ntk", "cov1", "cov2"))
+    get = ("nngp", "ntk", "cov1")
+    k = kernel_fn(x1, x2, get)
+    a, b = (net[2](x1, x2, get) for net in (first, second))
     for field in ("nngp", "ntk"):
-        a, b = (getattr(net[2](x1, x2, field), "__array__")() for net in (first, second))
-        want = np.block([[a, np.zeros((3, 2))], [np.zeros((3, 2)), b]])
+        want = np.block([[getattr(a, field), np.zeros((3, 2))],
+                         [np.zeros((3, 2)), getattr(b, field)]])
         np.testing.assert_allclose(getattr(k, field), want, rtol=1e-13)
-    np.testing.assert_allclose(k.cov1, np.concatenate([first[2](x1, x2, "cov1"),
-                                                       second[2](x1, x2, "cov1")]), rtol=1e-13)
+    np.testing.assert_allclose(k.cov1, np.concatenate([a.cov1, b.cov1]), rtol=1e-13)
 
 
 # ----------------------------------------------------------------------------------------
@@ -139,8 +154,8 @@ def _reference_module():
 
 NAMES, SPECS, ARRAYS, NT = load_golden(GOLDEN)
 #: run by default (each kernel case costs XLA compilations); the rest are `slow`
-QUICK = ("conv_pools_x2", "concat_spatial_masked_x2", "apply_layernorm", "apply_conv",
-         "apply_convt")
+QUICK = ("conv_pools_x2", "concat_spatial_masked_x2", "attention_softmax_masked_x2",
+         "apply_layernorm", "apply_conv", "apply_convt")
 
 
 def _check(index, spec, arrays, reference, build, constant):
