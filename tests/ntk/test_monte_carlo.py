@@ -206,7 +206,7 @@ def test_running_estimates_equal_standalone_estimates():
     np.testing.assert_allclose(pair.ntk, alone.ntk, rtol=1e-12)
 
 
-@pytest.mark.parametrize("x2_none", [False, True])
+@pytest.mark.parametrize("x2_none", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_blocks_equal_the_unbatched_estimate(x2_none):
     """neural-tangents' positional ``(..., n_samples, batch_size, device_count,
     store_on_device)``: blocks of rows and columns come from the same sampled networks, so the
