@@ -125,13 +125,16 @@ def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array,
                           implementation)
         if mode is not None and may_split_keywords(apply_kwargs, x2):
             mode = None   # the x1 and x2 calls may differ: ntk.empirical splits them
+        sample_rng = _needs_rng(init_fn, apply_fn, keys[0], x1, apply_kwargs)
+        if sample_rng:
+            mode = None   # a key per sample, split between x1 and x2 by ntk.empirical
         if mode is not None:
             sample_sums = _fast_sums(init_fn, apply_fn, keys, x1, x2, names, mode,
                                      memory_budget, apply_kwargs, compiled)
         else:
             sample_sums = _empirical_sums(init_fn, apply_fn, keys, x1, x2, names, trace_axes,
                                           diagonal_axes, vmap_axes, implementation,
-                                          memory_budget, apply_kwargs)
+                                          memory_budget, apply_kwargs, sample_rng)
         sums = {name: None for name in names}
         done = 0
         for chunk_sums, size in sample_sums(counts):
@@ -319,9 +322,31 @@ def _fast_sums(init_fn, apply_fn, keys, x1, x2, names, mode, memory_budget, appl
     return generate
 
 
+def _needs_rng(init_fn, apply_fn, key, x1, apply_kwargs) -> bool:
+    """Whether ``apply_fn`` runs only with an ``rng`` keyword (a stochastic layer such as
+    ``stax.Dropout`` in ``mode='train'``) that the caller did not pass: then each sampled
+    network also gets its own key, as neural-tangents' estimator gives one (a function that
+    runs without it is called as it is)."""
+    if "rng" in apply_kwargs:
+        return False
+    params = jax.eval_shape(lambda k: init_fn(k, _shapes(x1))[1], key)
+    try:
+        jax.eval_shape(lambda p: apply_fn(p, x1, **apply_kwargs), params)
+        return False
+    except Exception:  # noqa: BLE001 - probing: a failure here is reported by the real call
+        pass
+    try:
+        jax.eval_shape(lambda p: apply_fn(p, x1, rng=key, **apply_kwargs), params)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _empirical_sums(init_fn, apply_fn, keys, x1, x2, names, trace_axes, diagonal_axes,
-                    vmap_axes, implementation, memory_budget, apply_kwargs):
-    """Per-sample kernels through :mod:`ntk.empirical`, one sample at a time."""
+                    vmap_axes, implementation, memory_budget, apply_kwargs,
+                    sample_rng: bool = False):
+    """Per-sample kernels through :mod:`ntk.empirical`, one sample at a time (with
+    ``sample_rng``, sample ``s`` is applied with ``rng=fold_in(key_s, 1)``)."""
 
     nngp_fn = empirical_nngp_fn(apply_fn, trace_axes=trace_axes, diagonal_axes=diagonal_axes,
                                 vmap_axes=vmap_axes, memory_budget=memory_budget)
@@ -334,8 +359,9 @@ def _empirical_sums(init_fn, apply_fn, keys, x1, x2, names, trace_axes, diagonal
     def generate(counts):
         for s in range(counts[-1]):
             params = init(keys[s])
-            yield {name: (nngp_fn if name == "nngp" else ntk_fn)(x1, x2, params,
-                                                                  **apply_kwargs)
+            kwargs = (dict(apply_kwargs, rng=jax.random.fold_in(keys[s], 1)) if sample_rng
+                      else apply_kwargs)
+            yield {name: (nngp_fn if name == "nngp" else ntk_fn)(x1, x2, params, **kwargs)
                    for name in names}, 1
 
     return generate

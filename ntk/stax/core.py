@@ -519,6 +519,12 @@ class KernelFn:
     def __repr__(self):
         return f"KernelFn({self.name})"
 
+    @property
+    def __name__(self):
+        """The layer's name without its arguments (neural-tangents' kernel functions are
+        named after their layer, ``'Sin'``, ``'serial'``)."""
+        return self.name.split("(")[0]
+
     # -- the computation on one block of inputs -----------------------------------------
     def _compute(self, x1, x2, pattern1=None, pattern2=None, mask1=None, mask2=None, *,
                  compute_ntk: bool, out_full: bool, input_axes=None):

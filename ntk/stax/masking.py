@@ -261,9 +261,10 @@ def concat_rule(axis):
 
 def apply_rule(apply_fn):
     """A linear map's rule from its own ``apply_fn``: masked where every input it reads is
-    (the map of the unmasked indicator is zero)."""
+    (the map of the unmasked indicator is zero). The mask keeps its own channel size
+    (neural-tangents' rule: a position mask stays one through a scalar map)."""
     def rule(mask, shape):
-        m = jnp.broadcast_to(mask, tuple(shape))
+        m = jnp.broadcast_to(mask, tuple(shape[:-1]) + (mask.shape[-1],))
         return ~(apply_fn((), (~m).astype(jnp.float32)) != 0)
     return rule
 

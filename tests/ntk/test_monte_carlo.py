@@ -266,3 +266,19 @@ def test_bad_arguments():
         fn(np.ones((2, 3)), None, "cov1")
     with pytest.raises(ValueError, match="non-finite"):
         fn(np.full((2, 3), np.nan))
+
+
+@pytest.mark.slow  # ~7 s: one compiled empirical kernel per sample shape (make test-all)
+def test_stochastic_layers_get_a_key_per_sample_as_in_neural_tangents():
+    """A network that runs only with ``rng`` (``Dropout`` in train mode) is sampled with a key
+    per network, without the caller passing one: its estimate approaches the analytic
+    kernel, which has ``1 / rate`` on the diagonal (one mask per input) and the plain
+    kernel off it."""
+    x = _inputs(3, 4, 5)
+    init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(256, 1.2, 0.1), stax.Relu(),
+                                               stax.Dropout(0.5), stax.Dense(256))
+    # 16 networks x 256 outputs averaged (trace_axes=(-1,)): a few per cent of noise
+    mc = monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.PRNGKey(8), 16)(x, None, "nngp")
+    exact = np.asarray(kernel_fn(x, None, "nngp"))
+    np.testing.assert_allclose(mc, exact, atol=0.1 * np.max(exact))
+    assert np.min(np.diag(exact)) > 1.5 * np.max(np.abs(exact - np.diag(np.diag(exact))))
