@@ -111,6 +111,9 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
             f"device_count={device_count!r}: ntk.batch runs blocks on one device; use "
             "ntk.empirical_ntk_fn(..., devices=...) to shard empirical kernels")
     name = getattr(kernel_fn, "__name__", type(kernel_fn).__name__)
+    from ntk.stax.core import KernelFn
+    if isinstance(kernel_fn, KernelFn) and batch_size:
+        return _stax_batched(kernel_fn, batch_size, store_on_device)
 
     @functools.wraps(kernel_fn)
     def batched_fn(x1, x2=None, *args, **kwargs):
@@ -139,6 +142,29 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
             blocks = [[_without_cov2(b) for b in row] for row in blocks]
         return _assemble(blocks, name)
 
+    return batched_fn
+
+
+def _stax_batched(kernel_fn, batch_size: int, store_on_device: bool):
+    """An ``ntk.stax`` kernel function in blocks: its own blocked evaluation
+    (``kernel_fn(..., batch_size=)``), which assembles whole :class:`ntk.stax.Kernel` objects
+    (``get=None``), slices ``pattern=`` graphs and masks with their inputs and takes lists of
+    inputs (a ``parallel`` network) whole. ``batch_size`` must divide the batch sizes, as
+    for any other kernel function."""
+    @functools.wraps(kernel_fn)
+    def batched_fn(x1, x2=None, *args, **kwargs):
+        if "batch_size" in kwargs:
+            raise TypeError("ntk.batch: batch_size is given to ntk.batch; the batched "
+                            "kernel function does not take it again")
+        if not isinstance(x1, (list, tuple)):
+            n1 = _n(x1, "x1")
+            n2 = n1 if x2 is None else _n(x2, "x2")
+            for label, n in (("N1", n1), ("N2", n2)):
+                if n % batch_size:
+                    raise ValueError(f"batch_size={batch_size} must divide {label} = {n} "
+                                     f"(x1 {n1} rows, x2 {n2} rows)")
+        out = kernel_fn(x1, x2, *args, batch_size=batch_size, **kwargs)
+        return out if store_on_device else jax.tree.map(np.asarray, out)
     return batched_fn
 
 

@@ -58,9 +58,25 @@ def test_bad_arguments(net, data, kwargs, error, words):
         assert w in str(err.value)
 
 
-def test_a_whole_kernel_object_needs_get(net, data):
-    with pytest.raises(TypeError, match="get="):
-        ntk.batch(net[2], batch_size=2)(data[0], None)
+def test_whole_kernels_and_graph_patterns_come_back_in_blocks(net, data):
+    """A stax kernel function in blocks returns the whole ``Kernel`` (``get=None``) and slices
+    ``pattern=`` graphs with their inputs, as the unbatched call does."""
+    x1, x2 = data
+    for other in (None, x2):
+        whole, blocked = net[2](x1, other), ntk.batch(net[2], batch_size=2)(x1, other)
+        assert isinstance(blocked, stax.Kernel)
+        for name in ("nngp", "ntk", "cov1", "cov2"):
+            a, b = getattr(blocked, name), getattr(whole, name)
+            assert (a is None) == (b is None), name
+            if a is not None:
+                np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=name)
+    rng = np.random.default_rng(3)
+    g1, g2 = rng.normal(size=(6, 5, 3)), rng.normal(size=(4, 5, 3))
+    p1, p2 = ((rng.random(size=(n, 5, 5)) < 0.4).astype(float) for n in (6, 4))
+    _, _, gnn = stax.serial(stax.Dense(4), stax.Relu(), stax.Aggregate(), stax.GlobalAvgPool(),
+                            stax.Dense(1))
+    np.testing.assert_allclose(ntk.batch(gnn, batch_size=2)(g1, g2, "nngp", pattern=(p1, p2)),
+                               gnn(g1, g2, "nngp", pattern=(p1, p2)), rtol=1e-12)
 
 
 def test_parallel_list_and_dict_outputs_are_assembled_part_by_part():
