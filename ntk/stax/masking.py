@@ -300,7 +300,9 @@ def supports_masking(remask_kernel: bool, rule=None, reads_mask: bool = False,
             layer_rule = identity_rule if rule is None else rule(arguments)
             b = arguments.get("batch_axis", 0)
             c = arguments.get("channel_axis", -1)
-            default_layout = (b, c) in ((0, -1),) and not arguments.get("dimension_numbers")
+            conv_layout = arguments.get("dimension_numbers") if "filter_shape" in arguments \
+                else None  # a convolution's layout (DotGeneral's are its contraction's)
+            default_layout = (b, c) in ((0, -1),) and not conv_layout
             name = kf.name
 
             def refuse(what):

@@ -205,6 +205,15 @@ def test_golden_parity_with_neural_tangents(name):
     _check(index, SPECS[index], ARRAYS, NT, module.build, module._constant)
 
 
+def test_a_constant_linear_map_passes_values_and_masks():
+    x = _sequences(9)
+    x[0, 3:] = 5.0
+    _, apply_fn, _ = stax.DotGeneral(rhs=0.5)
+    out = apply_fn((), x, mask_constant=5.0)
+    np.testing.assert_array_equal(out.mask, x == 5.0)
+    np.testing.assert_allclose(out.masked_value, 0.5 * np.where(x == 5.0, 0.0, x), rtol=1e-15)
+
+
 def test_a_custom_layer_written_against_the_kernel_runs_as_a_layer():
     @stax.layer
     def Rbf(gamma):
