@@ -55,7 +55,8 @@ def _network_keywords(name: str, kernel_fns) -> dict:
     the activations it gets at ``kernel_fn`` time (:func:`ntk.stax.core.check_layout`)."""
     axes = next((kf.input_axes for kf in kernel_fns if kf.input_axes is not None), None)
     return dict(uses_pattern=any(kf.uses_pattern for kf in kernel_fns), input_axes=axes,
-                batch_coupled=any(kf.batch_coupled for kf in kernel_fns))
+                batch_coupled=any(kf.batch_coupled for kf in kernel_fns),
+                rounding_ntk=all(kf.rounding_ntk for kf in kernel_fns))
 
 
 def serial(*layers):
@@ -205,7 +206,8 @@ def repeat(layer, n: int):
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, KernelFn(name, transform, input_full, missing=kf.missing,
                                        uses_pattern=kf.uses_pattern, input_axes=kf.input_axes,
-                                       batch_coupled=kf.batch_coupled)
+                                       batch_coupled=kf.batch_coupled,
+                                       rounding_ntk=kf.rounding_ntk)
 
 
 def parallel(*layers):

@@ -497,7 +497,8 @@ class KernelFn:
     def __init__(self, name: str, transform: Callable[[Any, bool], Any],
                  input_full: Callable[[bool], bool] = lambda out_full: out_full,
                  missing: Optional[str] = None, *, uses_pattern: bool = False,
-                 input_axes: Optional[tuple] = None, batch_coupled: bool = False):
+                 input_axes: Optional[tuple] = None, batch_coupled: bool = False,
+                 rounding_ntk: bool = True):
         self.name = name
         self.transform = transform
         self.input_full = input_full
@@ -513,6 +514,10 @@ class KernelFn:
         #: whether the kernel of one input depends on the other inputs of its batch
         #: (``LayerNorm`` over the batch axis): then it is never computed in blocks
         self.batch_coupled = batch_coupled
+        #: whether the NTK may be computed, when only the NNGP is asked for, to bound the
+        #: NNGP's rounding error in float32 (not through custom layers, ``stax.layer``, whose
+        #: kernel functions may define no NTK)
+        self.rounding_ntk = rounding_ntk
         self._jitted = {}
         self._out_bytes_cache = {}
 
@@ -650,7 +655,7 @@ class KernelFn:
                                 self.name)
         out_full = not diagonal_spatial
         # the NTK bounds the NNGP's rounding error too: kept in reduced precision
-        compute_ntk = compute_ntk or needs_rounding_bound(x1.dtype)
+        compute_ntk = compute_ntk or (needs_rounding_bound(x1.dtype) and self.rounding_ntk)
         if self.batch_coupled:
             if batch_size is not None:
                 raise ValueError(f"{self.name}: normalising over the batch axis couples the "
@@ -911,7 +916,8 @@ def laid_out(name: str, triple, batch_axis, channel_axis):
     return init_fn, apply_fn, KernelFn(name, transform, kf.input_full, missing=kf.missing,
                                        uses_pattern=kf.uses_pattern,
                                        input_axes=(batch_axis, channel_axis),
-                                       batch_coupled=kf.batch_coupled)
+                                       batch_coupled=kf.batch_coupled,
+                                       rounding_ntk=kf.rounding_ntk)
 
 
 def require_single(k, name: str) -> Kernel:

@@ -387,6 +387,6 @@ def custom_layer(layer_fn: Callable) -> Callable:
         def transform(k, out_full):
             return kernel_fn(k)
 
-        kf = KernelFn(name, transform)
+        kf = KernelFn(name, transform, rounding_ntk=False)
         return supports_masking(False, lambda a: rule)(lambda: (init_fn, apply_checked, kf))()
     return constructor

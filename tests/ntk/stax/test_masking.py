@@ -218,6 +218,8 @@ def test_a_custom_layer_written_against_the_kernel_runs_as_a_layer():
     @stax.layer
     def Rbf(gamma):
         def kernel_fn(k, **kwargs):
+            if k.ntk is not None:  # neural-tangents' own example layer: an NNGP only
+                raise ValueError("RBF Kernel does not have an associated NTK.")
             c1 = k.cov1.reshape(-1, 1)
             c2 = (k.cov1 if k.cov2 is None else k.cov2).reshape(1, -1)
             return k.replace(nngp=jnp.exp(-k.shape1[1] * gamma * (c1 + c2 - 2 * k.nngp)))
@@ -227,5 +229,8 @@ def test_a_custom_layer_written_against_the_kernel_runs_as_a_layer():
     got = Rbf(0.3)[2](x1, x2, "nngp")  # raw inputs: nngp = <x1, x2> / d
     want = np.exp(-0.3 * np.sum((x1[:, None] - x2[None]) ** 2, axis=-1))
     np.testing.assert_allclose(got, want, rtol=1e-12)
+    # float32: no NTK computed behind the caller's back to bound the rounding error
+    got32 = Rbf(0.3)[2](x1.astype(np.float32), x2.astype(np.float32), "nngp")
+    np.testing.assert_allclose(got32, want, rtol=1e-5)
     with pytest.raises(ValueError, match="layer function returns"):
         stax.layer(lambda: (None, None))()
