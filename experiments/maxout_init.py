@@ -47,8 +47,8 @@ trained and recorded too (``mean_loss_ratio_vs``): at depth 16 with a small rate
 about as fast as ``1 / M_K`` (faster on some seeds), so it is not part of the claim.
 
 Scaled down: width 64, depth 30, 8 nets per ``c`` at init; a depth-16 width-16 net trained on
-128 digits (full: width 256, depth 50, 64 nets; depth-21 width-32 training on 1000 digits, 3
-seeds).
+128 digits, 2 seeds (full: width 256, depth 50, 64 nets; depth-21 width-32 training on 1000
+digits, 3 seeds).
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class Config:
     chunk: int = 50
     learning_rates: tuple[float, ...] = (0.003, 0.01, 0.03)   # best rate per c
     momentum: float = 0.9                    # full-batch heavy-ball SGD
-    n_train_seeds: int = 1
+    n_train_seeds: int = 2   # one seed is within noise of the claim's bound (1.02 / 0.93)
     checkpoint_every: int = 2
     seed: int = 0
 

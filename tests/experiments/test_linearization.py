@@ -76,7 +76,7 @@ def test_discrete_gd_closed_form_tends_to_ntk_predict_gradient_flow():
     y = rng.standard_normal(8)
     flow_time = 40.0
     flow = np.asarray(ntk.predict.gradient_descent_mse(k_tr, y, 1.0)(
-        flow_time, k_test_train=k_te)[1])
+        flow_time, 0.0, 0.0, k_te)[1])
     gaps = []
     for lr in (0.2, 0.1, 0.05):
         steps = int(round(flow_time / lr))
