@@ -109,9 +109,12 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
 
     Not supported (raise ``NotImplementedError``): positional embeddings (``pos_emb_type``
     other than ``'NONE'`` and any non-default ``pos_emb_p_norm``, ``pos_emb_decay_fn``,
-    ``n_chan_pos_emb``, ``W_pos_emb_std``, ``val_pos_emb``), masks (``apply_fn(...,
-    mask=...)``). ``batch_axis`` / ``channel_axis``: where the inputs keep them (the
-    output keeps both where they are; the positions are the other axes in their order).
+    ``n_chan_pos_emb``, ``W_pos_emb_std``, ``val_pos_emb``). Masked inputs
+    (``mask_constant``, :mod:`ntk.stax.masking`): masked positions get no attention as keys
+    (``-1e20`` before the softmax, zero for the other mechanisms), in ``apply_fn`` and in the
+    ``linear_scaling=True`` kernels, as in neural-tangents. ``batch_axis`` / ``channel_axis``:
+    where the inputs keep them (the output keeps both where they are; the positions are the
+    other axes in their order).
 
     Shapes: ``(N, *spatial, C) -> (N, *spatial, n_chan_out)``; the kernel needs (and returns)
     covariances between all pairs of positions, memory ``N1 N2 P^2``.
