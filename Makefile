@@ -18,11 +18,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/ntk-lab demo --out $(OUT)
 
+# bytecode is cached (some environments set PYTHONDONTWRITEBYTECODE): the test workers, the
+# notebook kernels and the command-line runs the tests start then compile the sources once
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n auto --dist worksteal
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -q -n auto --dist worksteal
 
 test-all: $(VENV)/.installed
-	$(PY) -m pytest -q -n auto --dist worksteal -m "slow or not slow"
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -q -n auto --dist worksteal -m "slow or not slow"
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks --out $(OUT)/bench

@@ -123,13 +123,11 @@ def remask(k: Kernel, m1, m2, name: str) -> Kernel:
     k = k.replace(mask1=m1, mask2=m2)
     if m1 is None and m2 is None:
         return k
-    n1, n2 = k.shape1[0], k.shape2[0]
     p1 = (jnp.zeros(k.shape1[:-1], bool) if m1 is None
           else jnp.broadcast_to(_position_mask(m1, name), k.shape1[:-1]))
     p2 = p1 if k.x1_is_x2 and m2 is None else (
         jnp.zeros(k.shape2[:-1], bool) if m2 is None
         else jnp.broadcast_to(_position_mask(m2, name), k.shape2[:-1]))
-    del n1, n2
     s, full = k.n_spatial, k.full_spatial
     a, b = cross_variances(p1, p2, s, full)
     cross = a | b
@@ -271,10 +269,6 @@ def apply_rule(apply_fn):
 
 # ----------------------------------------------------------------------------------------
 # the wrapper
-
-
-def _layer_names(x) -> str:
-    return type(x).__name__
 
 
 def supports_masking(remask_kernel: bool, rule=None, reads_mask: bool = False,

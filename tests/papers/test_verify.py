@@ -41,13 +41,14 @@ def _verify_quick(paper, out, capsys):
     return report
 
 
-# The seven costliest quick verifications (12-18 s each) run under ``make test-all`` (the suite
-# must stay under 10 minutes on 2 cores); their studies' pieces, claims and figures are tested
-# by default in tests/experiments (test_lm_finetuning_kernels, test_ntk_ensembles,
-# test_lpntk_pruning, test_ntk_surrogates, test_ntk_finite_width, test_ntk_active_learning) and
-# tests/limits/test_coord_check.py.
+# The thirteen costliest quick verifications (9-18 s each) run under ``make test-all`` (the
+# suite must stay under 10 minutes on 2 cores); their studies' pieces, claims and figures are
+# tested by default in tests/experiments (one test module per study) and
+# tests/limits/test_coord_check.py; the other eighteen papers verify by default.
 HEAVY_PAPERS = ("malladi2023kernel", "yang2021tp5", "he2020ensembles", "guo2024lpntk",
-                "engel2024surrogates", "jacot2018ntk", "hemachandra2023evgp")
+                "engel2024surrogates", "jacot2018ntk", "hemachandra2023evgp",
+                "kumar2023grokking", "mok2022ntknas", "pan2025idinit", "mohamadi2023pntk",
+                "radhakrishnan2023wide", "zhang2019fixup")
 
 
 @pytest.mark.parametrize("paper", [pytest.param(p, marks=pytest.mark.slow)
