@@ -119,12 +119,7 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     def batched_fn(x1, x2=None, *args, **kwargs):
         if batch_size == 0:
             return kernel_fn(x1, x2, *args, **kwargs)
-        n1 = _n(x1, "x1")
-        n2 = n1 if x2 is None else _n(x2, "x2")
-        for label, n in (("N1", n1), ("N2", n2)):
-            if n % batch_size:
-                raise ValueError(f"batch_size={batch_size} must divide {label} = {n} "
-                                 f"(x1 {n1} rows, x2 {n2} rows)")
+        n1, n2 = _block_counts(x1, x2, batch_size)
         other = x1 if x2 is None else x2
         blocks = []
         for i in range(0, n1, batch_size):
@@ -145,6 +140,17 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     return batched_fn
 
 
+def _block_counts(x1, x2, batch_size: int) -> tuple:
+    """``(N1, N2)``, refused unless ``batch_size`` divides both (neural-tangents' rule)."""
+    n1 = _n(x1, "x1")
+    n2 = n1 if x2 is None else _n(x2, "x2")
+    for label, n in (("N1", n1), ("N2", n2)):
+        if n % batch_size:
+            raise ValueError(f"batch_size={batch_size} must divide {label} = {n} "
+                             f"(x1 {n1} rows, x2 {n2} rows)")
+    return n1, n2
+
+
 def _stax_batched(kernel_fn, batch_size: int, store_on_device: bool):
     """An ``ntk.stax`` kernel function in blocks: its own blocked evaluation
     (``kernel_fn(..., batch_size=)``), which assembles whole :class:`ntk.stax.Kernel` objects
@@ -157,12 +163,7 @@ def _stax_batched(kernel_fn, batch_size: int, store_on_device: bool):
             raise TypeError("ntk.batch: batch_size is given to ntk.batch; the batched "
                             "kernel function does not take it again")
         if not isinstance(x1, (list, tuple)):
-            n1 = _n(x1, "x1")
-            n2 = n1 if x2 is None else _n(x2, "x2")
-            for label, n in (("N1", n1), ("N2", n2)):
-                if n % batch_size:
-                    raise ValueError(f"batch_size={batch_size} must divide {label} = {n} "
-                                     f"(x1 {n1} rows, x2 {n2} rows)")
+            _block_counts(x1, x2, batch_size)
         out = kernel_fn(x1, x2, *args, batch_size=batch_size, **kwargs)
         return out if store_on_device else jax.tree.map(np.asarray, out)
     return batched_fn

@@ -19,6 +19,21 @@ def check_against_golden(index: int, spec: dict, arrays: dict, reference, build,
         assert err < rtol, f"{spec['layers']}: {name} relative error {err:.2e}"
 
 
+def assert_kernel_close(value, theirs, name: str, self_pairs: bool, rtol: float,
+                        rtol_self_ntk: float, label) -> None:
+    """One kernel array against neural-tangents', relative to its largest entry; with
+    ``self_pairs`` (``x2=None``) the NTK of each input with itself, which both libraries take
+    through an arccos at correlation 1, only to ``rtol_self_ntk``."""
+    assert value.shape == theirs.shape, (name, value.shape, theirs.shape)
+    err = np.abs(np.asarray(value) - theirs) / np.max(np.abs(theirs))
+    if name == "ntk" and self_pairs:
+        diagonal = np.eye(err.shape[0], dtype=bool).reshape(
+            err.shape[:2] + (1,) * (err.ndim - 2))
+        assert np.max(np.where(diagonal, err, 0)) < rtol_self_ntk, name
+        err = np.where(diagonal, 0, err)
+    assert np.max(err) < rtol, f"{label}: {name} relative error {np.max(err):.2e}"
+
+
 def load_golden(path) -> tuple[list, list, dict, dict]:
     """``(names, specs, inputs, neural-tangents arrays)`` of a golden battery file."""
     import json
